@@ -1,0 +1,82 @@
+"""Starpod: a self-hosted personal AI-agent server.  `create_app` is the application factory."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from . import accounts
+from .config import VERSION, Config
+from .db import close_connection, database, open_database
+from .home import ensure_home
+from .migrations import migrate
+
+__version__ = VERSION
+log = logging.getLogger(__name__)
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    elif root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def prepare_storage(config: Config) -> None:
+    """Create the data directory, open and migrate the database, bootstrap the first admin."""
+    ensure_home(config.home)
+    db = open_database(config.db_path)
+    migrate(db)
+    accounts.reset_process_state()
+    if config.bootstrap_admin:
+        with db.connection_context():
+            generated = accounts.bootstrap_admin(config.bootstrap_api_key)
+        if generated:
+            log.info("New admin API key generated \u2014 save this! %s", generated)
+
+
+def _add_cors_headers(response):
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers["Access-Control-Expose-Headers"] = "*"
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "*"
+        response.headers["Access-Control-Allow-Headers"] = "*"
+    return response
+
+
+def _answer_preflight():
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return "", 200
+    return None
+
+
+def create_app(config: Config | dict | None = None) -> Flask:
+    """Build the WSGI app.  `config` is a Config, or keyword overrides for one built from the env."""
+    from .api import OPENAPI_SETTINGS
+    from .api.errors import register_error_handlers
+    from .api import blueprints
+
+    _configure_logging()
+    config = config if isinstance(config, Config) else Config(**(config or {}))
+    prepare_storage(config)
+
+    app = Flask(__name__)
+    app.config.update(OPENAPI_SETTINGS, API_VERSION=VERSION, STARPOD=config,
+                      MAX_CONTENT_LENGTH=config.max_request_bytes, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    api = Api(app)
+    for blueprint in blueprints():
+        api.register_blueprint(blueprint)
+    register_error_handlers(app)
+    app.before_request(_answer_preflight)
+    app.after_request(_add_cors_headers)
+    app.teardown_appcontext(close_connection)
+
+    from .cli import register_cli
+    register_cli(app)
+    return app
+
+
+__all__ = ["create_app", "Config", "database", "__version__"]

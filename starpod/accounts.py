@@ -1,0 +1,422 @@
+"""Users, API keys, Telegram links, the auth audit log and first-admin bootstrap.
+
+Plain domain logic over the models; nothing here knows about Flask.  API keys are stored as an
+8-character lookup prefix plus an argon2id hash.  `authenticate` keeps a per-process cache of
+keys it has already verified (keyed by SHA-256 of the key), so argon2 runs at most once per key
+per process; the key's and owner's state (revoked, expired, inactive, role) is still read from
+the database on every request, so changes made by any worker apply at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import timedelta
+
+from passlib.hash import argon2
+from peewee import IntegrityError
+
+from .concurrency import run_blocking
+from .db import database
+from .errors import BadRequest, Conflict, NotFound
+from .models import ApiKey, AuthAuditLog, TelegramLink, User
+from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "sp_live_"
+ROLES = ("admin", "user")
+LAST_USED_WRITE_INTERVAL = 60.0  # seconds between last_used_at writes for one key per process
+FAILURE_WINDOW = timedelta(minutes=1)
+
+_hasher = argon2.using(type="id", memory_cost=19456, rounds=2, parallelism=1, digest_size=32, salt_size=16)
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_hex(20)
+
+
+def extract_prefix(key: str) -> str | None:
+    """The 8 characters after `sp_live_`, or None when the key has no such prefix."""
+    if key.startswith(KEY_PREFIX) and len(key) >= len(KEY_PREFIX) + 8:
+        return key[len(KEY_PREFIX):len(KEY_PREFIX) + 8]
+    return None
+
+
+def lookup_prefix(key: str) -> str:
+    """Prefix a key is stored and looked up under; legacy keys use their first 8 characters."""
+    return extract_prefix(key) or key[:8]
+
+
+def hash_key(key: str) -> str:
+    return _hasher.hash(key)
+
+
+def verify_key(key: str, key_hash: str) -> bool:
+    """argon2 verification that never raises: malformed or empty hashes just fail."""
+    if not key_hash:
+        return False
+    try:
+        return _hasher.verify(key, key_hash)
+    except (ValueError, TypeError):
+        return False
+
+
+# --- serialisation ---------------------------------------------------------------------------
+
+def user_json(user: User) -> dict:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "role": user.role if user.role in ROLES else "user",
+        "is_active": bool(user.is_active),
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+    }
+
+
+def key_meta_json(key: ApiKey) -> dict:
+    return {
+        "id": key.id,
+        "user_id": key.user_id,
+        "prefix": key.prefix,
+        "label": key.label,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "last_used_at": key.last_used_at,
+        "created_at": key.created_at,
+    }
+
+
+def telegram_link_json(link: TelegramLink) -> dict:
+    linked = parse_rfc3339(link.linked_at) or utcnow()
+    return {"telegram_id": link.telegram_id, "username": link.username,
+            "linked_at": linked.isoformat(timespec="microseconds")}
+
+
+# --- audit log -------------------------------------------------------------------------------
+
+def audit(event_type: str, user_id: str | None = None, detail: str | None = None,
+          ip_address: str | None = None) -> None:
+    AuthAuditLog.create(event_type=event_type, user_id=user_id, detail=detail, ip_address=ip_address)
+
+
+def audit_failed_login(ip_address: str | None, reason: str) -> None:
+    """Count a failed authentication; one row per source and minute, not one per attempt."""
+    since = to_rfc3339(utcnow() - FAILURE_WINDOW)
+    try:
+        updated = (AuthAuditLog.update(count=AuthAuditLog.count + 1, detail=reason)
+                   .where((AuthAuditLog.event_type == "auth_failed")
+                          & (AuthAuditLog.ip_address == ip_address)
+                          & (AuthAuditLog.created_at >= since))
+                   .execute())
+        if not updated:
+            audit("auth_failed", detail=reason, ip_address=ip_address)
+    except Exception:  # the audit trail must never turn a 401 into a 500
+        log.exception("could not record a failed login")
+
+
+def read_audit(limit: int = 100) -> list[AuthAuditLog]:
+    return list(AuthAuditLog.select()
+                .order_by(AuthAuditLog.created_at.desc(), AuthAuditLog.id.desc())
+                .limit(limit))
+
+
+# --- users -----------------------------------------------------------------------------------
+
+_auth_enabled = False
+
+
+def has_users() -> bool:
+    """Whether auth is enabled.  Users are never hard-deleted, so once true it stays true."""
+    global _auth_enabled
+    if not _auth_enabled:
+        _auth_enabled = User.select().exists()
+    return _auth_enabled
+
+
+def get_user(user_id: str) -> User:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+def list_users() -> list[User]:
+    return list(User.select().order_by(User.created_at, User.id))
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of: {', '.join(ROLES)}")
+
+
+def create_user(email: str | None = None, display_name: str | None = None, role: str = "user",
+                actor_id: str | None = None) -> User:
+    _check_role(role)
+    now = now_iso()
+    try:
+        with database.atomic():
+            user = User.create(email=email, display_name=display_name, role=role,
+                               created_at=now, updated_at=now)
+    except IntegrityError as exc:
+        raise Conflict("Email already in use") from exc
+    audit("user_created", user.id, f"role={role} by={actor_id or 'anonymous'}")
+    return user
+
+
+def _active_admins_other_than(user_id: str) -> int:
+    return (User.select()
+            .where((User.role == "admin") & (User.is_active == True) & (User.id != user_id))  # noqa: E712
+            .count())
+
+
+def _guard_last_admin(user: User) -> None:
+    if user.role == "admin" and user.is_active and _active_admins_other_than(user.id) == 0:
+        raise Conflict("Cannot remove the last active admin")
+
+
+def update_user(user_id: str, email: str | None = None, display_name: str | None = None,
+                role: str | None = None, actor_id: str | None = None) -> User:
+    """Partial update: None leaves a field unchanged."""
+    if role is not None:
+        _check_role(role)
+    try:
+        with database.atomic("IMMEDIATE"):
+            user = get_user(user_id)
+            if role is not None and role != user.role and role != "admin":
+                _guard_last_admin(user)
+            old_role = user.role
+            if email is not None:
+                user.email = email
+            if display_name is not None:
+                user.display_name = display_name
+            if role is not None:
+                user.role = role
+            user.updated_at = now_iso()
+            user.save()
+    except IntegrityError as exc:
+        raise Conflict("Email already in use") from exc
+    if role is not None and role != old_role:
+        audit("user_role_changed", user.id, f"{old_role} -> {role} by={actor_id or 'anonymous'}")
+    return user
+
+
+def set_user_active(user_id: str, active: bool, actor_id: str | None = None) -> User:
+    if not active and actor_id == user_id:
+        raise BadRequest("Cannot deactivate yourself")
+    with database.atomic("IMMEDIATE"):
+        user = get_user(user_id)
+        if not active:
+            _guard_last_admin(user)
+        if bool(user.is_active) == active:
+            return user
+        user.is_active = active
+        user.updated_at = now_iso()
+        user.save()
+    audit("user_activated" if active else "user_deactivated", user.id, f"by={actor_id or 'anonymous'}")
+    return user
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+def _store_key(user: User, key: str, label: str | None) -> ApiKey:
+    return ApiKey.create(user=user, prefix=lookup_prefix(key), key_hash=run_blocking(hash_key, key), label=label)
+
+
+def create_api_key(user_id: str, label: str | None = None, actor_id: str | None = None) -> tuple[ApiKey, str]:
+    """A new key for the user; the plaintext is returned here and never again."""
+    user = get_user(user_id)
+    key = generate_key()
+    record = _store_key(user, key, label)
+    audit("api_key_created", user.id, f"key={record.id} prefix={record.prefix} by={actor_id or 'anonymous'}")
+    return record, key
+
+
+def list_api_keys(user_id: str) -> list[ApiKey]:
+    return list(ApiKey.select().where(ApiKey.user == user_id)
+                .order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))
+
+
+def revoke_api_key(key_id: str, actor_id: str | None = None) -> ApiKey:
+    """Revoke a key; revoking twice keeps the first revocation time."""
+    key = ApiKey.get_or_none(ApiKey.id == key_id)
+    if key is None:
+        raise NotFound("API key not found")
+    if key.revoked_at is None:
+        ApiKey.update(revoked_at=now_iso()).where(
+            (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute()
+        audit("api_key_revoked", key.user_id, f"key={key.id} prefix={key.prefix} by={actor_id or 'anonymous'}")
+        key = ApiKey.get_by_id(key_id)
+    return key
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of a request."""
+    user_id: str
+    role: str
+    display_name: str | None
+    key_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class VerifiedKeyCache:
+    """SHA-256(key) → key id for keys that passed argon2 in this process (bounded LRU)."""
+
+    def __init__(self, max_entries: int = 10000):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def digest(key: str) -> bytes:
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, digest: bytes) -> str | None:
+        with self._lock:
+            key_id = self._entries.get(digest)
+            if key_id is not None:
+                self._entries.move_to_end(digest)
+            return key_id
+
+    def put(self, digest: bytes, key_id: str) -> None:
+        with self._lock:
+            self._entries[digest] = key_id
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+verified_keys = VerifiedKeyCache()
+_last_used_written: dict[str, float] = {}
+
+
+def _usable(key: ApiKey, user: User) -> bool:
+    if key.revoked_at is not None or not user.is_active:
+        return False
+    expires = parse_rfc3339(key.expires_at)
+    return expires is None or expires > utcnow()
+
+
+def _touch_last_used(key_id: str) -> None:
+    now = time.monotonic()
+    if now - _last_used_written.get(key_id, -LAST_USED_WRITE_INTERVAL) < LAST_USED_WRITE_INTERVAL:
+        return
+    _last_used_written[key_id] = now
+    try:
+        ApiKey.update(last_used_at=now_iso()).where(ApiKey.id == key_id).execute()
+    except Exception:
+        log.warning("could not update last_used_at of key %s", key_id, exc_info=True)
+
+
+def _principal(key: ApiKey, user: User) -> Principal:
+    _touch_last_used(key.id)
+    return Principal(user_id=user.id, role=user.role if user.role in ROLES else "user",
+                     display_name=user.display_name, key_id=key.id)
+
+
+def _key_with_owner(query):
+    return query.select(ApiKey, User).join(User)
+
+
+def authenticate(key: str) -> Principal | None:
+    """The active user owning `key`, or None (unknown, revoked, expired, inactive, empty)."""
+    if not key:
+        return None
+    digest = verified_keys.digest(key)
+    cached_id = verified_keys.get(digest)
+    if cached_id is not None:
+        row = _key_with_owner(ApiKey.select()).where(ApiKey.id == cached_id).first()
+        if row is None:
+            return None
+        return _principal(row, row.user) if _usable(row, row.user) else None
+    candidates = _key_with_owner(ApiKey.select()).where(
+        (ApiKey.prefix == lookup_prefix(key)) & ApiKey.revoked_at.is_null() & (User.is_active == True))  # noqa: E712
+    for candidate in candidates:
+        if run_blocking(verify_key, key, candidate.key_hash):
+            verified_keys.put(digest, candidate.id)
+            return _principal(candidate, candidate.user) if _usable(candidate, candidate.user) else None
+    return None
+
+
+# --- Telegram links --------------------------------------------------------------------------
+
+def get_telegram_link(user_id: str) -> TelegramLink | None:
+    return TelegramLink.select().where(TelegramLink.user == user_id).order_by(TelegramLink.linked_at.desc()).first()
+
+
+def link_telegram(user_id: str, telegram_id: int, username: str | None) -> TelegramLink:
+    """Link one Telegram account to the user, replacing the user's previous link and moving the
+    account away from any other user."""
+    if telegram_id <= 0:
+        raise BadRequest("telegram_id must be a positive integer")
+    with database.atomic("IMMEDIATE"):
+        user = get_user(user_id)
+        TelegramLink.delete().where((TelegramLink.user == user.id) | (TelegramLink.telegram_id == telegram_id)).execute()
+        link = TelegramLink.create(telegram_id=telegram_id, user=user, username=username, linked_at=now_iso())
+    audit("telegram_linked", user.id, f"telegram_id={telegram_id}")
+    return link
+
+
+def unlink_telegram(user_id: str) -> int:
+    removed = TelegramLink.delete().where(TelegramLink.user == user_id).execute()
+    if removed:
+        audit("telegram_unlinked", user_id)
+    return removed
+
+
+def authenticate_telegram(telegram_id: int) -> Principal | None:
+    link = (TelegramLink.select(TelegramLink, User).join(User)
+            .where((TelegramLink.telegram_id == telegram_id) & (User.is_active == True))  # noqa: E712
+            .first())
+    if link is None:
+        return None
+    return Principal(user_id=link.user.id, role=link.user.role, display_name=link.user.display_name)
+
+
+# --- bootstrap -------------------------------------------------------------------------------
+
+def bootstrap_admin(import_key: str | None) -> str | None:
+    """Create the first admin when there are no users; safe when several processes race.
+
+    Returns the plaintext key when this call generated one (the caller logs it once), None when
+    users already existed or the key was imported.
+    """
+    with database.atomic("IMMEDIATE"):
+        if User.select().exists():
+            return None
+        now = now_iso()
+        admin = User.create(display_name="Admin", role="admin", created_at=now, updated_at=now)
+        if import_key:
+            _store_key(admin, import_key, "Imported from STARPOD_API_KEY")
+        else:
+            generated = generate_key()
+            _store_key(admin, generated, "Auto-generated admin key")
+        audit("bootstrap", admin.id, "Admin user created")
+    return None if import_key else generated
+
+
+def reset_process_state() -> None:
+    """Forget what this process cached about the auth store (a new database was opened)."""
+    global _auth_enabled
+    _auth_enabled = False
+    verified_keys.clear()
+    _last_used_written.clear()

@@ -1,0 +1,114 @@
+"""The data directory (`STARPOD_HOME`): its layout and the files seeded on first start.
+
+Seeding never overwrites: each file is created with O_EXCL, so several workers starting at once
+leave exactly one copy and an edited file is never replaced.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SUBDIRS = ("config", "db", "memory", "knowledge", "users", "skills", "workspace")
+
+AGENT_TOML = '''\
+# Starpod agent configuration. Every key is optional; the values below are the defaults.
+# Edits take effect on the next request in every worker (server_addr needs a restart).
+
+agent_name = "Aster"
+# provider: anthropic, openai, gemini, groq, deepseek, openrouter or ollama
+provider = "anthropic"
+model = "claude-haiku-4-5"
+max_turns = 30
+max_tokens = 16384
+server_addr = "127.0.0.1:3000"
+followup_mode = "inject"      # inject | queue
+# timezone = "Europe/Berlin"  # IANA name; unset = UTC
+# reasoning_effort = "medium" # low | medium | high
+# compaction_model = "claude-haiku-4-5"
+# compaction_provider = "anthropic"
+
+# Provider endpoints. API keys come only from the environment (ANTHROPIC_API_KEY, ...).
+# [providers.openai]
+# base_url = "https://api.openai.com/v1"
+
+[memory]
+half_life_days = 30.0   # temporal decay of daily logs
+mmr_lambda = 0.7        # 0 = max diversity, 1 = pure relevance
+vector_search = false   # hybrid search with a local embedding model
+chunk_size = 1600       # characters per indexed chunk
+chunk_overlap = 320
+bootstrap_file_cap = 20000
+export_sessions = true  # closed sessions are exported to knowledge/sessions/
+
+[compaction]
+context_budget = 160000
+summary_max_tokens = 4096
+min_keep_messages = 4
+
+[cron]
+default_max_retries = 3
+default_timeout_secs = 7200
+max_concurrent_runs = 1
+
+[attachments]
+enabled = true
+allowed_extensions = []      # empty = every extension
+max_file_size = 20971520     # bytes
+
+[auth]
+rate_limit_requests = 0      # per user per window; 0 = off
+rate_limit_window_secs = 60
+
+[tools]
+shell = true                 # Bash tool (admin callers only)
+file_write = true            # FileWrite / FileDelete (admin callers only)
+'''
+
+SOUL_MD = '''\
+# Soul
+
+You are **Aster**, a personal AI assistant: helpful, direct and thoughtful.
+
+## Core Traits
+- Helpful: you do the work, not just describe it.
+- Direct: you say what you think and keep answers short unless depth is asked for.
+- Thoughtful: you remember what matters to the person and use it.
+
+## Communication Style
+- Plain language, no filler.
+- Ask one clear question when something is ambiguous.
+- Admit what you do not know.
+'''
+
+FRONTEND_TOML = '''\
+# Web UI: greeting = "..." and prompts = ["...", ...]
+prompts = []
+'''
+
+CONFIG_FILES = {
+    "agent.toml": AGENT_TOML,
+    "frontend.toml": FRONTEND_TOML,
+    "SOUL.md": SOUL_MD,
+    "HEARTBEAT.md": "",
+    "BOOT.md": "",
+    "BOOTSTRAP.md": "",
+}
+
+
+def create_if_absent(path: Path, content: str) -> bool:
+    """Write `content` to a new file; False (and nothing touched) when the file already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return True
+
+
+def ensure_home(home: Path) -> None:
+    """Create the data directory layout and seed the config files that are missing."""
+    for sub in SUBDIRS:
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    for name, content in CONFIG_FILES.items():
+        create_if_absent(home / "config" / name, content)

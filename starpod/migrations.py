@@ -1,0 +1,46 @@
+"""Versioned, idempotent schema migrations, applied at start-up under an exclusive lock.
+
+Each migration has a unique name and runs once per database; the names applied are recorded in
+`schema_migrations`.  Append new migrations at the end of MIGRATIONS; never edit an applied one.
+"""
+from __future__ import annotations
+
+import logging
+
+from peewee import Database
+
+from . import models
+from .timeutil import now_iso
+
+log = logging.getLogger(__name__)
+
+
+def _create(*tables):
+    def apply(db: Database) -> None:
+        db.create_tables(tables, safe=True)
+    return apply
+
+
+MIGRATIONS = [
+    ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
+                          models.RateLimitHit)),
+]
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply every migration not yet recorded; safe to call from several processes at once."""
+    applied_now = []
+    with db.connection_context():
+        db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        # BEGIN IMMEDIATE takes the write lock, so concurrent workers migrate one after another.
+        with db.atomic("IMMEDIATE"):
+            done = {row[0] for row in db.execute_sql("SELECT name FROM schema_migrations")}
+            for name, apply in MIGRATIONS:
+                if name in done:
+                    continue
+                apply(db)
+                db.execute_sql("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
+                applied_now.append(name)
+    if applied_now:
+        log.info("applied migrations: %s", ", ".join(applied_now))
+    return applied_now

@@ -1,0 +1,58 @@
+"""Shared fixtures: a fresh app per test (real storage in a temp STARPOD_HOME), users and keys."""
+from __future__ import annotations
+
+import pytest
+
+from starpod import accounts, create_app
+from starpod.config import Config
+from starpod.db import database
+
+
+def make_config(home, bootstrap_admin: bool = False, environ: dict | None = None, **overrides) -> Config:
+    """A Config for `home` that ignores the developer's real environment (no provider keys leak in)."""
+    return Config(home=home, environ=environ or {}, bootstrap_admin=bootstrap_admin, **overrides)
+
+
+@pytest.fixture
+def home(tmp_path):
+    return tmp_path / ".starpod"
+
+
+@pytest.fixture
+def config(home):
+    return make_config(home)
+
+
+@pytest.fixture
+def app(config):
+    """An app whose store has no users yet (auth disabled until a user is created)."""
+    app = create_app(config)
+    with app.app_context():
+        yield app
+    database.close_all()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_user(app):
+    """Create a user with a fresh API key: make_user(role="user", **fields) -> (user, key)."""
+    def _make(role: str = "user", **fields):
+        user = accounts.create_user(role=role, **fields)
+        _, key = accounts.create_api_key(user.id, "test")
+        return user, key
+    return _make
+
+
+@pytest.fixture
+def admin(make_user):
+    """(user, key) of an admin; creating it turns auth on."""
+    return make_user("admin", display_name="Alice")
+
+
+@pytest.fixture
+def admin_headers(admin):
+    return {"X-API-Key": admin[1]}

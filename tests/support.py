@@ -1,0 +1,100 @@
+"""Test helpers: free ports, a real gunicorn server on loopback, small HTTP helpers."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+GENERATED_KEY_RE = re.compile(r"save this! (sp_live_[0-9a-f]{40})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(base_url: str, process: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if requests.get(f"{base_url}/api/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url} did not become healthy")
+
+
+class LiveServer:
+    """A gunicorn process running the Procfile's web command against a data directory."""
+
+    def __init__(self, home: Path, workers: int = 1, env: dict | None = None, command: list[str] | None = None):
+        self.home = Path(home)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}"
+        self.log_path = self.home.parent / f"server-{self.port}.log"
+        environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        environ.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
+                        "STARPOD_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        environ.update(env or {})
+        bin_dir = Path(sys.executable).parent
+        environ["PATH"] = f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}"
+        self.command = command or [str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
+        self.env = environ
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LiveServer":
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_health(self.base_url, self.process)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def generated_admin_key(self) -> str | None:
+        match = GENERATED_KEY_RE.search(self.log_text())
+        return match.group(1) if match else None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+    def get(self, path: str, key: str | None = None, **kwargs) -> requests.Response:
+        return self.request("GET", path, key, **kwargs)
+
+    def request(self, method: str, path: str, key: str | None = None, **kwargs) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        if key is not None:
+            headers["X-API-Key"] = key
+        return requests.request(method, f"{self.base_url}{path}", headers=headers, timeout=30, **kwargs)
+
+
+@contextmanager
+def live_server(home: Path, workers: int = 1, env: dict | None = None):
+    server = LiveServer(home, workers, env).start()
+    try:
+        yield server
+    finally:
+        server.stop()

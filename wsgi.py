@@ -1,0 +1,4 @@
+"""WSGI entry point for gunicorn: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+from starpod import create_app
+
+app = create_app()
