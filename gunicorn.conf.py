@@ -11,13 +11,17 @@ keepalive = 5
 accesslog = os.environ.get("STARPOD_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = "info"
+# gunicorn's runtime control socket is one fixed path per machine user; several Starpod servers
+# (instances, tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def on_starting(server):
     """Prepare the data directory and bootstrap the first admin once, in the master, before forking."""
+    from starpod import configure_logging, prepare_storage
     from starpod.config import Config
-    from starpod import prepare_storage
     from starpod.db import database
 
+    configure_logging()
     prepare_storage(Config())
     database.close_all()

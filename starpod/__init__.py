@@ -10,13 +10,15 @@ from . import accounts
 from .config import VERSION, Config
 from .db import close_connection, database, open_database
 from .home import ensure_home
+from .instances import reconcile_at_start as reconcile_instances
+from .memory import get_store as get_memory_store
 from .migrations import migrate
 
 __version__ = VERSION
 log = logging.getLogger(__name__)
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
@@ -29,7 +31,7 @@ def prepare_storage(config: Config) -> None:
     ensure_home(config.home)
     db = open_database(config.db_path)
     migrate(db)
-    accounts.reset_process_state()
+    accounts.reset_process_state(config.db_dir / "auth.generation")
     if config.bootstrap_admin:
         with db.connection_context():
             generated = accounts.bootstrap_admin(config.bootstrap_api_key)
@@ -58,9 +60,11 @@ def create_app(config: Config | dict | None = None) -> Flask:
     from .api.errors import register_error_handlers
     from .api import blueprints
 
-    _configure_logging()
+    configure_logging()
     config = config if isinstance(config, Config) else Config(**(config or {}))
     prepare_storage(config)
+    get_memory_store(config)  # seed memory files and bring the search index up to date
+    reconcile_instances(config)  # restart/adopt/terminate local instance servers as recorded
 
     app = Flask(__name__)
     app.config.update(OPENAPI_SETTINGS, API_VERSION=VERSION, STARPOD=config,

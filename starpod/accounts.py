@@ -1,25 +1,25 @@
 """Users, API keys, Telegram links, the auth audit log and first-admin bootstrap.
 
 Plain domain logic over the models; nothing here knows about Flask.  API keys are stored as an
-8-character lookup prefix plus an argon2id hash.  `authenticate` keeps a per-process cache of
-keys it has already verified (keyed by SHA-256 of the key), so argon2 runs at most once per key
-per process; the key's and owner's state (revoked, expired, inactive, role) is still read from
-the database on every request, so changes made by any worker apply at once.
+8-character lookup prefix plus an argon2id hash.  `authenticate` runs argon2 at most once per key
+per process and caches the key's state; every change that affects authentication calls
+`cache.invalidate()` after its commit, which every worker notices on its next request (see
+authcache).
 """
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from passlib.hash import argon2
 from peewee import IntegrityError
 
+from .authcache import AuthCache, key_digest
 from .concurrency import run_blocking
 from .db import database
 from .errors import BadRequest, Conflict, NotFound
@@ -204,6 +204,7 @@ def update_user(user_id: str, email: str | None = None, display_name: str | None
             user.save()
     except IntegrityError as exc:
         raise Conflict("Email already in use") from exc
+    cache.invalidate()  # role and display name are part of the cached principal
     if role is not None and role != old_role:
         audit("user_role_changed", user.id, f"{old_role} -> {role} by={actor_id or 'anonymous'}")
     return user
@@ -221,6 +222,7 @@ def set_user_active(user_id: str, active: bool, actor_id: str | None = None) -> 
         user.is_active = active
         user.updated_at = now_iso()
         user.save()
+    cache.invalidate()
     audit("user_activated" if active else "user_deactivated", user.id, f"by={actor_id or 'anonymous'}")
     return user
 
@@ -253,6 +255,7 @@ def revoke_api_key(key_id: str, actor_id: str | None = None) -> ApiKey:
     if key.revoked_at is None:
         ApiKey.update(revoked_at=now_iso()).where(
             (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute()
+        cache.invalidate()
         audit("api_key_revoked", key.user_id, f"key={key.id} prefix={key.prefix} by={actor_id or 'anonymous'}")
         key = ApiKey.get_by_id(key_id)
     return key
@@ -271,48 +274,12 @@ class Principal:
         return self.role == "admin"
 
 
-class VerifiedKeyCache:
-    """SHA-256(key) → key id for keys that passed argon2 in this process (bounded LRU)."""
-
-    def __init__(self, max_entries: int = 10000):
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def digest(key: str) -> bytes:
-        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-    def get(self, digest: bytes) -> str | None:
-        with self._lock:
-            key_id = self._entries.get(digest)
-            if key_id is not None:
-                self._entries.move_to_end(digest)
-            return key_id
-
-    def put(self, digest: bytes, key_id: str) -> None:
-        with self._lock:
-            self._entries[digest] = key_id
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-verified_keys = VerifiedKeyCache()
+cache = AuthCache()
 _last_used_written: dict[str, float] = {}
 
 
-def _usable(key: ApiKey, user: User) -> bool:
-    if key.revoked_at is not None or not user.is_active:
-        return False
-    expires = parse_rfc3339(key.expires_at)
+def _not_expired(expires_at: str | None) -> bool:
+    expires = parse_rfc3339(expires_at)
     return expires is None or expires > utcnow()
 
 
@@ -327,33 +294,59 @@ def _touch_last_used(key_id: str) -> None:
         log.warning("could not update last_used_at of key %s", key_id, exc_info=True)
 
 
-def _principal(key: ApiKey, user: User) -> Principal:
-    _touch_last_used(key.id)
-    return Principal(user_id=user.id, role=user.role if user.role in ROLES else "user",
-                     display_name=user.display_name, key_id=key.id)
+@functools.cache
+def _key_state_sql() -> str:
+    """SQL reading a key's and its owner's current state by key id, compiled once.
+
+    This runs on every authenticated request; building the query through the ORM each time
+    costs more than the request itself.
+    """
+    query = (ApiKey.select(ApiKey.revoked_at, ApiKey.expires_at, User.id, User.role, User.display_name,
+                           User.is_active)
+             .join(User).where(ApiKey.id == "?"))
+    sql, _params = query.sql()
+    return sql
 
 
-def _key_with_owner(query):
-    return query.select(ApiKey, User).join(User)
+def _read_key_state(key_id: str) -> tuple[Principal | None, str | None]:
+    """(owner if the key is not revoked and the owner is active, the key's expiry)."""
+    row = database.execute_sql(_key_state_sql(), (key_id,)).fetchone()
+    if row is None:
+        return None, None
+    revoked_at, expires_at, user_id, role, display_name, is_active = row
+    if revoked_at is not None or not is_active:
+        return None, expires_at
+    return Principal(user_id=user_id, role=role if role in ROLES else "user",
+                     display_name=display_name, key_id=key_id), expires_at
+
+
+def _principal_for_key(key_id: str) -> Principal | None:
+    hit, state = cache.state(key_id)
+    if not hit:
+        generation = cache.generation.current()
+        state = _read_key_state(key_id)
+        cache.store_state(key_id, generation, state)
+    principal, expires_at = state
+    if principal is None or not _not_expired(expires_at):
+        return None
+    _touch_last_used(key_id)
+    return principal
 
 
 def authenticate(key: str) -> Principal | None:
     """The active user owning `key`, or None (unknown, revoked, expired, inactive, empty)."""
     if not key:
         return None
-    digest = verified_keys.digest(key)
-    cached_id = verified_keys.get(digest)
+    digest = key_digest(key)
+    cached_id = cache.verified.get(digest)
     if cached_id is not None:
-        row = _key_with_owner(ApiKey.select()).where(ApiKey.id == cached_id).first()
-        if row is None:
-            return None
-        return _principal(row, row.user) if _usable(row, row.user) else None
-    candidates = _key_with_owner(ApiKey.select()).where(
+        return _principal_for_key(cached_id)
+    candidates = ApiKey.select(ApiKey.id, ApiKey.key_hash).join(User).where(
         (ApiKey.prefix == lookup_prefix(key)) & ApiKey.revoked_at.is_null() & (User.is_active == True))  # noqa: E712
     for candidate in candidates:
         if run_blocking(verify_key, key, candidate.key_hash):
-            verified_keys.put(digest, candidate.id)
-            return _principal(candidate, candidate.user) if _usable(candidate, candidate.user) else None
+            cache.verified.put(digest, candidate.id)
+            return _principal_for_key(candidate.id)
     return None
 
 
@@ -414,9 +407,9 @@ def bootstrap_admin(import_key: str | None) -> str | None:
     return None if import_key else generated
 
 
-def reset_process_state() -> None:
-    """Forget what this process cached about the auth store (a new database was opened)."""
-    global _auth_enabled
+def reset_process_state(generation_path: Path | None) -> None:
+    """Forget what this process cached about the auth store (a database was opened)."""
+    global _auth_enabled, cache
     _auth_enabled = False
-    verified_keys.clear()
+    cache = AuthCache(generation_path)
     _last_used_written.clear()

@@ -7,6 +7,7 @@ from flask.cli import FlaskGroup
 
 from . import accounts
 from .errors import StarpodError
+from .memory.cli import memory_group
 
 
 def _config():
@@ -29,6 +30,7 @@ def register_cli(app: Flask) -> None:
     keys = click.Group("keys", help="Manage API keys.")
     app.cli.add_command(users)
     app.cli.add_command(keys)
+    app.cli.add_command(memory_group(_config))
 
     @users.command("list")
     def users_list():

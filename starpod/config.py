@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +234,12 @@ def parse_agent_config(text: str) -> AgentConfig:
     return config
 
 
+# File timestamps come from a coarse clock (some filesystems keep whole seconds) and inode numbers
+# are reused, so two writes within one tick can leave an identical (mtime, size, inode) signature.
+# A file whose mtime is this close to the moment it was last read is re-read and compared.
+RACY_WINDOW_NS = 2_000_000_000
+
+
 class LiveAgentConfig:
     """The agent.toml of one data directory, re-read whenever the file changes on disk."""
 
@@ -240,6 +247,8 @@ class LiveAgentConfig:
         self.path = path
         self._lock = threading.Lock()
         self._signature: tuple | None = None
+        self._read_at_ns = 0
+        self._text: str | None = None
         self._config = AgentConfig()
 
     def _stat_signature(self) -> tuple | None:
@@ -249,11 +258,16 @@ class LiveAgentConfig:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
+    def _stale(self, signature: tuple | None) -> bool:
+        if signature != self._signature:
+            return True
+        return signature is not None and signature[0] + RACY_WINDOW_NS > self._read_at_ns
+
     def get(self) -> AgentConfig:
         signature = self._stat_signature()
-        if signature != self._signature:
+        if self._stale(signature):
             with self._lock:
-                if signature != self._signature:
+                if self._stale(signature):
                     self._load(signature)
         return self._config
 
@@ -264,17 +278,30 @@ class LiveAgentConfig:
         return self._config
 
     def _load(self, signature: tuple | None) -> None:
+        read_at_ns = time.time_ns()
+        try:
+            self._parse_current(signature)
+        finally:
+            # Remembered even on failure so a broken file is not re-parsed on every request.
+            self._signature, self._read_at_ns = signature, read_at_ns
+
+    def _parse_current(self, signature: tuple | None) -> None:
         if signature is None:
-            self._config, self._signature = AgentConfig(), None
+            self._config, self._text = AgentConfig(), None
             return
         try:
             text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("keeping the previous config: %s is not readable: %s", self.path, exc)
+            return
+        if text == self._text:
+            return
+        self._text = text
+        try:
             self._config = parse_agent_config(text)
             log.info("loaded %s", self.path)
-        except (OSError, UnicodeDecodeError, ConfigError) as exc:
+        except ConfigError as exc:
             log.warning("keeping the previous config: %s is not usable: %s", self.path, exc)
-        # Remember the signature even on failure so a broken file is not re-parsed on every request.
-        self._signature = signature
 
 
 def _env(name: str, environ: dict) -> str | None:

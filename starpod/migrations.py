@@ -24,6 +24,10 @@ def _create(*tables):
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
+    ("0002_sessions", _create(models.Session, models.Message, models.TranscriptEntry, models.UsageStat,
+                              models.CompactionLog)),
+    ("0007_instances", _create(models.Instance)),
+    ("0005_realtime", _create(models.ChatRun, models.RunEvent, models.RunFollowup, models.Notification)),
 ]
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from peewee import (AutoField, BigIntegerField, BooleanField, Check, ForeignKeyField, IntegerField,
-                    Model, TextField)
+from peewee import (AutoField, BigIntegerField, BooleanField, Check, FloatField, ForeignKeyField,
+                    IntegerField, Model, TextField)
 
 from .db import database
 from .timeutil import now_iso
@@ -86,3 +86,166 @@ class RateLimitHit(BaseModel):
     class Meta:
         table_name = "rate_limit_hits"
         indexes = ((("user_id", "at"), False),)
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+class Session(BaseModel):
+    """One conversation on one channel, owned by the user it was started for."""
+    id = TextField(primary_key=True, default=new_uuid)
+    created_at = TextField(default=now_iso)
+    last_message_at = TextField(default=now_iso)
+    is_closed = BooleanField(default=False)
+    summary = TextField(null=True)
+    message_count = IntegerField(default=0)
+    channel = TextField(default="main")
+    channel_session_key = TextField(null=True)
+    title = TextField(null=True)
+    user_id = TextField(default="admin")
+    is_read = BooleanField(default=True)
+
+    class Meta:
+        table_name = "session_metadata"
+        indexes = (
+            (("channel", "channel_session_key", "user_id", "is_closed", "last_message_at"), False),
+            (("user_id", "last_message_at"), False),
+            (("last_message_at",), False),
+        )
+
+
+class Message(BaseModel):
+    """Display history of a session: user, assistant, tool_use and tool_result rows."""
+    id = AutoField()
+    session = ForeignKeyField(Session, column_name="session_id", on_delete="CASCADE", index=False)
+    role = TextField(constraints=[Check("role IN ('user', 'assistant', 'tool_use', 'tool_result')")])
+    content = TextField()
+    timestamp = TextField(default=now_iso)
+
+    class Meta:
+        table_name = "session_messages"
+        indexes = ((("session", "id"), False),)
+
+
+class TranscriptEntry(BaseModel):
+    """What the model saw: one provider-neutral message (JSON) or a compaction marker per row."""
+    id = AutoField()
+    session = ForeignKeyField(Session, column_name="session_id", on_delete="CASCADE", index=False)
+    kind = TextField(constraints=[Check("kind IN ('message', 'compaction')")])
+    data = TextField()
+    timestamp = TextField(default=now_iso)
+
+    class Meta:
+        table_name = "session_transcript"
+        indexes = ((("session", "kind", "id"), False),)
+
+
+class UsageStat(BaseModel):
+    """One row per completed agent run."""
+    id = AutoField()
+    session = ForeignKeyField(Session, column_name="session_id", on_delete="CASCADE", index=True)
+    turn = IntegerField(default=0)
+    input_tokens = IntegerField(default=0)
+    output_tokens = IntegerField(default=0)
+    cache_read = IntegerField(default=0)
+    cache_write = IntegerField(default=0)
+    cost_usd = FloatField(default=0.0)
+    model = TextField(null=True)
+    timestamp = TextField(default=now_iso)
+
+    class Meta:
+        table_name = "usage_stats"
+
+
+class CompactionLog(BaseModel):
+    id = AutoField()
+    session = ForeignKeyField(Session, column_name="session_id", on_delete="CASCADE", index=True)
+    timestamp = TextField(default=now_iso)
+    trigger = TextField(default="auto")
+    pre_tokens = IntegerField(default=0)
+    summary = TextField(default="")
+    messages_compacted = IntegerField(default=0)
+
+    class Meta:
+        table_name = "compaction_log"
+
+
+# --- instances ------------------------------------------------------------------------------
+
+class Instance(BaseModel):
+    """A Starpod server process run by the local instance backend.
+
+    Timestamps are epoch seconds, as the instance API (spec §2.2) serves them.  `pid` together with
+    `pid_started` (the process's start time) identifies the process even after pid reuse.
+    """
+    id = TextField(primary_key=True, default=new_uuid)
+    name = TextField(null=True)
+    region = TextField(null=True)
+    status = TextField(default="creating",
+                       constraints=[Check("status IN ('creating', 'running', 'paused', 'stopped', 'error')")])
+    port = IntegerField(unique=True)
+    pid = IntegerField(null=True)
+    pid_started = FloatField(null=True)
+    last_heartbeat = BigIntegerField(null=True)
+    created_at = BigIntegerField()
+    updated_at = BigIntegerField()
+
+    class Meta:
+        table_name = "instances"
+
+
+# --- realtime (WebSocket runs) --------------------------------------------------------------
+
+class ChatRun(BaseModel):
+    """A chat run started over /ws.  It belongs to no socket: any worker can replay and follow it."""
+    id = TextField(primary_key=True, default=new_uuid)
+    user_id = TextField()
+    status = TextField(default="running", constraints=[Check("status IN ('running', 'finished')")])
+    worker_id = TextField()
+    created_at = TextField(default=now_iso)
+    heartbeat_at = TextField(default=now_iso)  # refreshed by the executing worker; stale = orphaned
+    finished_at = TextField(null=True)
+
+    class Meta:
+        table_name = "chat_runs"
+        indexes = ((("status", "heartbeat_at"), False), (("status", "finished_at"), False))
+
+
+class RunEvent(BaseModel):
+    """One wire frame of a run, numbered by the run's `seq`."""
+    id = AutoField()
+    run = ForeignKeyField(ChatRun, column_name="run_id", on_delete="CASCADE", index=False)
+    seq = IntegerField()
+    session_id = TextField(null=True, index=True)  # set on stream_start frames: resume looks runs up by it
+    frame = TextField()
+
+    class Meta:
+        table_name = "chat_run_events"
+        indexes = ((("run", "seq"), True),)
+
+
+class RunFollowup(BaseModel):
+    """A message sent while a run was active: injected into it or queued after it, never lost."""
+    id = AutoField()
+    run = ForeignKeyField(ChatRun, column_name="run_id", on_delete="CASCADE", index=False)
+    mode = TextField(constraints=[Check("mode IN ('inject', 'queue')")])
+    status = TextField(default="pending", constraints=[Check("status IN ('pending', 'claimed')")])
+    text = TextField()
+    user_id = TextField()
+    is_admin = BooleanField(default=False)
+    channel_id = TextField(default="main")
+    channel_session_key = TextField(null=True)
+    created_at = TextField(default=now_iso)
+
+    class Meta:
+        table_name = "chat_run_followups"
+        indexes = ((("run", "status", "id"), False),)
+
+
+class Notification(BaseModel):
+    """A `notification` frame waiting to be fanned out to the WebSocket clients of every worker."""
+    id = AutoField()
+    frame = TextField()
+    created_at = TextField(default=now_iso, index=True)
+
+    class Meta:
+        table_name = "ws_notifications"

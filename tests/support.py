@@ -57,6 +57,7 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "LiveServer":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)

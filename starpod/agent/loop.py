@@ -1,0 +1,260 @@
+"""The agent loop: call the model, run the tools it asks for, repeat until it answers.
+
+`AgentLoop.run()` yields wire events (`text_delta`, `tool_use`, `tool_result`) while it works and
+leaves the outcome in `AgentLoop.outcome`.  The conversation the model sees is a `Conversation`,
+persisted to the session transcript as it grows (so a continued session resumes with every prior
+turn) and compacted when a call's context passes the budget (spec §6.6).
+"""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .. import sessions
+from ..concurrency import _gevent_active
+from ..config import Config
+from ..db import database
+from ..errors import NotConfigured
+from ..sessions import truncate_utf8
+from .pricing import cost_usd
+from .providers import ModelTurn, Provider, ProviderError, Usage, make_provider
+from .tools import Tool, ToolContext, ToolResult, run_tool
+
+log = logging.getLogger(__name__)
+
+MAX_PARALLEL_TOOLS = 8
+SUMMARY_OPEN = "[Previous conversation summary]"
+SUMMARY_CLOSE = "[End of summary \u2014 conversation continues below]"
+SUMMARY_PROMPT = """\
+Summarize the conversation below so it can replace it as context for continuing the work.
+Write a structured summary with these sections: Decisions, Facts learned, Files and paths, \
+Tool outcomes, Open action items. Keep every concrete detail (names, numbers, paths, commands) \
+that later turns may need; omit pleasantries.
+
+<conversation>
+{transcript}
+</conversation>"""
+
+
+class Conversation:
+    """The model-facing message list of one session, mirrored into its transcript."""
+
+    def __init__(self, session_id: str):
+        self.session_id = session_id
+        summary, entries = sessions.load_transcript(session_id)
+        self.messages: list[dict] = []
+        self.ids: list[int | None] = []
+        if summary is not None:
+            self.messages.append(summary_turn(summary))
+            self.ids.append(None)
+        for entry_id, message in entries:
+            self.messages.append(message)
+            self.ids.append(entry_id)
+
+    def append(self, message: dict, stored: dict | None = None) -> None:
+        """Add a turn; `stored` is what to persist when it differs (images are not kept)."""
+        entry_id = sessions.add_transcript(self.session_id, "message", stored or message)
+        self.messages.append(message)
+        self.ids.append(entry_id)
+
+    def compact(self, split: int, summary: str) -> None:
+        keep_from = self.ids[split]
+        sessions.add_transcript(self.session_id, "compaction", {"summary": summary, "keep_from": keep_from})
+        self.messages = [summary_turn(summary)] + self.messages[split:]
+        self.ids = [None] + self.ids[split:]
+
+
+def summary_turn(summary: str) -> dict:
+    return {"role": "user", "content": [{"type": "text", "text": f"{SUMMARY_OPEN}\n{summary}\n{SUMMARY_CLOSE}"}]}
+
+
+def user_turn(text: str) -> dict:
+    return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+
+@dataclass
+class Outcome:
+    text: str = ""
+    num_turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    is_error: bool = False
+    errors: list[str] = field(default_factory=list)
+    model_calls: int = 0
+
+
+def _run_tool_with_db(ctx: ToolContext, call: dict) -> ToolResult:
+    with database.connection_context():
+        return run_tool(ctx, call["name"], call["input"])
+
+
+def execute_tools(ctx: ToolContext, calls: list[dict]) -> Iterator[tuple[dict, ToolResult]]:
+    """Run one model turn's tool calls concurrently; yield (call, result) as each completes."""
+    if len(calls) == 1:
+        yield calls[0], run_tool(ctx, calls[0]["name"], calls[0]["input"])
+        return
+    if _gevent_active():
+        from gevent.pool import Pool
+        pool = Pool(MAX_PARALLEL_TOOLS)
+        yield from pool.imap_unordered(lambda call: (call, _run_tool_with_db(ctx, call)), calls)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS)) as executor:
+        futures = {executor.submit(_run_tool_with_db, ctx, call): call for call in calls}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+class AgentLoop:
+    """One run of the loop over a conversation."""
+
+    def __init__(self, config: Config, provider: Provider, conversation: Conversation, system: str,
+                 tools: list[Tool], ctx: ToolContext,
+                 followups: Callable[[], list[str]] | None = None,
+                 on_followup: Callable[[str], None] | None = None,
+                 on_tool_use: Callable[[dict], None] | None = None,
+                 on_tool_result: Callable[[dict, ToolResult], None] | None = None,
+                 on_pre_compaction: Callable[[str], None] | None = None):
+        self.config = config
+        self.agent = config.agent
+        self.provider = provider
+        self.conversation = conversation
+        self.system = system
+        self.tools = tools
+        self.ctx = ctx
+        self.followups = followups
+        self.on_followup = on_followup or (lambda text: None)
+        self.on_tool_use = on_tool_use or (lambda call: None)
+        self.on_tool_result = on_tool_result or (lambda call, result: None)
+        self.on_pre_compaction = on_pre_compaction or (lambda text: None)
+        self.outcome = Outcome()
+
+    def _count(self, provider: Provider, usage: Usage) -> None:
+        self.outcome.usage.add(usage)
+        self.outcome.cost_usd += cost_usd(provider.name, provider.model, usage.input_tokens, usage.output_tokens)
+        self.outcome.model_calls += 1
+
+    def _drain_followups(self) -> None:
+        pending = [t for t in (self.followups() if self.followups else []) if t and t.strip()]
+        for text in pending:
+            self.on_followup(text)
+        if pending:
+            self.conversation.append(user_turn("\n\n".join(pending)))
+
+    def run(self) -> Iterator[dict]:
+        outcome = self.outcome
+        texts: list[str] = []
+        specs = [t.spec() for t in self.tools]
+        while True:
+            if outcome.num_turns >= self.agent.max_turns:
+                outcome.is_error = True
+                break
+            self._drain_followups()
+            turn: ModelTurn | None = None
+            try:
+                for item in self.provider.stream(system=self.system, messages=self.conversation.messages,
+                                                 tools=specs, max_tokens=self.agent.max_tokens,
+                                                 reasoning_effort=self.agent.reasoning_effort):
+                    if isinstance(item, str):
+                        yield {"type": "text_delta", "text": item}
+                    else:
+                        turn = item
+            except ProviderError as exc:
+                outcome.is_error = True
+                outcome.errors.append(f"API error: {exc}")
+                break
+            self._count(self.provider, turn.usage)
+            if turn.content:
+                self.conversation.append({"role": "assistant", "content": turn.content})
+            if turn.text:
+                texts.append(turn.text)
+            calls = turn.tool_uses
+            if not calls:
+                break
+            outcome.num_turns += 1
+            yield from self._tool_round(calls)
+            self._maybe_compact(turn.usage.context_tokens)
+        outcome.text = "\n".join(texts)
+
+    def _tool_round(self, calls: list[dict]) -> Iterator[dict]:
+        for call in calls:
+            self.on_tool_use(call)
+            yield {"type": "tool_use", "id": call["id"], "name": call["name"], "input": call["input"]}
+        results: dict[str, ToolResult] = {}
+        for call, result in execute_tools(self.ctx, calls):
+            results[call["id"]] = result
+            self.on_tool_result(call, result)
+            yield {"type": "tool_result", "tool_use_id": call["id"],
+                   "content": truncate_utf8(result.content, sessions.DISPLAY_MAX_BYTES), "is_error": result.is_error}
+        self.conversation.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": call["id"], "content": results[call["id"]].content,
+             "is_error": results[call["id"]].is_error} for call in calls]})
+
+    # --- compaction ------------------------------------------------------------------------
+
+    def _split_point(self) -> int:
+        messages = self.conversation.messages
+        split = len(messages) - self.agent.compaction.min_keep_messages
+        while split > 0 and _has(messages[split], "tool_result") and _has(messages[split - 1], "tool_use"):
+            split -= 1
+        return split
+
+    def _maybe_compact(self, context_tokens: int) -> None:
+        if context_tokens <= self.agent.compaction.context_budget:
+            return
+        split = self._split_point()
+        if split <= 0:
+            return
+        dropped = self.conversation.messages[:split]
+        saved = "\n".join(b["text"] for m in dropped for b in m["content"] if b["type"] == "text")
+        if saved:
+            self.on_pre_compaction("## Pre-compaction save\n" + truncate_utf8(saved, 2000))
+        summary = self._summarize(dropped)
+        if summary is None:
+            return
+        self.conversation.compact(split, summary)
+        sessions.record_compaction(self.conversation.session_id, context_tokens, summary, split)
+
+    def _summarizers(self) -> Iterator[Provider]:
+        agent = self.agent
+        if agent.compaction_model or agent.compaction_provider:
+            try:
+                yield make_provider(self.config, agent.compaction_provider, agent.compaction_model)
+            except NotConfigured as exc:
+                log.warning("compaction provider unusable: %s", exc.message)
+        yield self.provider
+
+    def _summarize(self, dropped: list[dict]) -> str | None:
+        prompt = SUMMARY_PROMPT.format(transcript=render_for_summary(dropped))
+        for provider in self._summarizers():
+            try:
+                turn = next(item for item in provider.stream(
+                    system=None, messages=[user_turn(prompt)], tools=[],
+                    max_tokens=self.agent.compaction.summary_max_tokens) if isinstance(item, ModelTurn))
+            except ProviderError as exc:
+                log.warning("compaction summary with %s/%s failed: %s", provider.name, provider.model, exc)
+                continue
+            self._count(provider, turn.usage)
+            if turn.text.strip():
+                return turn.text.strip()
+        return None
+
+
+def _has(message: dict, block_type: str) -> bool:
+    return any(b["type"] == block_type for b in message["content"])
+
+
+def render_for_summary(messages: list[dict]) -> str:
+    lines = []
+    for message in messages:
+        for block in message["content"]:
+            kind = block["type"]
+            if kind == "text":
+                lines.append(f"{message['role'].upper()}: {block['text']}")
+            elif kind == "tool_use":
+                lines.append(f"TOOL CALL {block['name']}: {block['input']}")
+            elif kind == "tool_result":
+                status = "error" if block["is_error"] else "result"
+                lines.append(f"TOOL {status.upper()}: {block['content'][:500]}")
+    return "\n".join(lines)

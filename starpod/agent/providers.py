@@ -1,0 +1,398 @@
+"""LLM providers behind one streaming interface.
+
+anthropic goes through the official `anthropic` SDK (Messages API, prompt caching, thinking);
+openai, groq, deepseek, openrouter, ollama and gemini (its OpenAI-compatible endpoint) go through
+the official `openai` SDK (Chat Completions).  The agent loop speaks one provider-neutral message
+format (Anthropic-like content blocks) and each provider translates it.
+
+`Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
+Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
+before the first chunk was yielded; failures become `ProviderError`.  SDK clients are cached per
+process (building one loads TLS roots, which is too slow for every request).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABC, abstractmethod
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import anthropic
+import openai
+
+from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
+from ..errors import NotConfigured
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 600.0  # seconds to wait for a provider to answer (read timeout)
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass
+class RetryPolicy:
+    max_retries: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        wanted = retry_after if retry_after is not None else self.base_delay * (2 ** attempt)
+        return min(max(wanted, 0.0), self.max_delay)
+
+
+RETRY_POLICY = RetryPolicy()
+
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+    "groq": "https://api.groq.com/openai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "ollama": "http://localhost:11434/v1",
+}
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+THINKING_BUDGETS = {"low": 4096, "medium": 10240, "high": 32768}
+
+
+class ProviderError(Exception):
+    """A provider call failed for good (after retries); the message is safe to show."""
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+
+    @property
+    def context_tokens(self) -> int:
+        """Everything the call read as input, cached or not."""
+        return self.input_tokens + self.cache_read + self.cache_write
+
+
+@dataclass
+class ModelTurn:
+    """One complete assistant message: neutral content blocks, usage and stop reason."""
+    content: list[dict]
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(b["text"] for b in self.content if b["type"] == "text")
+
+    @property
+    def tool_uses(self) -> list[dict]:
+        return [b for b in self.content if b["type"] == "tool_use"]
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict
+
+
+def thinking_budget(effort: str | None) -> int | None:
+    return THINKING_BUDGETS.get(effort) if effort else None
+
+
+def _normalize_base_url(provider: str, url: str) -> str:
+    """Accept both SDK base URLs and the full endpoint URLs the spec lists."""
+    url = url.rstrip("/")
+    suffixes = ("/v1/messages", "/messages") if provider == "anthropic" else ("/chat/completions",)
+    for suffix in suffixes:
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url
+
+
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(kind: str, base_url: str, api_key: str):
+    timeout = (REQUEST_TIMEOUT, CONNECT_TIMEOUT)
+    cache_key = (kind, base_url, api_key, timeout)
+    client = _clients.get(cache_key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(cache_key)
+            if client is None:
+                sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
+                client = sdk(api_key=api_key, base_url=base_url, max_retries=0,
+                             timeout=anthropic.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
+                _clients[cache_key] = client
+    return client
+
+
+def _status_and_retry_after(exc: Exception) -> tuple[int | None, float | None]:
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None)
+    retry_after = None
+    if response is not None:
+        try:
+            retry_after = float(response.headers.get("retry-after"))
+        except (TypeError, ValueError):
+            retry_after = None
+    return status, retry_after
+
+
+def _describe(exc: Exception) -> str:
+    status, _ = _status_and_retry_after(exc)
+    message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+        return "request timed out"
+    return f"{status} {message}" if status else str(message)
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+        return False
+    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)):
+        return True
+    status, _ = _status_and_retry_after(exc)
+    if status in RETRYABLE_STATUS:
+        return True
+    # Anthropic reports overload mid-stream as an SSE error event.
+    return getattr(exc, "type", None) == "overloaded_error"
+
+
+SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError)
+
+
+class Provider(ABC):
+    """One configured provider + model."""
+
+    def __init__(self, name: str, model: str, base_url: str, api_key: str):
+        self.name = name
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+
+    def stream(self, *, system: str | None, messages: list[dict], tools: list[ToolSpec],
+               max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
+        """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
+        attempt = 0
+        while True:
+            started = False
+            try:
+                for item in self._stream_once(system, messages, tools, max_tokens, reasoning_effort):
+                    started = started or isinstance(item, str)
+                    yield item
+                return
+            except SDK_ERRORS as exc:
+                if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc):
+                    raise ProviderError(_describe(exc)) from exc
+                _, retry_after = _status_and_retry_after(exc)
+                delay = RETRY_POLICY.delay(attempt, retry_after)
+                log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc), attempt + 1, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    @abstractmethod
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort) -> Iterator[str | ModelTurn]:
+        """One attempt: text chunks, then the ModelTurn; SDK errors propagate."""
+
+
+class AnthropicProvider(Provider):
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort):
+        request: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens,
+                                   "messages": to_anthropic_messages(messages)}
+        if system:
+            request["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+        if tools:
+            request["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                                for t in tools]
+            request["tools"][-1]["cache_control"] = {"type": "ephemeral"}
+        budget = thinking_budget(reasoning_effort)
+        if budget:
+            request["thinking"] = {"type": "enabled", "budget_tokens": budget}
+            request["max_tokens"] = max(max_tokens, budget + 8192)
+        client = _client("anthropic", self.base_url, self.api_key)
+        with client.messages.stream(**request) as stream:
+            for event in stream:
+                if event.type == "text" and event.text:
+                    yield event.text
+            final = stream.get_final_message()
+        usage = final.usage
+        yield ModelTurn(
+            content=[block for block in (_from_anthropic_block(b) for b in final.content) if block],
+            usage=Usage(usage.input_tokens or 0, usage.output_tokens or 0,
+                        getattr(usage, "cache_read_input_tokens", None) or 0,
+                        getattr(usage, "cache_creation_input_tokens", None) or 0),
+            stop_reason=final.stop_reason,
+        )
+
+
+def _from_anthropic_block(block) -> dict | None:
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input or {}}
+    if block.type == "thinking":
+        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+    if block.type == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.data}
+    return None
+
+
+def _merge_roles(messages: list[dict]) -> list[dict]:
+    """Consecutive turns of one role folded into one (an interrupted run can leave two user turns)."""
+    merged: list[dict] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1] = {"role": message["role"], "content": merged[-1]["content"] + message["content"]}
+        else:
+            merged.append({"role": message["role"], "content": list(message["content"])})
+    return merged
+
+
+def to_anthropic_messages(messages: list[dict]) -> list[dict]:
+    converted = []
+    for message in _merge_roles(messages):
+        blocks = []
+        for block in message["content"]:
+            kind = block["type"]
+            if kind == "image":
+                blocks.append({"type": "image", "source": {"type": "base64", "media_type": block["media_type"],
+                                                           "data": block["data"]}})
+            elif kind == "tool_result":
+                blocks.append({"type": "tool_result", "tool_use_id": block["tool_use_id"],
+                               "content": block["content"], "is_error": block["is_error"]})
+            else:
+                blocks.append(dict(block))
+        converted.append({"role": message["role"], "content": blocks})
+    # Cache everything up to the newest user turn.
+    if converted and converted[-1]["role"] == "user" and converted[-1]["content"]:
+        converted[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return converted
+
+
+class OpenAICompatibleProvider(Provider):
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort):
+        request: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(system, messages),
+                                   "stream": True, "stream_options": {"include_usage": True}}
+        if tools:
+            request["tools"] = [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                                  "parameters": t.input_schema}} for t in tools]
+        if self.name == "openai":
+            request["max_completion_tokens"] = max_tokens
+            if reasoning_effort and self.model.startswith(REASONING_MODEL_PREFIXES):
+                request["reasoning_effort"] = reasoning_effort
+        else:
+            request["max_tokens"] = max_tokens
+        client = _client("openai", self.base_url, self.api_key)
+        text: list[str] = []
+        calls: dict[int, dict] = {}
+        usage = Usage()
+        stop_reason = None
+        stream = client.chat.completions.create(**request)
+        try:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    usage = _openai_usage(chunk.usage)
+                for choice in chunk.choices or ():
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        text.append(delta.content)
+                        yield delta.content
+                    for call in (delta.tool_calls or ()) if delta is not None else ():
+                        slot = calls.setdefault(call.index if call.index is not None else len(calls),
+                                                {"id": None, "name": "", "arguments": ""})
+                        if call.id:
+                            slot["id"] = call.id
+                        if call.function is not None:
+                            slot["name"] += call.function.name or ""
+                            slot["arguments"] += call.function.arguments or ""
+                    if choice.finish_reason:
+                        stop_reason = choice.finish_reason
+        finally:
+            stream.close()
+        content: list[dict] = [{"type": "text", "text": "".join(text)}] if text else []
+        for _, call in sorted(calls.items()):
+            content.append({"type": "tool_use", "id": call["id"] or f"call_{uuid.uuid4().hex[:24]}",
+                            "name": call["name"], "input": _parse_arguments(call["arguments"])})
+        yield ModelTurn(content=content, usage=usage, stop_reason=stop_reason)
+
+
+def _parse_arguments(raw: str) -> dict:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _openai_usage(usage) -> Usage:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    prompt = usage.prompt_tokens or 0
+    return Usage(max(prompt - cached, 0), usage.completion_tokens or 0, cached, 0)
+
+
+def to_openai_messages(system: str | None, messages: list[dict]) -> list[dict]:
+    converted: list[dict] = [{"role": "system", "content": system}] if system else []
+    for message in _merge_roles(messages):
+        blocks = message["content"]
+        if message["role"] == "assistant":
+            text = "".join(b["text"] for b in blocks if b["type"] == "text")
+            entry: dict[str, Any] = {"role": "assistant", "content": text or None}
+            calls = [{"id": b["id"], "type": "function",
+                      "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
+                     for b in blocks if b["type"] == "tool_use"]
+            if calls:
+                entry["tool_calls"] = calls
+            converted.append(entry)
+            continue
+        for block in blocks:
+            if block["type"] == "tool_result":
+                content = block["content"]
+                converted.append({"role": "tool", "tool_call_id": block["tool_use_id"],
+                                  "content": f"Error: {content}" if block["is_error"] else content})
+        parts = []
+        for block in blocks:
+            if block["type"] == "text":
+                parts.append({"type": "text", "text": block["text"]})
+            elif block["type"] == "image":
+                parts.append({"type": "image_url",
+                              "image_url": {"url": f"data:{block['media_type']};base64,{block['data']}"}})
+        if parts:
+            only_text = all(p["type"] == "text" for p in parts)
+            converted.append({"role": "user",
+                              "content": "\n\n".join(p["text"] for p in parts) if only_text else parts})
+    return converted
+
+
+def make_provider(config: Config, provider: str | None = None, model: str | None = None) -> Provider:
+    """The provider for (provider, model), defaulting to agent.toml's; NotConfigured without a key."""
+    agent = config.agent
+    default_provider, default_model = agent.model_ref()
+    name = provider or default_provider
+    model = model or default_model
+    if name not in PROVIDERS:
+        raise NotConfigured(f"No API key found for provider '{name}': unknown provider "
+                            f"(use one of {', '.join(PROVIDERS)})")
+    if name == "ollama":
+        api_key = "ollama"
+    else:
+        api_key = config.provider_api_key(name)
+        if not api_key:
+            raise NotConfigured(f"No API key found for provider '{name}'. "
+                                f"Set the {PROVIDER_KEY_ENV[name]} environment variable.")
+    base_url = _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
+    cls = AnthropicProvider if name == "anthropic" else OpenAICompatibleProvider
+    return cls(name, model, base_url, api_key)

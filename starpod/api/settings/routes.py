@@ -1,0 +1,159 @@
+"""`/api/settings/{general,models,memory,cron,channels,frontend,files/<name>}`, admin only.
+
+GETs of agent.toml groups show this worker's live config; a PUT edits the file and returns once the
+new values are in force (other workers pick the new file up on their next request).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from flask import current_app, request
+from flask_smorest import Blueprint
+from werkzeug.exceptions import UnsupportedMediaType
+
+from ... import settings
+from ...config import Config
+from ..guards import require_admin
+from ..schemas import StatusSchema
+from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
+                      GeneralSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
+
+blp = Blueprint("settings", __name__, url_prefix="/api/settings", description="Agent settings and files")
+
+OK = {"status": "ok"}
+
+
+def _config() -> Config:
+    return current_app.config["STARPOD"]
+
+
+def json_body(view: Callable) -> Callable:
+    """415 for a PUT whose body is not declared as JSON (checked after auth, before the body)."""
+    view = blp.alt_response(415, description="Content-Type must be application/json")(view)
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not request.is_json:
+            raise UnsupportedMediaType()
+        return view(*args, **kwargs)
+    return wrapper
+
+
+@blp.route("/general", methods=["GET"])
+@require_admin
+@blp.response(200, GeneralSchema)
+def get_general():
+    """Model, provider and agent-loop settings (all 11 keys; unset ones as null)."""
+    return settings.general(_config().agent)
+
+
+@blp.route("/general", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(GeneralUpdateSchema)
+@blp.response(200, StatusSchema)
+def put_general(body):
+    """Replace the group; absent optional keys are removed (followup_mode falls back to inject)."""
+    settings.update_general(_config(), body)
+    return OK
+
+
+@blp.route("/models", methods=["GET"])
+@require_admin
+@blp.response(200, ModelsSchema)
+def get_models():
+    """The static catalogue of well-known models per provider."""
+    return {"models": settings.MODELS}
+
+
+@blp.route("/memory", methods=["GET"])
+@require_admin
+@blp.response(200, MemorySettingsSchema)
+def get_memory():
+    return settings.memory(_config().agent)
+
+
+@blp.route("/memory", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(MemorySettingsSchema)
+@blp.response(200, StatusSchema)
+def put_memory(body):
+    """Replace the `[memory]` keys shown here; other keys of the section are kept."""
+    settings.update_memory(_config(), body)
+    return OK
+
+
+@blp.route("/cron", methods=["GET"])
+@require_admin
+@blp.response(200, CronSettingsSchema)
+def get_cron():
+    return settings.cron(_config().agent)
+
+
+@blp.route("/cron", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(CronSettingsSchema)
+@blp.response(200, StatusSchema)
+def put_cron(body):
+    settings.update_cron(_config(), body)
+    return OK
+
+
+@blp.route("/channels", methods=["GET"])
+@require_admin
+@blp.response(200, ChannelsSettingsSchema)
+def get_channels():
+    return settings.channels(_config().agent)
+
+
+@blp.route("/channels", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(ChannelsSettingsSchema)
+@blp.response(200, StatusSchema)
+def put_channels(body):
+    """`[channels.telegram]`: enabled always written, gap_minutes null removes it, stream_mode null keeps it."""
+    settings.update_channels(_config(), body)
+    return OK
+
+
+@blp.route("/frontend", methods=["GET"])
+@require_admin
+@blp.response(200, FrontendSettingsSchema)
+def get_frontend():
+    """Read from frontend.toml on every call; a missing or malformed file gives the defaults."""
+    return settings.frontend(_config())
+
+
+@blp.route("/frontend", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(FrontendSettingsSchema)
+@blp.response(200, StatusSchema)
+def put_frontend(body):
+    """Replace frontend.toml entirely."""
+    settings.update_frontend(_config(), body["greeting"], body["prompts"])
+    return OK
+
+
+@blp.route("/files/<path:name>", methods=["GET"])
+@require_admin
+@blp.response(200, FileContentSchema)
+def get_file(name):
+    """SOUL.md, HEARTBEAT.md, BOOT.md or BOOTSTRAP.md; a missing file reads as empty."""
+    return {"content": settings.read_agent_file(_config(), name)}
+
+
+@blp.route("/files/<path:name>", methods=["PUT"])
+@require_admin
+@json_body
+@blp.arguments(FileContentSchema)
+@blp.alt_response(413, description="Content larger than 1 MiB")
+@blp.response(200, StatusSchema)
+def put_file(body, name):
+    """Atomically replace the file (at most 1 MiB of UTF-8) and re-index it for memory search."""
+    settings.write_agent_file(_config(), name, body["content"])
+    return OK

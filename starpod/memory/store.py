@@ -1,0 +1,378 @@
+"""`MemoryStore`: the agent's long-term memory — markdown files on disk plus an index that matches them.
+
+The files are the source of truth.  Every write through the store re-indexes that file; `reindex`
+walks the whole data directory (except `db/`) and brings the index in line with whatever is on disk,
+re-reading only files whose size or mtime changed (or that changed too recently to trust the
+mtime), so a restart over a large, unchanged tree is quick.  Indexing a file reads it while holding
+the index's write lock, so whichever process indexes last indexes what is on disk now.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import stat
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from ..config import MemoryConfig
+from ..home import create_if_absent, ensure_home
+from .chunker import chunk_text
+from .index import FileRecord, MemoryIndex
+from .paths import (SHARED, Location, index_identity, locate, source_path, validate_content,
+                    validate_user_id)
+from .scoring import apply_decay, decay_factor, fts_query
+
+log = logging.getLogger(__name__)
+
+USER_MD = """\
+# User Profile
+
+<!-- What the assistant knows about you. Edit freely; the assistant reads this at the start of
+     every conversation and may update it when you share something worth remembering. -->
+
+## Name
+
+## Role
+
+## Expertise
+
+## Preferences
+
+## Context
+"""
+MEMORY_MD = "# Memory Index\n\nImportant facts and links to memory files.\n"
+
+# A file whose mtime is this close to when it was indexed may have changed again within the same
+# mtime tick, so its content is re-hashed rather than trusted.
+RACY_WINDOW_NS = 2_000_000_000
+BATCH_BYTES = 1 << 20
+BATCH_FILES = 256
+PROGRESS_LOG_SECS = 5.0
+MAX_DAILY_FILES = 3
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    path: str        # the memory name that reads the file back (relative to home; config files bare)
+    line_start: int
+    line_end: int
+    text: str
+    score: float     # higher is better (negated, decayed bm25)
+
+
+@dataclass(frozen=True)
+class _Found:
+    path: Path
+    source: str
+    owner: str
+    mtime_ns: int
+    size: int
+
+
+class MemoryStore:
+    def __init__(self, home: Path, settings: Callable[[], MemoryConfig]):
+        self.home = Path(home).resolve()
+        self.settings = settings
+        self.index = MemoryIndex(self.home / "db" / "memory.db")
+        self.lock_path = self.home / "db" / "memory.lock"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> dict:
+        """Create the layout and the index tables, seed missing files, bring the index up to date."""
+        ensure_home(self.home)
+        self.index.open()
+        return self.reindex()
+
+    def close(self) -> None:
+        self.index.close()
+
+    # --- files ------------------------------------------------------------------------------
+
+    def locate(self, name: str, user_id: str | None = None) -> Location:
+        if user_id is not None:
+            self.ensure_user_space(user_id)
+        return locate(self.home, name, user_id)
+
+    def read(self, path: str, user_id: str | None = None) -> str:
+        """The file's text, or "" when it does not exist."""
+        try:
+            return self.locate(path, user_id).path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def write(self, path: str, content: str, user_id: str | None = None) -> None:
+        validate_content(content)
+        self._write_file(self.locate(path, user_id).path, content)
+
+    def _write_file(self, path: Path, content: str) -> None:
+        """Atomically replace `path` (readers and the indexer never see half a file), then index it."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        try:
+            temp.write_text(content, encoding="utf-8")
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        self.index_file(path)
+
+    def append_daily(self, text: str, user_id: str | None) -> None:
+        """Append a timestamped entry to today's log (server local time) in the caller's space."""
+        now = datetime.now()
+        space = self.user_dir(user_id) if user_id is not None else self.home
+        path = space / "memory" / f"{now:%Y-%m-%d}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            # The lock makes the header and each entry land whole even with two workers appending.
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
+            handle.write(f"{header}\n## {now:%H:%M:%S}\n{text}\n")
+        self.index_file(path)
+
+    def user_dir(self, user_id: str) -> Path:
+        self.ensure_user_space(user_id)
+        return self.home / "users" / user_id
+
+    def ensure_user_space(self, user_id: str) -> None:
+        """Create `users/<id>/` with `memory/` and the default USER.md / MEMORY.md when missing."""
+        base = self.home / "users" / validate_user_id(user_id)
+        (base / "memory").mkdir(parents=True, exist_ok=True)
+        for name, content in (("USER.md", USER_MD), ("MEMORY.md", MEMORY_MD)):
+            if create_if_absent(base / name, content):
+                self.index_file(base / name)
+
+    def has_bootstrap(self) -> bool:
+        return bool(self.read("BOOTSTRAP.md").strip())
+
+    def clear_bootstrap(self) -> None:
+        self.write("BOOTSTRAP.md", "")
+
+    # --- system prompt and exports ----------------------------------------------------------
+
+    def bootstrap_context(self, user_id: str | None) -> str:
+        """SOUL.md, then (for a user) their USER.md, MEMORY.md and last three daily logs (§1.9)."""
+        cap = self.settings().bootstrap_file_cap
+        parts = [_section("SOUL.md", self.read("SOUL.md"), cap)]
+        if user_id is not None:
+            base = self.user_dir(user_id)
+            parts += [_section(name, self.read(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
+            dailies = sorted((p for p in (base / "memory").glob("*.md") if p.is_file()),
+                             key=lambda p: p.name, reverse=True)[:MAX_DAILY_FILES]
+            parts += [_section(f"daily/{p.name}", p.read_text(encoding="utf-8", errors="replace"), cap)
+                      for p in dailies]
+        return "\n\n".join(parts)
+
+    def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
+                       summary: str | None, messages: Iterable, session_id: str, agent_name: str,
+                       user_id: str | None = None) -> str | None:
+        """Write a closed session to `knowledge/sessions/` (in the user's space when `user_id` is
+        given, so private sessions stay private); returns the memory name, None when disabled.
+
+        `messages` are `(role, text)` pairs or dicts with `role` and `content`/`text`; only user
+        and assistant messages are exported.
+        """
+        if not self.settings().export_sessions:
+            return None
+        title = title or "untitled"
+        slug = "".join(c.lower() if c.isalnum() or c == "-" else "-" for c in title[:50]).strip("-") or "untitled"
+        name = f"knowledge/sessions/{slug}-{session_id[:8]}.md"
+        if user_id is not None:
+            name = f"users/{validate_user_id(user_id)}/{name}"
+            self.ensure_user_space(user_id)
+        lines = [f"# Session: {title}", "", f"- **Date**: {created_at[:10]}", f"- **Channel**: {channel}",
+                 f"- **Messages**: {message_count}"]
+        if summary:
+            lines.append(f"- **Summary**: {summary}")
+        lines += ["", "---", ""]
+        speakers = {"user": "User", "assistant": agent_name}
+        for role, text in map(_role_and_text, messages):
+            if role in speakers and text:
+                lines += [f"**{speakers[role]}**: {text}", ""]
+        self._write_file(locate(self.home, name, user_id).path, "\n".join(lines))
+        return name
+
+    # --- search -----------------------------------------------------------------------------
+
+    def search(self, query: str, user_id: str | None, limit: int = 10) -> list[SearchHit]:
+        """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7)."""
+        match = fts_query(query)
+        if limit <= 0 or not match:
+            return []
+        owners = (SHARED,) if not user_id else (SHARED, user_id)
+        rows = self.index.search(match, owners, max(3 * limit, 30))
+        half_life, today = self.settings().half_life_days, date.today()
+        scored = [(apply_decay(rank, decay_factor(source, half_life, today)), source, text, start, end)
+                  for source, text, start, end, rank in rows]
+        scored.sort(key=lambda row: row[0])
+        return [SearchHit(source, int(start), int(end), text, -rank)
+                for rank, source, text, start, end in scored[:limit]]
+
+    # --- indexing ---------------------------------------------------------------------------
+
+    def index_file(self, abs_path: Path) -> None:
+        """Bring the index in line with one file: (re)index it, or drop it when it is gone."""
+        path = Path(os.path.abspath(self.home / abs_path))
+        identity = index_identity(self.home, path)
+        if identity is None:
+            return
+        with self.index.transaction() as conn:
+            self._index_path(conn, _Found(path, *identity, 0, 0), None, self._chunking())
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None, full: bool = False) -> dict:
+        """Index every markdown file under the data directory that changed since it was last indexed,
+        and drop files that are gone.  `full` (or changed chunk settings) rebuilds from scratch.
+        `progress(done, total)` is called as files are processed.  Returns statistics.
+        """
+        started = time.monotonic()
+        with _exclusive(self.lock_path):
+            chunking = self._chunking()
+            if full or self.index.get_meta("chunking") != _chunking_key(chunking):
+                with self.index.transaction() as conn:
+                    self.index.clear(conn)
+                    self.index.set_meta(conn, "chunking", _chunking_key(chunking))
+            known = self.index.files()
+            found = list(self._walk())
+            stale = [f for f in found if not _unchanged(known.get(f.source), f)]
+            gone = set(known) - {f.source for f in found}
+            total, done = len(found), len(found) - len(stale)
+            log.info("memory reindex: %d files, %d to check, %d gone", total, len(stale), len(gone))
+            _report(progress, done, total)
+            self._remove_gone(gone, known)
+            indexed, indexed_bytes = self._index_batches(stale, known, chunking, progress, done, total)
+        stats = {"files": total, "indexed": indexed, "unchanged": total - indexed, "removed": len(gone),
+                 "bytes": indexed_bytes, "seconds": round(time.monotonic() - started, 3)}
+        log.info("memory reindex done: %s", stats)
+        return stats
+
+    def _remove_gone(self, gone: set[str], known: dict[str, FileRecord]) -> None:
+        if not gone:
+            return
+        with self.index.transaction() as conn:
+            for source in gone:
+                # Indexed, not dropped, when a write recreated the file since the walk.
+                found = _Found(source_path(self.home, source), source, known[source].owner, 0, 0)
+                self._index_path(conn, found, known[source], None)
+
+    def _index_batches(self, stale: list[_Found], known: dict[str, FileRecord], chunking: tuple[int, int],
+                       progress, done: int, total: int) -> tuple[int, int]:
+        """Index `stale` in transactions of about BATCH_BYTES; returns (files re-chunked, their bytes)."""
+        changed = changed_bytes = position = 0
+        last_log = time.monotonic()
+        while position < len(stale):
+            batch_bytes = 0
+            with self.index.transaction() as conn:
+                for found in stale[position:]:
+                    position += 1
+                    if self._index_path(conn, found, known.get(found.source), chunking):
+                        changed += 1
+                        changed_bytes += found.size
+                    batch_bytes += found.size
+                    if batch_bytes >= BATCH_BYTES or position % BATCH_FILES == 0:
+                        break
+            _report(progress, done + position, total)
+            if time.monotonic() - last_log >= PROGRESS_LOG_SECS:
+                last_log = time.monotonic()
+                log.info("memory reindex: %d/%d files", done + position, total)
+            time.sleep(0)  # let other greenlets run between batches
+        return changed, changed_bytes
+
+    def _index_path(self, conn, found: _Found, record: FileRecord | None,
+                    chunking: tuple[int, int] | None) -> bool:
+        """Index one file inside a write transaction; True when its chunks were (re)written."""
+        try:
+            st = os.lstat(found.path)
+            data = found.path.read_bytes() if stat.S_ISREG(st.st_mode) else None
+        except FileNotFoundError:
+            data = None
+        if data is None:
+            self.index.remove_file(conn, found.source)
+            return False
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        now_ns = time.time_ns()
+        if record is not None and record.digest == digest and record.owner == found.owner:
+            self.index.touch_file(conn, found.source, st.st_mtime_ns, st.st_size, now_ns)
+            return False
+        size, overlap = chunking or self._chunking()
+        chunks = chunk_text(data.decode("utf-8", errors="replace"), size, overlap)
+        self.index.replace_file(conn, found.source, found.owner, st.st_mtime_ns, st.st_size, digest, now_ns, chunks)
+        return True
+
+    def _walk(self) -> Iterator[_Found]:
+        """Every indexable markdown file under home (no symlinks followed, `db/` skipped)."""
+        pending = [self.home]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError as exc:
+                log.warning("memory reindex: skipping %s: %s", directory, exc)
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not (directory == self.home and entry.name == "db"):
+                        pending.append(Path(entry.path))
+                elif entry.name.endswith(".md") and entry.is_file(follow_symlinks=False):
+                    identity = index_identity(self.home, Path(entry.path))
+                    if identity is not None:
+                        st = entry.stat(follow_symlinks=False)
+                        yield _Found(Path(entry.path), *identity, st.st_mtime_ns, st.st_size)
+
+    def _chunking(self) -> tuple[int, int]:
+        settings = self.settings()
+        return max(1, settings.chunk_size), max(0, settings.chunk_overlap)
+
+
+def _unchanged(record: FileRecord | None, found: _Found) -> bool:
+    return (record is not None and record.owner == found.owner and record.mtime_ns == found.mtime_ns
+            and record.size == found.size and found.mtime_ns < record.indexed_ns - RACY_WINDOW_NS)
+
+
+def _chunking_key(chunking: tuple[int, int]) -> str:
+    return f"{chunking[0]}/{chunking[1]}"
+
+
+def _report(progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _role_and_text(message) -> tuple[str, str]:
+    if isinstance(message, dict):
+        return message.get("role", ""), message.get("content") or message.get("text") or ""
+    role, text = message
+    return role, text
+
+
+def cap_bytes(text: str, limit: int) -> str:
+    """At most `limit` UTF-8 bytes of `text`, cut on a character boundary."""
+    return text.encode("utf-8")[:max(0, limit)].decode("utf-8", errors="ignore")
+
+
+def _section(label: str, content: str, cap: int) -> str:
+    return f"--- {label} ---\n{cap_bytes(content, cap)}"
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """A cross-process lock so two workers never walk and index the same tree at once.
+
+    Polls instead of blocking so a waiting gevent worker keeps serving other requests.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)

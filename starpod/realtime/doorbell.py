@@ -1,0 +1,111 @@
+"""Cross-process wake-ups on one machine: a UNIX datagram "doorbell" per worker in `<home>/run/`.
+
+A process that stored something other workers must see (run events, a notification) rings every
+doorbell; each worker drains its socket and re-reads the database.  A ring carries no data, so a
+lost or coalesced ring costs nothing: readers always ask the database what is new.  Doorbells of
+processes that died are removed by the first ring that finds them refused.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".bell"
+PEER_LIST_TTL = 1.0  # seconds a directory listing of the peers is reused
+
+
+def run_dir(home: Path) -> Path:
+    return home / "run"
+
+
+class Doorbell:
+    """This process's doorbell plus the means to ring everyone else's."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.worker_id = f"{os.getpid():x}-{secrets.token_hex(3)}"
+        self.path = directory / f"{self.worker_id}{SUFFIX}"
+        self._peers: list[Path] = []
+        self._peers_read_at = 0.0
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(str(self.path))
+        except OSError as exc:  # e.g. a data directory path longer than AF_UNIX allows
+            log.warning("no doorbell for this worker (%s); other workers reach it by polling", exc)
+            self._sock.close()
+            self._sock = None
+
+    def wait(self, timeout: float) -> bool:
+        """Block (cooperatively under gevent) until rung or `timeout`; True when rung."""
+        if self._sock is None:
+            time.sleep(timeout)
+            return False
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.recv(16)
+        except (socket.timeout, TimeoutError):
+            return False
+        self._sock.setblocking(False)
+        try:  # coalesce every ring that queued up meanwhile
+            while self._sock.recv(16):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        return True
+
+    def ring_others(self) -> None:
+        ring(self.directory, exclude=self.path, sender=self._sender, peers=self._peer_paths())
+
+    def _peer_paths(self) -> list[Path]:
+        now = time.monotonic()
+        if now - self._peers_read_at > PEER_LIST_TTL:
+            self._peers = [p for p in _bells(self.directory) if p != self.path]
+            self._peers_read_at = now
+        return self._peers
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self.path.unlink(missing_ok=True)
+        self._sender.close()
+
+
+def _bells(directory: Path) -> list[Path]:
+    try:
+        return [directory / name for name in os.listdir(directory) if name.endswith(SUFFIX)]
+    except FileNotFoundError:
+        return []
+
+
+def ring(directory: Path, exclude: Path | None = None, sender: socket.socket | None = None,
+         peers: list[Path] | None = None) -> None:
+    """Ring every doorbell in `directory` (except `exclude`); never blocks, never raises."""
+    own = sender is None
+    if own:
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.setblocking(False)
+    try:
+        for path in (peers if peers is not None else _bells(directory)):
+            if path == exclude:
+                continue
+            try:
+                sender.sendto(b"\x01", str(path))
+            except (BlockingIOError, InterruptedError):
+                pass  # its queue is full: it has rings pending and will read the database anyway
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    path.unlink(missing_ok=True)  # the process behind it is gone
+    finally:
+        if own:
+            sender.close()

@@ -1,0 +1,238 @@
+"""Chat sessions: channel-aware resolution, titles, display history, transcripts and usage.
+
+Plain domain logic over the session models (no Flask).  Resolution runs in one IMMEDIATE
+transaction, so two workers receiving the same channel key at once continue one session instead
+of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
+listing/reading for a non-admin viewer only ever returns that viewer's sessions.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Iterable
+
+from peewee import fn
+
+from .config import AgentConfig
+from .db import database
+from .errors import NotFound
+from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
+from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
+
+AUTO_CLOSE_SUMMARY = "Auto-closed: inactivity"
+TITLE_MAX_BYTES = 100
+DISPLAY_MAX_BYTES = 500
+SESSION_NOT_FOUND = "Session not found"
+
+
+def truncate_utf8(text: str, max_bytes: int, suffix: str = "...") -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes on a character boundary, plus `suffix` if cut."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore") + suffix
+
+
+def make_title(text: str) -> str:
+    return truncate_utf8(text, TITLE_MAX_BYTES)
+
+
+# --- resolution ------------------------------------------------------------------------------
+
+def channel_and_key(channel_id: str | None, channel_session_key: str | None, user_id: str | None) -> tuple[str, str]:
+    """Map a request's channel fields to the stored (channel, key) (spec §2.1)."""
+    if channel_id == "telegram":
+        return "telegram", channel_session_key or user_id or "default"
+    return "main", channel_session_key or str(uuid.uuid4())
+
+
+def gap_minutes(channel: str, agent: AgentConfig) -> int | None:
+    """Inactivity gap after which a channel's session auto-closes; None = never (main)."""
+    if channel == "telegram":
+        return agent.channels.telegram.gap_minutes
+    return None
+
+
+@dataclass
+class Resolution:
+    session: Session
+    is_new: bool
+    closed_session_id: str | None = None
+
+
+def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | None,
+                    on_auto_close: Callable[[Session], None] | None = None) -> Resolution:
+    """Find or create the session for (channel, key, user), touch it and apply the title rule.
+
+    A continued session past its gap is closed as inactive; `on_auto_close` (the transcript
+    export) is called with it after the transaction commits.
+    """
+    now = utcnow()
+    stamp = to_rfc3339(now)
+    closed: Session | None = None
+    with database.atomic("IMMEDIATE"):
+        current = (Session.select()
+                   .where(Session.channel == channel, Session.channel_session_key == key,
+                          Session.user_id == user_id, Session.is_closed == False)  # noqa: E712
+                   .order_by(Session.last_message_at.desc())
+                   .first())
+        if current is not None and gap is not None:
+            last = parse_rfc3339(current.last_message_at) or now
+            if now - last >= timedelta(minutes=gap):
+                Session.update(is_closed=True, summary=AUTO_CLOSE_SUMMARY).where(Session.id == current.id).execute()
+                current.is_closed, current.summary = True, AUTO_CLOSE_SUMMARY
+                closed, current = current, None
+        is_new = current is None
+        if is_new:
+            current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
+                                     channel_session_key=key, user_id=user_id)
+        touch(current, stamp)
+        apply_title(current, text)
+    if closed is not None and on_auto_close is not None:
+        on_auto_close(closed)
+    return Resolution(current, is_new, closed.id if closed else None)
+
+
+def touch(session: Session, stamp: str | None = None) -> None:
+    stamp = stamp or now_iso()
+    Session.update(last_message_at=stamp, message_count=Session.message_count + 1).where(Session.id == session.id).execute()
+    session.last_message_at = stamp
+    session.message_count += 1
+
+
+def apply_title(session: Session, text: str) -> None:
+    """First non-blank title wins; an empty/whitespace title counts as unset."""
+    title = make_title(text)
+    if not title.strip() or (session.title or "").strip():
+        return
+    Session.update(title=title).where(Session.id == session.id,
+                                      (Session.title.is_null()) | (fn.TRIM(Session.title) == "")).execute()
+    session.title = title
+
+
+def close_session(session_id: str, summary: str | None) -> None:
+    Session.update(is_closed=True, summary=summary).where(Session.id == session_id).execute()
+
+
+def mark_read(session: Session, is_read: bool) -> None:
+    Session.update(is_read=is_read).where(Session.id == session.id).execute()
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+def add_message(session_id: str, role: str, content: str) -> Message:
+    return Message.create(session=session_id, role=role, content=content, timestamp=now_iso())
+
+
+def add_user_message(session: Session, text: str) -> Message:
+    row = add_message(session.id, "user", text)
+    apply_title(session, text)
+    return row
+
+
+def tool_use_row(tool_id: str, name: str, input_: dict) -> str:
+    return json.dumps({"type": "tool_use", "id": tool_id, "name": name, "input": input_})
+
+
+def tool_result_row(tool_use_id: str, content: str, is_error: bool) -> str:
+    return json.dumps({"type": "tool_result", "tool_use_id": tool_use_id,
+                       "content": truncate_utf8(content, DISPLAY_MAX_BYTES), "is_error": is_error})
+
+
+def add_transcript(session_id: str, kind: str, data: dict) -> int:
+    return TranscriptEntry.insert(session=session_id, kind=kind, data=json.dumps(data),
+                                  timestamp=now_iso()).execute()
+
+
+def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
+    """(summary of the latest compaction or None, [(entry id, message)] after it), oldest first."""
+    marker = (TranscriptEntry.select()
+              .where(TranscriptEntry.session == session_id, TranscriptEntry.kind == "compaction")
+              .order_by(TranscriptEntry.id.desc()).first())
+    summary, keep_from = None, 0
+    if marker is not None:
+        data = json.loads(marker.data)
+        summary, keep_from = data["summary"], data["keep_from"]
+    rows = (TranscriptEntry.select(TranscriptEntry.id, TranscriptEntry.data)
+            .where(TranscriptEntry.session == session_id, TranscriptEntry.kind == "message",
+                   TranscriptEntry.id >= keep_from)
+            .order_by(TranscriptEntry.id).tuples())
+    return summary, [(entry_id, json.loads(data)) for entry_id, data in rows]
+
+
+def record_usage(session_id: str, turn: int, input_tokens: int, output_tokens: int, cache_read: int,
+                 cache_write: int, cost_usd: float, model: str | None) -> None:
+    UsageStat.create(session=session_id, turn=turn, input_tokens=input_tokens, output_tokens=output_tokens,
+                     cache_read=cache_read, cache_write=cache_write, cost_usd=cost_usd, model=model,
+                     timestamp=now_iso())
+
+
+def usage_summary(session_id: str) -> dict:
+    """Sums of one session's usage rows (all zero when there are none)."""
+    row = (UsageStat.select(fn.COALESCE(fn.SUM(UsageStat.input_tokens), 0),
+                            fn.COALESCE(fn.SUM(UsageStat.output_tokens), 0),
+                            fn.COALESCE(fn.SUM(UsageStat.cache_read), 0),
+                            fn.COALESCE(fn.SUM(UsageStat.cache_write), 0),
+                            fn.COALESCE(fn.SUM(UsageStat.cost_usd), 0.0),
+                            fn.COUNT(UsageStat.id))
+           .where(UsageStat.session == session_id).tuples().get())
+    keys = ("input_tokens", "output_tokens", "cache_read", "cache_write", "cost_usd", "total_turns")
+    return dict(zip(keys, row))
+
+
+def record_compaction(session_id: str, pre_tokens: int, summary: str, messages_compacted: int,
+                      trigger: str = "auto") -> None:
+    CompactionLog.create(session=session_id, trigger=trigger, pre_tokens=pre_tokens, summary=summary,
+                         messages_compacted=messages_compacted, timestamp=now_iso())
+
+
+# --- reading (API) ---------------------------------------------------------------------------
+
+def session_json(session: Session) -> dict:
+    return {
+        "id": session.id,
+        "created_at": session.created_at,
+        "last_message_at": session.last_message_at,
+        "is_closed": bool(session.is_closed),
+        "summary": session.summary,
+        "title": session.title,
+        "message_count": session.message_count,
+        "channel": session.channel,
+        "channel_session_key": session.channel_session_key,
+        "user_id": session.user_id,
+        "is_read": bool(session.is_read),
+    }
+
+
+def message_json(message: Message) -> dict:
+    return {"id": message.id, "session_id": message.session_id, "role": message.role,
+            "content": message.content, "timestamp": message.timestamp}
+
+
+def list_sessions(viewer_id: str | None, limit: int) -> list[Session]:
+    """Newest activity first; `viewer_id` None means an admin view of every user's sessions."""
+    query = Session.select()
+    if viewer_id is not None:
+        query = query.where(Session.user_id == viewer_id)
+    return list(query.order_by(Session.last_message_at.desc()).limit(limit))
+
+
+def get_session(session_id: str, viewer_id: str | None) -> Session:
+    """The session, or NotFound when unknown or (for a non-admin viewer) someone else's."""
+    query = Session.select().where(Session.id == session_id)
+    if viewer_id is not None:
+        query = query.where(Session.user_id == viewer_id)
+    session = query.first()
+    if session is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    return session
+
+
+def get_messages(session_id: str) -> list[Message]:
+    return list(Message.select().where(Message.session == session_id).order_by(Message.id))
+
+
+def export_messages(session_id: str) -> Iterable[tuple[str, str]]:
+    return Message.select(Message.role, Message.content).where(Message.session == session_id).order_by(Message.id).tuples()

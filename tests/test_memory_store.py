@@ -1,0 +1,370 @@
+"""Memory store: chunker, path validation, decay, spaces, search, reindex, restart, two processes."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from starpod.config import MemoryConfig
+from starpod.errors import StarpodError
+from starpod.memory import MemoryStore, chunk_text
+from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
+from starpod.memory.scoring import apply_decay, decay_factor, fts_query
+from starpod.memory.store import cap_bytes
+
+
+def open_store(home, **settings) -> MemoryStore:
+    config = MemoryConfig(**settings)
+    store = MemoryStore(home, lambda: config)
+    store.open()
+    return store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = open_store(tmp_path / ".starpod")
+    yield store
+    store.close()
+
+
+def sources(hits):
+    return [h.path for h in hits]
+
+
+# --- chunker (§1.5) ---------------------------------------------------------------------------
+
+def test_chunker_worked_example_twenty_long_lines():
+    text = "\n".join(f"{i:02d}" + "x" * 198 for i in range(20))
+    spans = [(c.line_start, c.line_end) for c in chunk_text(text, 1600, 320)]
+    assert spans == [(1, 8), (7, 14), (13, 20), (19, 20)]
+
+
+def test_chunker_three_short_lines_and_empty():
+    chunks = chunk_text("a\nb\nc\n")
+    assert [(c.text, c.line_start, c.line_end) for c in chunks] == [("a\nb\nc", 1, 3)]
+    assert chunk_text("") == []
+
+
+def test_chunker_strips_cr_skips_blank_chunks_and_counts_bytes():
+    assert chunk_text("a\r\nb\r\n")[0].text == "a\nb"
+    # Whitespace-only chunks are skipped but still advance.
+    text = "\n".join([" " * 50] * 4 + ["word"])
+    assert [(c.line_start, c.line_end) for c in chunk_text(text, 100, 0)] == [(4, 5), (5, 5)]
+    # Two-byte characters: 60 chars = 120 bytes + newline fill a 100-byte chunk with one line.
+    assert [(c.line_start, c.line_end) for c in chunk_text("é" * 60 + "\n" + "é" * 60, 100, 0)] == [(1, 1), (2, 2)]
+
+
+def test_chunker_custom_sizes_overlap_and_zero_size():
+    text = "\n".join(f"line {i} " + "y" * 40 for i in range(40))
+    small, default = chunk_text(text, 200, 50), chunk_text(text)
+    assert len(small) > len(default)
+    for prev, nxt in zip(small, small[1:]):
+        assert nxt.text.split("\n")[0] in prev.text
+        assert nxt.line_start <= prev.line_end  # at least one line of overlap
+    assert len(chunk_text("a\nb\nc", 0, 0)) == 3  # size 0 still terminates
+
+
+# --- path validation (§1.2) --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["notes.md", "subdir/notes.md", ".hidden.md", "a" * 252 + ".md"])
+def test_valid_names(name):
+    validate_name(name)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("", "File name cannot be empty"),
+    ("a" * 254 + ".md", "File name exceeds 255 characters"),
+    ("../escape.md", "File name must not contain '..'"),
+    ("a..md", "File name must not contain '..'"),
+    ("memory/../../../etc/passwd.md", "File name must not contain '..'"),
+    ("/tmp/evil.md", "File name must be a relative path"),
+    ("script.sh", "Only .md files are allowed"),
+    ("notes.md.bak", "Only .md files are allowed"),
+    ("NOTES.MD", "Only .md files are allowed"),
+    ("secret.json", "Only .md files are allowed"),
+])
+def test_invalid_names(name, message):
+    with pytest.raises(StarpodError) as err:
+        validate_name(name)
+    assert err.value.message == message
+
+
+def test_symlink_escape_and_foreign_space_are_rejected(store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (store.home / "link").symlink_to(outside)
+    for name, user in (("link/evil.md", None), ("users/bob/USER.md", "alice"), ("users/bob/x.md", None),
+                       ("db/x.md", None)):
+        with pytest.raises(StarpodError):
+            store.write(name, "x", user)
+    with pytest.raises(StarpodError) as err:
+        store.read("link/evil.md")
+    assert err.value.message == "File path escapes the data directory"
+    assert not (outside / "evil.md").exists()
+
+
+def test_content_size_limit(store):
+    store.write("big.md", "a" * MAX_CONTENT_BYTES)
+    with pytest.raises(StarpodError) as err:
+        store.write("big.md", "a" * (MAX_CONTENT_BYTES + 1))
+    assert err.value.message == "Content size (1048577 bytes) exceeds maximum (1048576 bytes)"
+    assert err.value.status == 413
+
+
+def test_routing(store):
+    home = store.home
+    assert locate(home, "SOUL.md", "u1").path == home / "config" / "SOUL.md"
+    assert locate(home, "USER.md", "u1").path == home / "users" / "u1" / "USER.md"
+    assert locate(home, "memory/x.md", "u1").path == home / "users" / "u1" / "memory" / "x.md"
+    assert locate(home, "USER.md", None).path == home / "USER.md"
+    assert locate(home, "users/u1/notes.md", "u1").source == "users/u1/notes.md"
+    assert locate(home, "./sub//n.md", None).source == "sub/n.md"
+    store.write("notes.md", "runtime file")
+    assert (home / "notes.md").read_text() == "runtime file"
+    assert not (home / "config" / "notes.md").exists()
+
+
+# --- decay (§1.7) ------------------------------------------------------------------------------
+
+def test_decay_factors():
+    today = date(2025, 6, 30)
+    day = lambda n: f"memory/{today - timedelta(days=n):%Y-%m-%d}.md"  # noqa: E731
+    for name in ("SOUL.md", "USER.md", "MEMORY.md", "HEARTBEAT.md", "users/u1/USER.md"):
+        assert decay_factor(name, 30, today) == 1.0
+    for name in ("notes.md", "BOOT.md", "memory/notes.md", "memory/not-a-date.md", "memory/2026-13-45.md",
+                 "knowledge/x.md"):
+        assert decay_factor(name, 30, today) == 0.8
+    assert decay_factor(day(0), 30, today) == 1.0
+    assert decay_factor(day(30), 30, today) == pytest.approx(0.5)
+    assert decay_factor(day(60), 30, today) == pytest.approx(0.25)
+    assert decay_factor("users/u1/" + day(60), 30, today) == pytest.approx(0.25)
+    assert decay_factor(day(7), 7, today) == pytest.approx(0.5)
+    assert decay_factor(day(365), 30, today) < 0.01
+    assert decay_factor(day(-3), 30, today) >= 1.0
+    assert decay_factor(day(30), 0, today) == pytest.approx(0.5)  # invalid half-life → default 30
+    assert apply_decay(-10.0, 0.5) == pytest.approx(-5.0)
+    assert apply_decay(-10.0, 1.0) == -10.0
+    assert apply_decay(-10.0, 0.0) == -10.0
+
+
+def test_search_prefers_recent_daily_log(store):
+    old = date.today() - timedelta(days=90)
+    store.write(f"memory/{old:%Y-%m-%d}.md", "the zebra migration notes")
+    store.write(f"memory/{date.today():%Y-%m-%d}.md", "the zebra migration notes")
+    hits = store.search("zebra migration", None)
+    assert sources(hits) == [f"memory/{date.today():%Y-%m-%d}.md", f"memory/{old:%Y-%m-%d}.md"]
+    assert hits[0].score > hits[1].score
+
+
+# --- store behaviour ---------------------------------------------------------------------------
+
+def test_seeding_and_bootstrap(store):
+    config_dir = store.home / "config"
+    for name in ("SOUL.md", "HEARTBEAT.md", "BOOT.md", "BOOTSTRAP.md"):
+        assert (config_dir / name).is_file()
+    assert not (config_dir / "USER.md").exists()
+    assert (store.home / "db" / "memory.db").is_file()
+    context = store.bootstrap_context(None)
+    assert context.startswith("--- SOUL.md ---\n") and "Aster" in context and "USER.md" not in context
+    assert not store.has_bootstrap()
+    store.write("BOOTSTRAP.md", "first run steps")
+    assert store.has_bootstrap()
+    store.clear_bootstrap()
+    assert not store.has_bootstrap() and (config_dir / "BOOTSTRAP.md").read_text() == ""
+
+
+def test_user_space_bootstrap_and_daily_logs(store):
+    store.write("USER.md", "Name: Alice", "alice")
+    for day in ("2025-01-01", "2025-01-02", "2025-01-03", "2025-01-04"):
+        store.write(f"memory/{day}.md", f"log {day}", "alice")
+    context = store.bootstrap_context("alice")
+    parts = [line for line in context.split("\n") if line.startswith("--- ")]
+    assert parts == ["--- SOUL.md ---", "--- USER.md ---", "--- MEMORY.md ---", "--- daily/2025-01-04.md ---",
+                     "--- daily/2025-01-03.md ---", "--- daily/2025-01-02.md ---"]
+    assert "Name: Alice" in context and "# Memory Index" in context
+    assert "Name: Alice" not in store.bootstrap_context("bob")
+    bob = store.home / "users" / "bob"
+    assert (bob / "USER.md").read_text().startswith("# User Profile")
+    assert (bob / "MEMORY.md").read_text() == "# Memory Index\n\nImportant facts and links to memory files.\n"
+
+
+def test_bootstrap_cap_is_byte_and_char_safe(tmp_path):
+    store = open_store(tmp_path / "h", bootstrap_file_cap=500)
+    store.write("SOUL.md", "é" * 5000)
+    soul = store.bootstrap_context(None).split("\n", 1)[1]
+    assert len(soul.encode()) <= 500 and set(soul) == {"é"}
+    assert cap_bytes("café", 4) == "caf"
+    assert [cap_bytes("hi 👋", n) for n in (4, 5, 6)] == ["hi ", "hi ", "hi "]
+    store.close()
+
+
+def test_append_daily_format_and_index(store):
+    store.append_daily("first kiwi entry", None)
+    store.append_daily("second kiwi entry", None)
+    today = datetime.now().strftime("%Y-%m-%d")
+    text = store.read(f"memory/{today}.md")
+    assert text.startswith(f"# Daily Log \u2014 {today}\n\n## ")
+    assert text.count("\n## ") == 2 and "first kiwi entry\n" in text and text.endswith("second kiwi entry\n")
+    store.append_daily("private mango", "alice")
+    assert "private mango" in (store.home / "users" / "alice" / "memory" / f"{today}.md").read_text()
+    assert sources(store.search("mango", "alice")) == [f"users/alice/memory/{today}.md"]
+    assert sources(store.search("kiwi", "alice")) == [f"memory/{today}.md"]
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("user's guide", True), ("foo-bar", True), ('"unbalanced', True), ("AND", False), ("NOT zebra", False),
+    ("hello!", True), ("a.md", False), ("source:x", False), ("crème brûlée", True), ("creme", True),
+    ("東京", True), ("running", True), ("*", False), ('"', False),
+])
+def test_plain_text_queries_never_fail(store, query, expected):
+    store.write("q.md", "The user's guide to foo-bar says hello! About \"unbalanced quotes. "
+                        "Crème brûlée in 東京 while the dog runs.")
+    assert ("q.md" in sources(store.search(query, None))) is expected
+
+
+def test_fts_query_quotes_every_term():
+    assert fts_query('a "b" c*') == '"a" """b""" "c*"'
+    assert fts_query("   ") == ""
+
+
+def test_private_space_isolation(store):
+    store.write("MEMORY.md", "alice secret: pomegranate", "alice")
+    store.write("users/alice/notes/deep.md", "pomegranate orchard plans", "alice")
+    store.write("knowledge/fruit.md", "shared pomegranate facts")
+    assert sorted(sources(store.search("pomegranate", "alice"))) == [
+        "knowledge/fruit.md", "users/alice/MEMORY.md", "users/alice/notes/deep.md"]
+    assert sources(store.search("pomegranate", "bob")) == ["knowledge/fruit.md"]
+    assert sources(store.search("pomegranate", None)) == ["knowledge/fruit.md"]
+    with pytest.raises(StarpodError):
+        store.read("users/alice/MEMORY.md", "bob")
+    assert store.read("MEMORY.md", "bob").startswith("# Memory Index")
+    # Still isolated after a full rebuild from disk.
+    store.reindex(full=True)
+    assert sources(store.search("pomegranate", "bob")) == ["knowledge/fruit.md"]
+    assert len(store.search("pomegranate", "alice")) == 3
+
+
+def test_reindex_picks_up_hand_edits_deletions_and_renames(store):
+    home = store.home
+    (home / "dropped.md").write_text("walrus by hand")
+    (home / "knowledge" / "deep" / "er").mkdir(parents=True)
+    (home / "knowledge" / "deep" / "er" / "nested.md").write_text("nested narwhal")
+    (home / "users" / "alice").mkdir(parents=True)
+    (home / "users" / "alice" / "hand.md").write_text("alice walrus")
+    (home / "users" / "loose.md").write_text("walrus without owner")
+    (home / "db" / "hidden.md").write_text("walrus in db")
+    (home / "notes.txt").write_text("walrus text file")
+    store.write("edit.md", "old octopus")
+    assert store.search("walrus", None) == []
+    stats = store.reindex()
+    assert stats["indexed"] >= 3 and stats["removed"] == 0
+    assert sources(store.search("walrus", None)) == ["dropped.md"]
+    assert sorted(sources(store.search("walrus", "alice"))) == ["dropped.md", "users/alice/hand.md"]
+    assert sources(store.search("narwhal", None)) == ["knowledge/deep/er/nested.md"]
+
+    # Same size, same mtime: only the content hash can tell.
+    st = os.stat(home / "edit.md")
+    (home / "edit.md").write_text("new octopu")
+    (home / "edit.md").write_text("new squidy")
+    os.utime(home / "edit.md", ns=(st.st_atime_ns, st.st_mtime_ns))
+    (home / "dropped.md").unlink()
+    (home / "knowledge" / "deep" / "er" / "nested.md").rename(home / "knowledge" / "moved.md")
+    stats = store.reindex()
+    assert stats["removed"] == 2
+    assert store.search("walrus", None) == []
+    assert sources(store.search("narwhal", None)) == ["knowledge/moved.md"]
+    assert store.search("octopus", None) == [] and sources(store.search("squidy", None)) == ["edit.md"]
+
+
+def test_restart_keeps_everything_searchable_and_skips_unchanged(tmp_path):
+    home = tmp_path / "h"
+    store = open_store(home)
+    store.write("knowledge/a.md", "persistent platypus")
+    store.append_daily("daily platypus", "alice")
+    store.close()
+    old = datetime.now().timestamp() - 3600
+    for path in home.rglob("*.md"):
+        os.utime(path, (old, old))
+    store = open_store(home)  # reindexes: the new mtimes are re-hashed once
+    again = MemoryStore(home, MemoryConfig)
+    again.index.open()
+    stats = again.reindex()
+    assert stats["indexed"] == 0 and stats["unchanged"] == stats["files"] >= 6
+    assert len(again.search("platypus", "alice")) == 2
+    assert sources(again.search("platypus", None)) == ["knowledge/a.md"]
+    store.close()
+    again.close()
+
+
+def test_changed_chunk_settings_rebuild_index(tmp_path):
+    home = tmp_path / "h"
+    settings = {"value": MemoryConfig()}
+    store = MemoryStore(home, lambda: settings["value"])
+    store.open()
+    store.write("long.md", "\n".join(f"line {i} lemur " + "z" * 60 for i in range(100)))
+    before = len(store.search("lemur", None, 100))
+    settings["value"] = MemoryConfig(chunk_size=200, chunk_overlap=40)
+    stats = store.reindex()
+    assert stats["indexed"] == stats["files"]
+    assert len(store.search("lemur", None, 100)) > before
+    store.close()
+
+
+def test_export_session(store):
+    name = store.export_session("Trip: Paris & Rome!", "2025-03-04T10:00:00.000000Z", "main", 2, "Planning",
+                                [("user", "Where to eat?"), {"role": "assistant", "content": "Try bistros."},
+                                 ("tool", "ignored")], "abcdef123456", "Aster", user_id="alice")
+    assert name == "users/alice/knowledge/sessions/trip--paris---rome-abcdef12.md"
+    text = (store.home / name).read_text()
+    assert text.startswith("# Session: Trip: Paris & Rome!\n")
+    assert "- **Date**: 2025-03-04" in text and "**User**: Where to eat?" in text
+    assert "**Aster**: Try bistros." in text and "ignored" not in text
+    assert sources(store.search("bistros", "alice")) == [name]
+    assert store.search("bistros", "bob") == []
+    shared = store.export_session(None, "2025-03-04", "main", 0, None, [], "12345678", "Aster")
+    assert shared == "knowledge/sessions/untitled-12345678.md"
+
+
+def test_export_disabled(tmp_path):
+    store = open_store(tmp_path / "h", export_sessions=False)
+    assert store.export_session("t", "2025-01-01", "main", 0, None, [], "id", "Aster") is None
+    store.close()
+
+
+# --- two processes writing at once -----------------------------------------------------------
+
+def _writer(home: str, worker: int, count: int) -> None:
+    store = MemoryStore(home, MemoryConfig)
+    store.index.open()
+    for i in range(count):
+        store.write(f"shared/w{worker}-{i}.md", f"concurrent capybara w{worker}x{i}")
+        store.write("contended.md", f"contended capybara from w{worker}x{i}")
+        store.append_daily(f"tick w{worker}x{i}", "alice")
+    store.reindex()
+    store.close()
+
+
+def test_concurrent_writes_from_two_processes(tmp_path):
+    home = tmp_path / "h"
+    open_store(home).close()
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(home), w, 30)) for w in (1, 2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    store = open_store(home)
+    hits = store.search("capybara", None, 100)
+    assert len([h for h in hits if h.path.startswith("shared/")]) == 60
+    contended = [h for h in hits if h.path == "contended.md"]
+    assert len(contended) == 1 and contended[0].text == (home / "contended.md").read_text()
+    today = datetime.now().strftime("%Y-%m-%d")
+    log = (home / "users" / "alice" / "memory" / f"{today}.md").read_text()
+    assert log.count("# Daily Log") == 1 and log.count("\n## ") == 60
+    daily = store.search("tick", "alice", 100)
+    assert {h.path for h in daily} == {f"users/alice/memory/{today}.md"}
+    assert max(h.line_end for h in daily) == len(log.splitlines())
+    store.close()
