@@ -25,3 +25,17 @@ def on_starting(server):
     configure_logging()
     prepare_storage(Config())
     database.close_all()
+
+
+def post_worker_init(worker):
+    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain."""
+    from starpod.realtime.hub import install_shutdown
+
+    install_shutdown(worker)
+
+
+def worker_exit(server, worker):
+    """Let WebSocket chat runs of this worker finish (within the graceful timeout) before exit."""
+    from starpod.realtime.hub import drain
+
+    drain(max(1.0, worker.cfg.graceful_timeout - 5))

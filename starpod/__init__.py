@@ -73,6 +73,8 @@ def create_app(config: Config | dict | None = None) -> Flask:
     api = Api(app)
     for blueprint in blueprints():
         api.register_blueprint(blueprint)
+    from .api.ws import init_app as init_websocket
+    init_websocket(app)
     register_error_handlers(app)
     app.before_request(_answer_preflight)
     app.after_request(_add_cors_headers)

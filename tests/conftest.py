@@ -56,3 +56,13 @@ def admin(make_user):
 @pytest.fixture
 def admin_headers(admin):
     return {"X-API-Key": admin[1]}
+
+
+@pytest.fixture
+def fake_provider():
+    """A started fake LLM server (tests/fake_provider.py); `make_config(home, environ=fake.environ())`
+    points the app at it."""
+    from .fake_provider import FakeProvider
+    fake = FakeProvider().start()
+    yield fake
+    fake.stop()

@@ -28,7 +28,8 @@ def test_search_returns_items_in_order(client, app):
     assert search(client, "Aster").json[0]["source"] == "SOUL.md"
 
 
-@pytest.mark.parametrize("q", ["user's", "foo-bar", "a.md", "hello!", "AND", "NOT", '"', "(x", "col:x", "*"])
+@pytest.mark.parametrize("q", ["user's", "foo-bar", "a.md", "hello!", "AND", "NOT", '"', "(x", "col:x", "*", "a\x00b",
+                               "NEAR(a b)", "x" * 5000])
 def test_search_never_fails_on_syntax(client, q):
     response = search(client, q)
     assert response.status_code == 200 and isinstance(response.json, list)
@@ -86,17 +87,16 @@ def test_openapi_documents_memory_routes(client):
 
 # --- real gunicorn, two workers --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("memlive") / ".starpod"
+ADMIN_KEY = "sp_live_" + "ab" * 20
+
+
+def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
+    home = tmp_path / ".starpod"
     (home / "knowledge").mkdir(parents=True)
     (home / "knowledge" / "before.md").write_text("okapi placed before the first start")
-    return home
-
-
-def test_two_workers_start_reindex_concurrently_and_restart(home):
-    with live_server(home, workers=2) as server:
-        key = server.generated_admin_key()
+    env = {"STARPOD_API_KEY": ADMIN_KEY}
+    key = ADMIN_KEY
+    with live_server(home, workers=2, env=env) as server:
         get = lambda q: server.get("/api/memory/search", key, params={"q": q, "limit": 100})  # noqa: E731
         assert [h["source"] for h in get("okapi").json()] == ["knowledge/before.md"]
         for i in range(40):
@@ -111,7 +111,17 @@ def test_two_workers_start_reindex_concurrently_and_restart(home):
         (home / "knowledge" / "bulk0.md").unlink()
         assert server.request("POST", "/api/memory/reindex", key).json()["removed"] == 1
         assert len(get("ibex").json()) == 39
-    with live_server(home, workers=2) as server:
-        key = server.generated_admin_key() or key
+    with live_server(home, workers=2, env=env) as server:
         assert len(server.get("/api/memory/search", key, params={"q": "ibex", "limit": 100}).json()) == 39
         assert "memory reindex done" in server.log_text()
+
+
+def test_cli_reindex_with_progress(app):
+    home = app.config["STARPOD"].home
+    (home / "knowledge" / "cli.md").write_text("cassowary from the command line")
+    result = app.test_cli_runner().invoke(args=["memory", "reindex"])
+    assert result.exit_code == 0, result.output
+    assert "1 indexed" in result.output and "Indexing memory" in result.output
+    result = app.test_cli_runner().invoke(args=["memory", "reindex", "--full"])
+    assert result.exit_code == 0 and " 0 removed" in result.output
+    assert [h.path for h in store_of(app).search("cassowary", None)] == ["knowledge/cli.md"]

@@ -96,7 +96,7 @@ def test_symlink_escape_and_foreign_space_are_rejected(store, tmp_path):
     outside.mkdir()
     (store.home / "link").symlink_to(outside)
     for name, user in (("link/evil.md", None), ("users/bob/USER.md", "alice"), ("users/bob/x.md", None),
-                       ("db/x.md", None)):
+                       ("db/x.md", None), ("instances/x/.starpod/SOUL.md", None)):
         with pytest.raises(StarpodError):
             store.write(name, "x", user)
     with pytest.raises(StarpodError) as err:
@@ -255,6 +255,8 @@ def test_reindex_picks_up_hand_edits_deletions_and_renames(store):
     (home / "users" / "alice" / "hand.md").write_text("alice walrus")
     (home / "users" / "loose.md").write_text("walrus without owner")
     (home / "db" / "hidden.md").write_text("walrus in db")
+    (home / "instances" / "i1" / ".starpod").mkdir(parents=True)
+    (home / "instances" / "i1" / ".starpod" / "other.md").write_text("walrus of another agent")
     (home / "notes.txt").write_text("walrus text file")
     store.write("edit.md", "old octopus")
     assert store.search("walrus", None) == []
@@ -368,3 +370,22 @@ def test_concurrent_writes_from_two_processes(tmp_path):
     assert {h.path for h in daily} == {f"users/alice/memory/{today}.md"}
     assert max(h.line_end for h in daily) == len(log.splitlines())
     store.close()
+
+
+def test_bad_text_and_directory_clashes_are_clean_errors(store):
+    store.write("knowledge.md", "a file")
+    (store.home / "dir.md").mkdir()
+    attempts = [
+        (lambda: store.write("a\x00.md", "x"), "File name contains invalid characters"),
+        (lambda: store.write("\ud800.md", "x"), "File name contains invalid characters"),
+        (lambda: store.write("ok.md", "\ud800"), "Content is not valid UTF-8 text"),
+        (lambda: store.read("dir.md"), "File path is not usable: Is a directory"),
+        (lambda: store.write("dir.md", "x"), "File path is not usable: Is a directory"),
+        (lambda: store.write("knowledge.md/x.md", "x"), "File path is not usable: File exists"),
+    ]
+    for attempt, message in attempts:
+        with pytest.raises(StarpodError) as err:
+            attempt()
+        assert err.value.message == message and err.value.status == 400
+    assert store.search("\ud800", None) == []
+    assert sources(store.search("file\x00", None)) == ["knowledge.md"]

@@ -53,13 +53,22 @@ class Conversation:
             self.messages.append(message)
             self.ids.append(entry_id)
 
+        self._pending: list[tuple[int, dict]] = []
+
     def append(self, message: dict, stored: dict | None = None) -> None:
-        """Add a turn; `stored` is what to persist when it differs (images are not kept)."""
-        entry_id = sessions.add_transcript(self.session_id, "message", stored or message)
+        """Add a turn; `stored` is what to persist when it differs (images are not kept).
+        Turns are written to the transcript by `flush()`, so a run's writes can share a transaction."""
+        self._pending.append((len(self.messages), stored or message))
         self.messages.append(message)
-        self.ids.append(entry_id)
+        self.ids.append(None)
+
+    def flush(self) -> None:
+        for index, data in self._pending:
+            self.ids[index] = sessions.add_transcript(self.session_id, "message", data)
+        self._pending.clear()
 
     def compact(self, split: int, summary: str) -> None:
+        self.flush()
         keep_from = self.ids[split]
         sessions.add_transcript(self.session_id, "compaction", {"summary": summary, "keep_from": keep_from})
         self.messages = [summary_turn(summary)] + self.messages[split:]

@@ -15,8 +15,10 @@ from typing import Callable, Iterator
 
 from .. import sessions
 from ..config import Config
+from ..db import database
 from ..errors import BadRequest
 from ..memory import get_store
+from ..memory.paths import validate_user_id
 from ..sessions import truncate_utf8
 from .loop import AgentLoop, Conversation, Outcome
 from .prompt import build_system_prompt
@@ -56,8 +58,7 @@ def _validate(request: ChatRequest) -> None:
         raise BadRequest("text is required and must be a string")
     if not request.text.strip() and not request.attachments:
         raise BadRequest("text must not be empty")
-    if not request.user_id:
-        raise BadRequest("user_id is required")
+    validate_user_id(request.user_id or "")
 
 
 def _first_turn(request: ChatRequest) -> tuple[dict, dict]:
@@ -103,11 +104,16 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     agent = config.agent
     provider = make_provider(config)
     channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
-    resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
-                                          sessions.gap_minutes(channel, agent),
-                                          on_auto_close=lambda closed: _export_closed(config, closed))
-    session = resolution.session
-    sessions.add_user_message(session, request.text)
+    with database.atomic("IMMEDIATE"):
+        resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
+                                              sessions.gap_minutes(channel, agent),
+                                              on_auto_close=lambda closed: _export_closed(config, closed))
+        session = resolution.session
+        sessions.add_user_message(session, request.text)
+        conversation = Conversation(session.id)
+        sent, kept = _first_turn(request)
+        conversation.append(sent, stored=kept)
+        conversation.flush()
     yield {"type": "stream_start", "session_id": session.id}
 
     ctx = ToolContext(config, request.user_id, request.is_admin, session.id)
@@ -115,9 +121,6 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     bootstrap = get_store(config).bootstrap_context(request.user_id)
     system = build_system_prompt(config, bootstrap, session.id, request.user_id, request.channel_id,
                                  {t.name for t in tools})
-    conversation = Conversation(session.id)
-    sent, kept = _first_turn(request)
-    conversation.append(sent, stored=kept)
 
     def store_tool_use(call: dict) -> None:
         sessions.add_message(session.id, "tool_use", sessions.tool_use_row(call["id"], call["name"], call["input"]))
@@ -137,19 +140,22 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
         loop.outcome.is_error = True
         loop.outcome.errors.append(f"Stream error: {exc}")
     outcome = loop.outcome
-    _finish(config, request, session, provider.model, outcome)
+    _finish(config, request, session, conversation, provider.model, outcome)
     yield _stream_end(session.id, outcome)
 
 
-def _finish(config: Config, request: ChatRequest, session, model: str, outcome: Outcome) -> None:
-    if outcome.text:
-        sessions.add_message(session.id, "assistant", outcome.text)
-    if outcome.model_calls:
-        usage = outcome.usage
-        sessions.record_usage(session.id, outcome.num_turns, usage.input_tokens, usage.output_tokens,
-                              usage.cache_read, usage.cache_write, outcome.cost_usd, model)
-    if request.mark_unread:
-        sessions.mark_read(session, False)
+def _finish(config: Config, request: ChatRequest, session, conversation: Conversation, model: str,
+            outcome: Outcome) -> None:
+    with database.atomic():
+        conversation.flush()
+        if outcome.text:
+            sessions.add_message(session.id, "assistant", outcome.text)
+        if outcome.model_calls:
+            usage = outcome.usage
+            sessions.record_usage(session.id, outcome.num_turns, usage.input_tokens, usage.output_tokens,
+                                  usage.cache_read, usage.cache_write, outcome.cost_usd, model)
+        if request.mark_unread:
+            sessions.mark_read(session, False)
     if not outcome.errors:
         _daily_log(config, request.user_id,
                    f"**User**: {truncate_utf8(request.text, DAILY_EXCERPT_BYTES)}\n"

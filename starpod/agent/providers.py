@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -28,6 +29,8 @@ from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
 
 log = logging.getLogger(__name__)
+# The SDKs' HTTP client logs every request at INFO; one line per model call is noise in server logs.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 REQUEST_TIMEOUT = 600.0  # seconds to wait for a provider to answer (read timeout)
 CONNECT_TIMEOUT = 10.0
@@ -120,22 +123,25 @@ def _normalize_base_url(provider: str, url: str) -> str:
     return url
 
 
-_clients: dict[tuple, Any] = {}
+MAX_CACHED_CLIENTS = 16
+_clients: OrderedDict[tuple, Any] = OrderedDict()
 _clients_lock = threading.Lock()
 
 
 def _client(kind: str, base_url: str, api_key: str):
-    timeout = (REQUEST_TIMEOUT, CONNECT_TIMEOUT)
-    cache_key = (kind, base_url, api_key, timeout)
-    client = _clients.get(cache_key)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(cache_key)
-            if client is None:
-                sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
-                client = sdk(api_key=api_key, base_url=base_url, max_retries=0,
-                             timeout=anthropic.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
-                _clients[cache_key] = client
+    """A cached SDK client for (kind, endpoint, key, timeouts); the least recently used are dropped."""
+    cache_key = (kind, base_url, api_key, REQUEST_TIMEOUT, CONNECT_TIMEOUT)
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is not None:
+            _clients.move_to_end(cache_key)
+            return client
+        sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
+        client = sdk(api_key=api_key, base_url=base_url, max_retries=0,
+                     timeout=anthropic.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
+        _clients[cache_key] = client
+        while len(_clients) > MAX_CACHED_CLIENTS:
+            _clients.popitem(last=False)
     return client
 
 

@@ -23,8 +23,10 @@ OPENAPI_SETTINGS = {
 def blueprints() -> list:
     """Every blueprint of the API, in registration order."""
     from .auth import blp as auth_blp
+    from .chat import blp as chat_blp
+    from .sessions import blp as sessions_blp
     from .instances import blp as instances_blp
     from .memory import blp as memory_blp
     from .settings import blp as settings_blp
     from .system import blp as system_blp
-    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp]
+    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp]

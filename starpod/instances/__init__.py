@@ -6,15 +6,11 @@ Starpod server process on this machine.
 """
 from __future__ import annotations
 
-import logging
-
 from ..config import Config
 from ..db import database
 from .base import STATUSES, InstanceBackend
 from .local import LocalBackend
 from .remote import RemoteBackend
-
-log = logging.getLogger(__name__)
 
 
 def backend_for(config: Config) -> InstanceBackend:

@@ -247,15 +247,14 @@ class LocalBackend(InstanceBackend):
 
         Instances locked by another worker are skipped: whoever holds the lock is managing them.
         """
-        known = set()
-        for record in Instance.select(Instance.id):
-            known.add(record.id)
-            with self._locked(self.paths(record.id), wait=False) as acquired:
+        known = {record.id for record in Instance.select(Instance.id)}
+        for instance_id in sorted(known):
+            with self._locked(self.paths(instance_id), wait=False) as acquired:
                 if acquired:
                     try:
-                        self._reconcile(record.id, at_start)
+                        self._reconcile(instance_id, at_start)
                     except StarpodError as exc:
-                        log.warning("instance %s: reconciliation failed: %s", record.id, exc.message)
+                        log.warning("instance %s: reconciliation failed: %s", instance_id, exc.message)
         if not self.instances_dir.is_dir():
             return
         for directory in self.instances_dir.iterdir():

@@ -4,8 +4,14 @@ Tables
 - `files`: one row per indexed markdown file — source key, owner, and the stat signature and
   digest it was indexed from (what makes reindex incremental).
 - `memory_fts`: the chunks; columns `source, chunk_text, line_start, line_end` are indexed (as in
-  the reference) and `owner` is stored unindexed to filter results by space.  A chunk's rowid is
-  `file_id << 32 | chunk number`, so a file's chunks are one rowid range to delete.
+  the reference) and `owner` (`""` = shared, else the user id) is stored unindexed to filter
+  results by space.  A chunk's rowid is `file_id << 32 | chunk number`, so a file's chunks are one
+  rowid range to delete; a file gets a new id whenever its content is re-indexed, so rowid order
+  is the order in which files last changed.
+
+Search cost grows with the number of matching chunks (bm25 is computed for every match), so a
+query matching more than RANK_CAP chunks ranks only the RANK_CAP most recently changed ones: a
+broad query stays fast on a large index and favours recent material, as temporal decay does.
 - `meta`: schema version and the chunk parameters the index was built with.
 
 WAL mode and a busy timeout let several worker processes read and write at once; writers take
@@ -23,9 +29,10 @@ from typing import Iterable, Iterator
 
 from .chunker import Chunk
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "3"
 ROWID_SHIFT = 32
 MAX_IDLE_CONNECTIONS = 8
+RANK_CAP = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,6 +49,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
     source, chunk_text, line_start, line_end, owner UNINDEXED, tokenize = 'porter'
 );
 """
+TABLES = ("meta", "files", "memory_fts")
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,15 @@ class MemoryIndex:
         return conn
 
     def open(self) -> None:
+        """Create the tables; an index of another schema version is dropped (reindex rebuilds it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.transaction() as conn:
-            for statement in _statements(SCHEMA):
-                conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            if _schema_version(conn) != SCHEMA_VERSION:
+                for table in TABLES:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+                self.set_meta(conn, "schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
         with self._lock:
@@ -137,17 +149,11 @@ class MemoryIndex:
     @staticmethod
     def replace_file(conn: sqlite3.Connection, source: str, owner: str, mtime_ns: int, size: int,
                      digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
-        """Replace every chunk of `source` (inside the caller's transaction)."""
-        row = conn.execute("SELECT id FROM files WHERE source = ?", (source,)).fetchone()
-        if row:
-            file_id = row[0]
-            _delete_chunks(conn, file_id)
-            conn.execute("UPDATE files SET owner = ?, mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? "
-                         "WHERE id = ?", (owner, mtime_ns, size, digest, indexed_ns, file_id))
-        else:
-            file_id = conn.execute(
-                "INSERT INTO files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?)",
-                (source, owner, mtime_ns, size, digest, indexed_ns)).lastrowid
+        """Replace every chunk of `source` (inside the caller's transaction) under a new file id."""
+        MemoryIndex.remove_file(conn, source)
+        file_id = conn.execute(
+            "INSERT INTO files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?)",
+            (source, owner, mtime_ns, size, digest, indexed_ns)).lastrowid
         base = file_id << ROWID_SHIFT
         conn.executemany(
             "INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) "
@@ -169,7 +175,9 @@ class MemoryIndex:
 
     @staticmethod
     def clear(conn: sqlite3.Connection) -> None:
-        conn.execute("DELETE FROM memory_fts")
+        """Empty the index; recreating the FTS table is much faster than deleting every row."""
+        conn.execute("DROP TABLE memory_fts")
+        conn.execute(next(s for s in _statements(SCHEMA) if "memory_fts" in s))
         conn.execute("DELETE FROM files")
 
     # --- search ----------------------------------------------------------------------------
@@ -177,14 +185,24 @@ class MemoryIndex:
     def search(self, match: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
         """(source, chunk_text, line_start, line_end, rank) rows, best bm25 first, of the given owners."""
         marks = ", ".join("?" for _ in owners)
-        sql = (f"SELECT source, chunk_text, line_start, line_end, rank FROM memory_fts "
-               f"WHERE memory_fts MATCH ? AND owner IN ({marks}) ORDER BY rank LIMIT ?")
         with self.connection() as conn:
-            return conn.execute(sql, (match, *owners, fetch)).fetchall()
+            bound = conn.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
+                                 "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, RANK_CAP)).fetchone()
+            return conn.execute(
+                "SELECT source, chunk_text, line_start, line_end, rank FROM memory_fts "
+                f"WHERE memory_fts MATCH ? AND rowid > ? AND owner IN ({marks}) ORDER BY rank LIMIT ?",
+                (match, bound[0] if bound else -1, *owners, fetch)).fetchall()
 
     def chunk_count(self) -> int:
         with self.connection() as conn:
             return conn.execute("SELECT count(*) FROM memory_fts").fetchone()[0]
+
+
+def _schema_version(conn: sqlite3.Connection) -> str | None:
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return row[0] if row else None
 
 
 def _delete_chunks(conn: sqlite3.Connection, file_id: int) -> None:

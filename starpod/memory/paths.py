@@ -20,6 +20,8 @@ USER_FILES = ("USER.md", "MEMORY.md")
 MAX_NAME_BYTES = 255
 MAX_CONTENT_BYTES = 1_048_576
 SHARED = ""
+# Top-level directories that are not memory: the databases, and other agents' data directories.
+EXCLUDED_DIRS = ("db", "instances")
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_@.+-]{1,128}$")
 
 
@@ -39,6 +41,8 @@ def validate_name(name: str) -> None:
     """Rules 1–5 of §1.2, in order; rule 6 needs the file system (see `resolve_inside`)."""
     if not name:
         raise MemoryPathError("File name cannot be empty")
+    if not _is_text(name) or "\x00" in name:
+        raise MemoryPathError("File name contains invalid characters")
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
         raise MemoryPathError(f"File name exceeds {MAX_NAME_BYTES} characters")
     if ".." in name:
@@ -50,9 +54,20 @@ def validate_name(name: str) -> None:
 
 
 def validate_content(content: str) -> None:
+    if not _is_text(content):
+        raise MemoryPathError("Content is not valid UTF-8 text")
     size = len(content.encode("utf-8"))
     if size > MAX_CONTENT_BYTES:
         raise PayloadTooLarge(f"Content size ({size} bytes) exceeds maximum ({MAX_CONTENT_BYTES} bytes)")
+
+
+def _is_text(value: str) -> bool:
+    """False for strings with unpaired surrogates, which cannot be written as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_user_id(user_id: str) -> str:
@@ -87,12 +102,12 @@ def locate(home: Path, name: str, user_id: str | None) -> Location:
 def _checked(home: Path, path: Path, source: str, owner: str | None, user_id: str | None) -> Location:
     if owner is None or (owner and owner != user_id):
         raise MemoryPathError("File is in another user's private space")
-    if source.split("/", 1)[0] == "db":
-        raise MemoryPathError("File path is inside the index directory")
+    if source.split("/", 1)[0] in EXCLUDED_DIRS:
+        raise MemoryPathError("File path is outside the memory directories")
     resolved = resolve_inside(home, path)
-    # A symlink must not lead into db/ or someone else's space either.
+    # A symlink must not lead into an excluded directory or someone else's space either.
     real = resolved.relative_to(home).parts
-    if (real and real[0] == "db") or owner_of(real) not in (SHARED, owner):
+    if (real and real[0] in EXCLUDED_DIRS) or owner_of(real) not in (SHARED, owner):
         raise MemoryPathError("File path escapes the data directory")
     return Location(path, source, owner)
 
@@ -110,7 +125,7 @@ def index_identity(home: Path, path: Path) -> tuple[str, str] | None:
         parts = path.relative_to(home).parts
     except ValueError:
         return None
-    if not parts or not parts[-1].endswith(".md") or parts[0] == "db":
+    if not parts or not parts[-1].endswith(".md") or parts[0] in EXCLUDED_DIRS:
         return None
     if len(parts) == 2 and parts[0] == "config" and parts[1] in CONFIG_FILES:
         return parts[1], SHARED

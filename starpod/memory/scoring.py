@@ -18,7 +18,9 @@ def fts_query(text: str) -> str:
 
     Quoting makes operators, apostrophes, hyphens and column prefixes plain words, so no input is
     a syntax error; a term with no word characters becomes an empty phrase that matches nothing.
+    NUL (which ends an FTS5 string) and unpaired surrogates (not encodable) are dropped first.
     """
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", " ")
     return " ".join('"' + term.replace('"', '""') + '"' for term in text.split())
 
 

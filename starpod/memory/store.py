@@ -24,7 +24,7 @@ from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_text
 from .index import FileRecord, MemoryIndex
-from .paths import (SHARED, Location, index_identity, locate, source_path, validate_content,
+from .paths import (EXCLUDED_DIRS, SHARED, Location, MemoryPathError, index_identity, locate, source_path, validate_content,
                     validate_user_id)
 from .scoring import apply_decay, decay_factor, fts_query
 
@@ -102,14 +102,18 @@ class MemoryStore:
 
     def read(self, path: str, user_id: str | None = None) -> str:
         """The file's text, or "" when it does not exist."""
+        location = self.locate(path, user_id)
         try:
-            return self.locate(path, user_id).path.read_text(encoding="utf-8", errors="replace")
+            with _file_errors():
+                return location.path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
     def write(self, path: str, content: str, user_id: str | None = None) -> None:
         validate_content(content)
-        self._write_file(self.locate(path, user_id).path, content)
+        location = self.locate(path, user_id)
+        with _file_errors():
+            self._write_file(location.path, content)
 
     def _write_file(self, path: Path, content: str) -> None:
         """Atomically replace `path` (readers and the indexer never see half a file), then index it."""
@@ -304,7 +308,7 @@ class MemoryStore:
         return True
 
     def _walk(self) -> Iterator[_Found]:
-        """Every indexable markdown file under home (no symlinks followed, `db/` skipped)."""
+        """Every indexable markdown file under home (no symlinks followed, EXCLUDED_DIRS skipped)."""
         pending = [self.home]
         while pending:
             directory = pending.pop()
@@ -315,7 +319,7 @@ class MemoryStore:
                 continue
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
-                    if not (directory == self.home and entry.name == "db"):
+                    if not (directory == self.home and entry.name in EXCLUDED_DIRS):
                         pending.append(Path(entry.path))
                 elif entry.name.endswith(".md") and entry.is_file(follow_symlinks=False):
                     identity = index_identity(self.home, Path(entry.path))
@@ -356,6 +360,15 @@ def cap_bytes(text: str, limit: int) -> str:
 
 def _section(label: str, content: str, cap: int) -> str:
     return f"--- {label} ---\n{cap_bytes(content, cap)}"
+
+
+@contextmanager
+def _file_errors() -> Iterator[None]:
+    """A name that collides with a directory (or a file used as one) is the caller's mistake."""
+    try:
+        yield
+    except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        raise MemoryPathError(f"File path is not usable: {exc.strerror}") from exc
 
 
 @contextmanager

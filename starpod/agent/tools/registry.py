@@ -21,6 +21,7 @@ from ..workspace import workspace_root
 log = logging.getLogger(__name__)
 
 TRUNCATION_NOTE = "\n... [output truncated: {total} bytes in total]"
+NOTE_SLACK = 128
 
 
 class ToolError(Exception):
@@ -99,11 +100,15 @@ def available_tools(ctx: ToolContext) -> list[Tool]:
     return [t for t in _registry.values() if t.available(ctx)]
 
 
-def bound_output(text: str, max_bytes: int) -> str:
+def bound_output(text: str, max_bytes: int, total: int | None = None) -> str:
+    """`text` cut to `max_bytes` with a note giving the full size (`total` when the producer knew
+    more than it kept).  Text already within the cap plus a note's worth of slack is left alone,
+    so a tool that bounded its own output is not cut twice."""
     raw = text.encode("utf-8")
-    if len(raw) <= max_bytes:
+    if total is None and len(raw) <= max_bytes + NOTE_SLACK:
         return text
-    return raw[:max_bytes].decode("utf-8", errors="ignore") + TRUNCATION_NOTE.format(total=len(raw))
+    kept = raw[:max_bytes].decode("utf-8", errors="ignore")
+    return kept + TRUNCATION_NOTE.format(total=max(total or 0, len(raw)))
 
 
 def run_tool(ctx: ToolContext, name: str, arguments: Any) -> ToolResult:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 
-from .registry import ToolContext, ToolError, require_str, tool
+from .registry import ToolContext, ToolError, bound_output, require_str, tool
 
 RESTRICTED = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
 
@@ -57,7 +57,7 @@ def bash(ctx: ToolContext, args: dict) -> str:
         output.seek(0)
         text = output.read(limits.max_output_bytes).decode("utf-8", errors="replace")
     if size > limits.max_output_bytes:
-        text += f"\n... [output truncated: {size} bytes in total]"
+        text = bound_output(text, limits.max_output_bytes, total=size)
     if code is None:
         raise ToolError(f"{text}\nCommand timed out after {timeout:g}s".lstrip())
     if code != 0:

@@ -31,6 +31,7 @@ def _config() -> Config:
 def json_body(view: Callable) -> Callable:
     """415 for a PUT whose body is not declared as JSON (checked after auth, before the body)."""
     view = blp.alt_response(415, description="Content-Type must be application/json")(view)
+    view = blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")(view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):

@@ -1,0 +1,61 @@
+"""`GET /api/sessions`, `GET /api/sessions/<id>`, `GET /api/sessions/<id>/messages` and
+`POST /api/sessions/<id>/read`."""
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from ... import sessions
+from ...errors import BadRequest
+from ..guards import caller_is_admin, current_user_id, require_user
+from .schemas import MessageSchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
+
+blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessions and their messages")
+
+MAX_LIMIT = 200
+
+
+def _viewer() -> str | None:
+    """None for admins (they see every session), else the caller's user id."""
+    return None if caller_is_admin() else current_user_id()
+
+
+@blp.route("/sessions", methods=["GET"])
+@require_user
+@blp.arguments(SessionListQuerySchema, location="query")
+@blp.response(200, SessionSchema(many=True))
+@blp.alt_response(400, description="limit outside 1–200")
+def list_sessions(query):
+    """Sessions of every channel, most recent activity first."""
+    limit = query["limit"]
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    return [sessions.session_json(s) for s in sessions.list_sessions(_viewer(), limit)]
+
+
+@blp.route("/sessions/<session_id>", methods=["GET"])
+@require_user
+@blp.response(200, SessionSchema)
+@blp.alt_response(404, description="Session not found")
+def get_session(session_id):
+    return sessions.session_json(sessions.get_session(session_id, _viewer()))
+
+
+@blp.route("/sessions/<session_id>/messages", methods=["GET"])
+@require_user
+@blp.response(200, MessageSchema(many=True))
+@blp.alt_response(404, description="Session not found")
+def get_messages(session_id):
+    """Every message of the session, oldest first."""
+    session = sessions.get_session(session_id, _viewer())
+    return [sessions.message_json(m) for m in sessions.get_messages(session.id)]
+
+
+@blp.route("/sessions/<session_id>/read", methods=["POST"])
+@require_user
+@blp.arguments(ReadStateSchema)
+@blp.response(200, OkSchema)
+@blp.alt_response(404, description="Session not found")
+def mark_read(body, session_id):
+    """Mark the session read (default) or unread."""
+    sessions.mark_read(sessions.get_session(session_id, _viewer()), body["is_read"])
+    return {"ok": True}

@@ -1,0 +1,203 @@
+"""One open `/ws` connection: parses client frames, starts or resumes runs, relays their frames.
+
+Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
+sends everything queued in the outbox in order, and a relay copies the frames of the run being
+followed into the outbox.  Runs belong to the worker's RunManager, not to the connection: when
+the client goes away only the relay stops.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import gevent
+from gevent.lock import Semaphore
+from gevent.queue import Full, Queue
+from marshmallow import ValidationError
+from peewee import PeeweeException
+from simple_websocket import ConnectionClosed
+
+from ...accounts import Principal
+from ...agent.workspace import downloads_dir, workspace_root
+from ...config import Config
+from ...errors import BadRequest
+from ...realtime import attachments
+from ...realtime.hub import Hub
+from ...realtime.runs import RunSpec
+from ..errors import flatten_messages
+from .schemas import FRAME_SCHEMAS
+
+log = logging.getLogger(__name__)
+
+OUTBOX_SIZE = 512
+GOING_AWAY = 1001
+
+
+class InvalidFrame(ValueError):
+    pass
+
+
+def parse_frame(text: str) -> tuple[str, dict]:
+    """(type, fields) of a client frame, or InvalidFrame saying what is wrong with it."""
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise InvalidFrame(str(exc)) from exc
+    if not isinstance(payload, dict):
+        raise InvalidFrame("expected a JSON object")
+    kind = payload.get("type")
+    schema = FRAME_SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise InvalidFrame("missing field 'type'" if kind is None else f"unknown type {kind!r}")
+    try:
+        return kind, schema.load(payload)
+    except ValidationError as exc:
+        detail = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in flatten_messages(exc.messages).items())
+        raise InvalidFrame(detail) from exc
+
+
+def encode(frame: dict) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+class WholeFrameSocket:
+    """The client socket as simple-websocket sees it: each send() writes all of its bytes, alone.
+
+    simple-websocket sends pings and pongs from its reader greenlet and our frames from the writer
+    with a bare send(), which under gevent may write part of a frame and let the other greenlet's
+    bytes in between.
+    """
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._lock = Semaphore()
+
+    def send(self, data, flags: int = 0) -> int:
+        with self._lock:
+            self._sock.sendall(data, flags)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class Connection:
+    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config):
+        self.ws = ws
+        self.hub = hub
+        self.caller = caller
+        self.config = config
+        agent = config.agent
+        self.followup_mode = agent.followup_mode  # read once per connection (spec §5.1)
+        ws.max_message_size = attachments.message_size_limit(agent.attachments)
+        self.outbox: Queue = Queue(OUTBOX_SIZE)
+        self.relay: gevent.Greenlet | None = None
+        self.run_id: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        writer = gevent.spawn(self._write_loop)
+        self.hub.clients.add(self)
+        try:
+            while True:
+                data = self.ws.receive()
+                if isinstance(data, str):  # binary frames are ignored
+                    self.handle(data)
+        finally:
+            self.hub.clients.discard(self)
+            if self.relay is not None:
+                self.relay.kill(block=False)
+            writer.kill(block=False)
+
+    def _write_loop(self) -> None:
+        while True:
+            frame = self.outbox.get()
+            try:
+                self.ws.send(frame)
+            except ConnectionClosed:
+                return
+
+    def notify(self, frame: str) -> None:
+        """Queue a notification; a client too far behind loses it instead of stalling the worker."""
+        try:
+            self.outbox.put_nowait(frame)
+        except Full:
+            pass
+
+    def close_going_away(self) -> None:
+        try:
+            self.ws.close(GOING_AWAY, "Server shutting down")
+        except ConnectionClosed:
+            pass
+        self.ws.event.set()  # wake the reader, which would otherwise wait for the client's reply
+
+    def send_error(self, message: str) -> None:
+        self.outbox.put(encode({"type": "error", "message": message}))
+
+    # --- client frames -------------------------------------------------------------------
+
+    def handle(self, text: str) -> None:
+        try:
+            kind, fields = parse_frame(text)
+        except InvalidFrame as exc:
+            self.send_error(f"Invalid message format: {exc}")
+            return
+        try:
+            if kind == "resume":
+                self._resume(fields)
+            else:
+                self._message(fields)
+        except BadRequest as exc:
+            self.send_error(exc.message)
+        except PeeweeException:
+            log.exception("storage failed while handling a WebSocket frame")
+            self.send_error("Chat error: storage is unavailable, try again")
+
+    def _busy(self) -> bool:
+        return self.relay is not None and not self.relay.dead
+
+    def _spec(self, fields: dict) -> RunSpec:
+        if self.caller is None:  # auth disabled: the client may name the user
+            user_id, is_admin = fields["user_id"] or "admin", True
+        else:
+            user_id, is_admin = self.caller.user_id, self.caller.is_admin
+        return RunSpec(text=fields["text"], user_id=user_id, is_admin=is_admin,
+                       channel_id=fields["channel_id"] or "main",
+                       channel_session_key=fields["channel_session_key"])
+
+    def _message(self, fields: dict) -> None:
+        spec = self._spec(fields)
+        if self._busy() and self.hub.runs.add_followup(self.run_id, self.followup_mode, spec):
+            return  # follow-ups carry only their text (attachments are for new runs)
+        if self.hub.draining:
+            raise BadRequest("Server is shutting down")
+        uploads = [attachments.Upload(**item) for item in fields["attachments"]]
+        agent = self.config.agent
+        contents = attachments.validate(uploads, agent.attachments)
+        spec.attachments, spec.prompt_notes = attachments.save(
+            uploads, contents, downloads_dir(self.config), workspace_root(self.config), agent.timezone)
+        self._follow(self.hub.runs.start(spec), 0)
+
+    def _resume(self, fields: dict) -> None:
+        if self._busy():
+            raise BadRequest("A run is already streaming on this connection")
+        owner = None if self.caller is None or self.caller.is_admin else self.caller.user_id
+        run_id = self.hub.runs.find_run(fields["session_id"], owner)
+        if run_id is None:
+            raise BadRequest(f"No run to resume for session '{fields['session_id']}'")
+        self._follow(run_id, fields["after_seq"])
+
+    def _follow(self, run_id: str, after_seq: int) -> None:
+        self.run_id = run_id
+        self.relay = gevent.spawn(self._relay, run_id, after_seq, self.relay)
+
+    def _relay(self, run_id: str, after_seq: int, previous: gevent.Greenlet | None) -> None:
+        if previous is not None:  # the previous run's last frames go first
+            previous.join()
+        try:
+            for frame in self.hub.runs.follow(run_id, after_seq):
+                self.outbox.put(frame)
+        except PeeweeException:
+            log.exception("lost track of run %s", run_id)
+            self.send_error("Lost track of the run; send resume to continue")

@@ -1,0 +1,358 @@
+"""Chat runs that outlive the socket that started them.
+
+A run executes in its own greenlet of the worker that received the message and numbers every
+frame it produces with a per-run `seq`.  Frames go to two places: an in-memory list that followers
+in the same worker read at once, and the `chat_run_events` table (written in batches by one writer
+greenlet per worker), from which followers in any worker replay and continue after a doorbell ring.
+
+One run may hold several streams: follow-ups that arrive too late to be injected and queue-mode
+messages are stored in `chat_run_followups` and run, joined, as the next stream of the same run,
+so the `seq` of a run keeps counting and a resuming client sees one ordered sequence.
+A run whose worker vanished (its heartbeat went stale) is closed by whoever notices, with a
+`stream_end` saying it was interrupted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from typing import Callable, Iterator
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.queue import Empty, Queue
+from peewee import PeeweeException
+
+from ..agent.pipeline import Attachment, ChatRequest, run_chat
+from ..config import Config
+from ..db import database
+from ..errors import StarpodError
+from ..models import ChatRun, RunEvent, RunFollowup
+from ..timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
+from .doorbell import Doorbell
+
+log = logging.getLogger(__name__)
+
+RUNNING, FINISHED = "running", "finished"
+POLL_SECS = 1.0                       # followers of runs in other workers re-read at least this often
+ORPHAN_AFTER = timedelta(seconds=60)  # a running run whose heartbeat is older belongs to a dead worker
+RETENTION = timedelta(hours=24)       # finished runs are kept this long (the last one per session too)
+MAX_BATCH = 2000
+STORE_ATTEMPTS = 5
+INTERRUPTED = "Run interrupted: the server stopped before it finished"
+
+
+@dataclass
+class RunSpec:
+    """What one stream of a run answers."""
+    text: str
+    user_id: str
+    is_admin: bool
+    channel_id: str = "main"
+    channel_session_key: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    prompt_notes: str = ""
+
+
+def encode(frame: dict, seq: int) -> str:
+    """The wire text of `frame` with its `seq` right after `type`."""
+    numbered = {"type": frame["type"], "seq": seq}
+    numbered.update((k, v) for k, v in frame.items() if k != "type")
+    return json.dumps(numbered, ensure_ascii=False, separators=(",", ":"))
+
+
+def failed_stream_end(session_id: str, message: str) -> dict:
+    return {"type": "stream_end", "session_id": session_id, "num_turns": 0, "cost_usd": 0.0,
+            "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+            "is_error": True, "errors": [message], "text": ""}
+
+
+class LocalRun:
+    """A run executing in this worker; its frames stay in memory while it runs."""
+
+    def __init__(self, run_id: str, user_id: str):
+        self.id = run_id
+        self.user_id = user_id
+        self.frames: list[str] = []
+        self.session_ids: set[str] = set()
+        self.finished = False
+        self.greenlet: gevent.Greenlet | None = None
+        self._changed = Event()
+
+    def add(self, text: str) -> None:
+        self.frames.append(text)
+        self._wake()
+
+    def close(self) -> None:
+        self.finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, Event()
+        changed.set()
+
+    def follow(self, after_seq: int) -> Iterator[str]:
+        position = max(after_seq, 0)
+        while True:
+            changed = self._changed
+            while position < len(self.frames):
+                yield self.frames[position]
+                position += 1
+            if self.finished:
+                return
+            changed.wait()
+
+
+class RunManager:
+    """Every run of this worker, the batch writer of their events, and following any run."""
+
+    def __init__(self, config: Config, doorbell: Doorbell, changed_elsewhere: Callable[[], Event]):
+        self.config = config
+        self.doorbell = doorbell
+        self.changed_elsewhere = changed_elsewhere
+        self.local: dict[str, LocalRun] = {}
+        self._queue: Queue = Queue()
+        self._writer = gevent.spawn(self._write_loop)
+
+    # --- starting and executing ----------------------------------------------------------
+
+    def start(self, spec: RunSpec) -> str:
+        with database.connection_context():
+            row = ChatRun.create(user_id=spec.user_id, worker_id=self.doorbell.worker_id)
+        run = LocalRun(row.id, spec.user_id)
+        self.local[run.id] = run
+        run.greenlet = gevent.spawn(self._execute, run, spec)
+        return run.id
+
+    def _execute(self, run: LocalRun, spec: RunSpec | None) -> None:
+        try:
+            with database.connection_context():
+                while spec is not None:
+                    self._stream(run, spec)
+                    spec = self._next_spec(run)
+        except Exception:
+            log.exception("run %s failed outside its stream", run.id)
+        finally:
+            run.close()
+            self.local.pop(run.id, None)
+
+    def _stream(self, run: LocalRun, spec: RunSpec) -> None:
+        request = ChatRequest(text=spec.text, user_id=spec.user_id, is_admin=spec.is_admin,
+                              channel_id=spec.channel_id, channel_session_key=spec.channel_session_key,
+                              attachments=spec.attachments, prompt_notes=spec.prompt_notes,
+                              followups=partial(self.claim_injected, run.id))
+        session_id = None
+        try:
+            for frame in run_chat(request, self.config):
+                if frame["type"] == "stream_start":
+                    session_id = frame["session_id"]
+                    run.session_ids.add(session_id)
+                self._publish(run, frame)
+        except Exception as exc:
+            known = isinstance(exc, StarpodError)
+            if not known:
+                log.exception("run %s crashed", run.id)
+            reason = exc.message if known else "internal error"
+            if session_id is None:
+                self._publish(run, {"type": "error", "message": f"Chat error: {reason}"})
+            else:
+                self._publish(run, failed_stream_end(session_id, f"Stream error: {reason}"))
+
+    def _publish(self, run: LocalRun, frame: dict) -> None:
+        seq = len(run.frames) + 1
+        text = encode(frame, seq)
+        run.add(text)
+        session_id = frame["session_id"] if frame["type"] == "stream_start" else None
+        self._queue.put(("event", (run.id, seq, session_id, text), None))
+
+    def _next_spec(self, run: LocalRun) -> RunSpec | None:
+        """The next stream from follow-ups that came too late or were queued; None finishes the run."""
+        pending = self._submit("finish", run.id) or []
+        if not pending:
+            return None
+        first = pending[0]
+        return RunSpec(text="\n\n".join(row.text for row in pending), user_id=first.user_id,
+                       is_admin=first.is_admin, channel_id=first.channel_id,
+                       channel_session_key=first.channel_session_key)
+
+    def _submit(self, kind: str, payload=None):
+        """Queue an operation behind every event queued so far and wait for its result."""
+        result = AsyncResult()
+        self._queue.put((kind, payload, result))
+        return result.get()
+
+    def sync(self) -> None:
+        """Wait until everything queued so far is stored."""
+        self._submit("sync")
+
+    # --- follow-ups ----------------------------------------------------------------------
+
+    def add_followup(self, run_id: str, mode: str, spec: RunSpec) -> bool:
+        """Store a follow-up for a running run; False when the run has finished meanwhile."""
+        with database.connection_context(), database.atomic("IMMEDIATE"):
+            running = ChatRun.select().where((ChatRun.id == run_id) & (ChatRun.status == RUNNING)).exists()
+            if running:
+                RunFollowup.create(run=run_id, mode=mode, text=spec.text, user_id=spec.user_id,
+                                   is_admin=spec.is_admin, channel_id=spec.channel_id,
+                                   channel_session_key=spec.channel_session_key)
+        return running
+
+    def claim_injected(self, run_id: str) -> list[str]:
+        """Inject-mode follow-ups not yet given to the model (called by the pipeline's loop)."""
+        pending = ((RunFollowup.run == run_id) & (RunFollowup.status == "pending")
+                   & (RunFollowup.mode == "inject"))
+        if not RunFollowup.select().where(pending).exists():
+            return []
+        with database.atomic("IMMEDIATE"):
+            rows = list(RunFollowup.select().where(pending).order_by(RunFollowup.id))
+            RunFollowup.update(status="claimed").where(RunFollowup.id.in_([r.id for r in rows])).execute()
+        return [row.text for row in rows]
+
+    # --- the batch writer ----------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            ops = [self._queue.get()]
+            while len(ops) < MAX_BATCH:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except Empty:
+                    break
+            results = self._store(ops)
+            for (_, _, waiter), value in zip(ops, results):
+                if waiter is not None:
+                    waiter.set(value)
+            self.doorbell.ring_others()
+
+    def _store(self, ops: list) -> list:
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                with database.connection_context(), database.atomic("IMMEDIATE"):
+                    return self._apply(ops)
+            except PeeweeException:
+                log.warning("storing %d run events failed (attempt %d)", len(ops), attempt + 1, exc_info=True)
+                gevent.sleep(0.05 * 2 ** attempt)
+        log.error("dropped %d run events after %d attempts", len(ops), STORE_ATTEMPTS)
+        return [None] * len(ops)
+
+    def _apply(self, ops: list) -> list:
+        events = [payload for kind, payload, _ in ops if kind == "event"]
+        fields = [RunEvent.run, RunEvent.seq, RunEvent.session_id, RunEvent.frame]
+        for start in range(0, len(events), 500):
+            RunEvent.insert_many(events[start:start + 500], fields=fields).execute()
+        for run_id, _, session_id, _ in events:
+            if session_id:
+                self._forget_older_runs(session_id, run_id)
+        return [self._finish(payload) if kind == "finish" else None for kind, payload, _ in ops]
+
+    @staticmethod
+    def _finish(run_id: str) -> list[RunFollowup]:
+        pending = list(RunFollowup.select()
+                       .where((RunFollowup.run == run_id) & (RunFollowup.status == "pending"))
+                       .order_by(RunFollowup.id))
+        if pending:
+            RunFollowup.update(status="claimed").where(RunFollowup.id.in_([p.id for p in pending])).execute()
+        else:
+            ChatRun.update(status=FINISHED, finished_at=now_iso()).where(ChatRun.id == run_id).execute()
+        return pending
+
+    @staticmethod
+    def _forget_older_runs(session_id: str, run_id: str) -> None:
+        """Only the newest run of a session stays replayable once it has finished."""
+        older = RunEvent.select(RunEvent.run).where((RunEvent.session_id == session_id) & (RunEvent.run != run_id))
+        ChatRun.delete().where(ChatRun.id.in_(older) & (ChatRun.status == FINISHED)).execute()
+
+    # --- following -----------------------------------------------------------------------
+
+    def find_run(self, session_id: str, user_id: str | None) -> str | None:
+        """The newest run that streamed `session_id`, when `user_id` (None = anyone) owns it."""
+        local = [run for run in self.local.values() if session_id in run.session_ids]
+        if local:
+            run_id, owner = local[-1].id, local[-1].user_id
+        else:
+            with database.connection_context():
+                row = (RunEvent.select(RunEvent.run, ChatRun.user_id).join(ChatRun)
+                       .where(RunEvent.session_id == session_id)
+                       .order_by(RunEvent.id.desc()).tuples().first())
+            if row is None:
+                return None
+            run_id, owner = row
+        return run_id if user_id is None or owner == user_id else None
+
+    def follow(self, run_id: str, after_seq: int) -> Iterator[str]:
+        """Every frame of the run after `after_seq`, then each new one as it comes, until its end."""
+        run = self.local.get(run_id)
+        if run is not None:
+            return run.follow(after_seq)
+        return self._follow_stored(run_id, after_seq)
+
+    def _follow_stored(self, run_id: str, last: int) -> Iterator[str]:
+        while True:
+            changed = self.changed_elsewhere()
+            with database.connection_context():
+                run = ChatRun.get_or_none(ChatRun.id == run_id)
+                if run is None:
+                    return
+                rows = list(RunEvent.select(RunEvent.seq, RunEvent.frame)
+                            .where((RunEvent.run == run_id) & (RunEvent.seq > last))
+                            .order_by(RunEvent.seq).tuples())
+            for seq, frame in rows:
+                yield frame
+                last = seq
+            if run.status == FINISHED:  # read before the events, so none can be missing
+                return
+            if not rows and self._orphaned(run):
+                self.interrupt(run_id)
+                continue
+            changed.wait(POLL_SECS)
+
+    def _orphaned(self, run: ChatRun) -> bool:
+        beat = parse_rfc3339(run.heartbeat_at)
+        return run.id not in self.local and (beat is None or beat < utcnow() - ORPHAN_AFTER)
+
+    def interrupt(self, run_id: str, force: bool = False) -> None:
+        """Close a run nobody is executing any more: end its open stream and mark it finished."""
+        with database.connection_context(), database.atomic("IMMEDIATE"):
+            run = ChatRun.get_or_none(ChatRun.id == run_id)
+            if run is None or run.status == FINISHED or not (force or self._orphaned(run)):
+                return
+            last = (RunEvent.select(RunEvent.seq, RunEvent.frame).where(RunEvent.run == run_id)
+                    .order_by(RunEvent.seq.desc()).tuples().first())
+            seq, frame = last or (0, None)
+            open_stream = frame is not None and json.loads(frame)["type"] not in ("stream_end", "error")
+            if open_stream:
+                session_id = (RunEvent.select(RunEvent.session_id)
+                              .where((RunEvent.run == run_id) & RunEvent.session_id.is_null(False))
+                              .order_by(RunEvent.seq.desc()).scalar())
+                RunEvent.create(run=run_id, seq=seq + 1, frame=encode(failed_stream_end(session_id, INTERRUPTED), seq + 1))
+            ChatRun.update(status=FINISHED, finished_at=now_iso()).where(ChatRun.id == run_id).execute()
+        log.warning("run %s was interrupted and has been closed", run_id)
+        self.doorbell.ring_others()
+
+    # --- upkeep and shutdown -------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        if self.local:
+            with database.connection_context():
+                ChatRun.update(heartbeat_at=now_iso()).where(ChatRun.id.in_(list(self.local))).execute()
+
+    @staticmethod
+    def prune() -> int:
+        """Delete finished runs older than the retention window (their events go with them)."""
+        cutoff = to_rfc3339(utcnow() - RETENTION)
+        with database.connection_context():
+            return ChatRun.delete().where((ChatRun.status == FINISHED) & (ChatRun.finished_at < cutoff)).execute()
+
+    def drain(self, timeout: float) -> None:
+        """Let running runs finish for up to `timeout` s; close the rest as interrupted."""
+        gevent.joinall([run.greenlet for run in self.local.values() if run.greenlet], timeout=timeout)
+        leftovers = list(self.local)
+        for run_id in leftovers:
+            run = self.local.get(run_id)
+            if run is not None and run.greenlet is not None:
+                run.greenlet.kill(block=True, timeout=1)
+        self.sync()
+        for run_id in leftovers:
+            self.interrupt(run_id, force=True)

@@ -1,0 +1,417 @@
+"""/ws against a real gunicorn (gevent, 2 workers) and the fake provider: streaming, tools,
+follow-ups, attachments, bad frames, auth, resume on another worker, notification fan-out."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from contextlib import contextmanager
+
+import psutil
+import pytest
+import requests
+import websocket
+
+from starpod.db import database, open_database
+from starpod.notify import notify
+
+from .fake_provider import FakeProvider, Reply, ToolCall
+from .support import LiveServer
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
+
+
+@pytest.fixture(scope="module")
+def fake():
+    provider = FakeProvider().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fake):
+    home = tmp_path_factory.mktemp("ws") / "home"
+    live = LiveServer(home, workers=2, env=fake.environ(STARPOD_WS_PING_SECS="3")).start()
+    live.admin_key = live.generated_admin_key()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_script(fake):
+    fake.reset()
+    yield
+
+
+@pytest.fixture(scope="module")
+def user_key(server):
+    user = server.request("POST", "/api/settings/auth/users", server.admin_key, json={"role": "user"}).json()
+    created = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
+                             json={"label": "ws"})
+    return created.json()["key"]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def connect(server, key=None):
+    ws = websocket.create_connection(f"{server.ws_url}/ws?token={key or server.admin_key}", timeout=15)
+    return ws
+
+
+def send(ws, **frame):
+    ws.send(json.dumps(frame))
+
+
+def recv(ws) -> dict:
+    return json.loads(ws.recv())
+
+
+def until_end(ws, first: list | None = None) -> list[dict]:
+    """Frames up to and including the next stream_end (or a lone error)."""
+    frames = list(first or [])
+    while not frames or frames[-1]["type"] not in ("stream_end", "error"):
+        frames.append(recv(ws))
+    return frames
+
+
+def deltas(frames) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "text_delta")
+
+
+def worker_of(server, ws) -> int:
+    """pid of the gunicorn worker holding the server side of this client socket."""
+    port = ws.sock.getsockname()[1]
+    for worker in psutil.Process(server.process.pid).children():
+        if any(c.raddr and c.raddr.port == port for c in worker.net_connections(kind="tcp")):
+            return worker.pid
+    raise AssertionError("no worker holds this connection")
+
+
+def connections_on_both_workers(server, count=6, limit=60):
+    """At least `count` open sockets spread over both workers: {pid: [ws, ...]}."""
+    by_worker: dict[int, list] = {}
+    opened = 0
+    while opened < limit and (len(by_worker) < 2 or sum(map(len, by_worker.values())) < count):
+        ws = connect(server)
+        by_worker.setdefault(worker_of(server, ws), []).append(ws)
+        opened += 1
+    assert len(by_worker) == 2, "the kernel gave every connection to one worker"
+    return by_worker
+
+
+def messages(server, session_id):
+    return server.get(f"/api/sessions/{session_id}/messages", server.admin_key).json()
+
+
+@contextmanager
+def agent_toml(server, **replacements):
+    """agent.toml with `key = old` lines replaced (every worker re-reads it), restored afterwards."""
+    path = server.home / "config" / "agent.toml"
+    original = path.read_text()
+    edited = original
+    for key, value in replacements.items():
+        edited, count = re.subn(rf"^{key} = .*?(\s+#.*)?$", f"{key} = {value}", edited, flags=re.M)
+        assert count == 1, key
+    path.write_text(edited)
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+# --- handshake -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query, message", [("", "Missing token parameter"), ("?token=sp_live_nope", "Invalid token"),
+                                            ("?token=", "Invalid token")])
+def test_handshake_without_valid_token_is_401_json(server, query, message):
+    with pytest.raises(websocket.WebSocketBadStatusException) as failure:
+        websocket.create_connection(f"{server.ws_url}/ws{query}", timeout=10)
+    assert failure.value.status_code == 401
+    assert json.loads(failure.value.resp_body) == {"error": message}
+
+
+def test_plain_get_is_rejected_before_auth(server):
+    response = requests.get(f"{server.base_url}/ws", timeout=10)
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+def test_stream_events_in_order_with_seq_and_stored_reply(server, fake):
+    text = "The quick brown fox jumps over the lazy dog."
+    fake.script(Reply(text, chunks=7))
+    ws = connect(server)
+    send(ws, type="message", text="tell me")
+    frames = until_end(ws)
+    ws.close()
+    assert [f["type"] for f in frames] == ["stream_start"] + ["text_delta"] * 7 + ["stream_end"]
+    assert [f["seq"] for f in frames] == list(range(1, 10))
+    assert deltas(frames) == text
+    end = frames[-1]
+    assert end["errors"] == [] and end["is_error"] is False and end["text"] == text
+    assert end["session_id"] == frames[0]["session_id"]
+    # the assistant row was stored before stream_end went out
+    rows = messages(server, end["session_id"])
+    assert [(r["role"], r["content"]) for r in rows] == [("user", "tell me"), ("assistant", text)]
+    assert fake.requests[0].body["stream"] is True
+
+
+def test_tool_events(server, fake):
+    call = ToolCall("FileList", {"path": "."}, id="toolu_ws_1")
+    fake.script(Reply(tool_calls=[call]), Reply("listed", chunks=2))
+    ws = connect(server)
+    send(ws, type="message", text="list files")
+    frames = until_end(ws)
+    ws.close()
+    kinds = [f["type"] for f in frames]
+    assert kinds == ["stream_start", "tool_use", "tool_result", "text_delta", "text_delta", "stream_end"]
+    assert frames[1]["id"] == "toolu_ws_1" and frames[1]["name"] == "FileList" and frames[1]["input"] == {"path": "."}
+    assert frames[2]["tool_use_id"] == "toolu_ws_1" and frames[2]["is_error"] is False
+    assert frames[-1]["num_turns"] == 1
+    roles = [r["role"] for r in messages(server, frames[0]["session_id"])]
+    assert roles == ["user", "tool_use", "tool_result", "assistant"]
+
+
+def test_provider_failure_ends_stream_with_errors(server, fake):
+    from .fake_provider import Failure
+    fake.script(Failure(400, "bad request from fake"))
+    ws = connect(server)
+    send(ws, type="message", text="fail please")
+    frames = until_end(ws)
+    ws.close()
+    end = frames[-1]
+    assert end["type"] == "stream_end" and end["is_error"] is True
+    assert end["errors"] and end["errors"][0].startswith("API error")
+
+
+# --- bad frames ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, detail", [
+    ("not json", "Invalid message format: "),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"text": "hi"}', "missing field 'type'"),
+    ('{"type": "shout", "text": "hi"}', "unknown type 'shout'"),
+    ('{"type": "message"}', "text"),
+    ('{"type": "message", "text": 5}', "text"),
+    ('{"type": "message", "text": "x", "attachments": "nope"}', "attachments"),
+    ('{"type": "message", "text": "x", "attachments": [{"file_name": "a.txt"}]}', "attachments.0.data"),
+    ('{"type": "resume", "session_id": "s", "after_seq": -1}', "after_seq"),
+    ('{"type": "resume", "after_seq": 1}', "session_id"),
+])
+def test_malformed_frames_get_an_error_and_the_socket_stays_open(server, fake, raw, detail):
+    ws = connect(server)
+    ws.send_binary(b"\x00binary frames are ignored")
+    ws.send(raw)
+    error = recv(ws)
+    assert error["type"] == "error"
+    assert error["message"].startswith("Invalid message format: ") and detail in error["message"]
+    fake.script(Reply("still here"))
+    send(ws, type="message", text="ok?")
+    assert deltas(until_end(ws)) == "still here"
+    ws.close()
+
+
+def test_resume_of_unknown_or_foreign_session_is_an_error(server, fake, user_key):
+    ws = connect(server)
+    send(ws, type="message", text="mine")
+    session_id = until_end(ws)[0]["session_id"]
+    ws.close()
+    other = connect(server, user_key)
+    send(other, type="resume", session_id=session_id, after_seq=0)
+    assert recv(other) == {"type": "error", "message": f"No run to resume for session '{session_id}'"}
+    send(other, type="resume", session_id="no-such-session")
+    assert recv(other)["type"] == "error"
+    other.close()
+
+
+# --- attachments ---------------------------------------------------------------------------
+
+def test_attachments_saved_noted_and_image_sent_to_the_model(server, fake):
+    fake.script(Reply("seen"))
+    ws = connect(server)
+    send(ws, type="message", text="look", attachments=[
+        {"file_name": "notes.txt", "mime_type": "text/plain", "data": base64.b64encode(b"hello file").decode()},
+        {"file_name": "../../pic.png", "mime_type": "image/png", "data": PNG},
+    ])
+    frames = until_end(ws)
+    ws.close()
+    assert frames[-1]["errors"] == []
+    downloads = server.home / "workspace" / "downloads"
+    saved = {p.name: p for p in downloads.iterdir()}
+    text_file = next(p for name, p in saved.items() if name.endswith("_notes.txt"))
+    assert text_file.read_bytes() == b"hello file"
+    assert any(name.endswith("_pic.png") and "/" not in name and ".." not in name for name in saved)
+    content = fake.requests[0].body["messages"][-1]["content"]
+    images = [block for block in content if block["type"] == "image"]
+    assert len(images) == 1 and images[0]["source"]["media_type"] == "image/png"
+    assert images[0]["source"]["data"] == PNG
+    prompt = next(block["text"] for block in content if block["type"] == "text")
+    assert prompt.startswith("look")
+    assert re.search(r"\[Uploaded file: notes\.txt \(text/plain\) saved to: downloads/\d{8}_\d{6}_notes\.txt\]", prompt)
+    assert "[Uploaded image: ../../pic.png (image/png)" in prompt
+    assert "[Files already in downloads/: " in prompt
+    # the stored user row is the text without the notes
+    assert messages(server, frames[0]["session_id"])[0]["content"] == "look"
+
+
+@pytest.mark.parametrize("attachment, message", [
+    ({"file_name": "run.exe", "mime_type": "application/octet-stream", "data": "AAAA"},
+     "File extension 'exe' is not allowed (allowed: txt, png)"),
+    ({"file_name": "big.txt", "mime_type": "text/plain", "data": base64.b64encode(b"x" * 2000).decode()},
+     "File 'big.txt' exceeds 0.0 MB limit (0.0 MB)"),
+    ({"file_name": "bad.txt", "mime_type": "text/plain", "data": "***"}, "File 'bad.txt' is not valid base64"),
+])
+def test_invalid_attachment_rejects_the_whole_message(server, fake, attachment, message):
+    with agent_toml(server, allowed_extensions='["txt", "png"]', max_file_size="1000"):
+        ws = connect(server)
+        good = {"file_name": "ok.txt", "mime_type": "text/plain", "data": "b2s="}
+        send(ws, type="message", text="with file", attachments=[good, attachment])
+        assert recv(ws) == {"type": "error", "message": message}
+        fake.script(Reply("next"))
+        send(ws, type="message", text="no file")
+        frames = until_end(ws)
+        assert frames[0]["type"] == "stream_start" and deltas(frames) == "next"
+        assert len(fake.requests) == 1  # the rejected message never reached the model
+        ws.close()
+
+
+def test_message_larger_than_the_limit_closes_the_socket(server):
+    with agent_toml(server, max_file_size="1000"):
+        ws = connect(server)
+    send(ws, type="message", text="x" * (2 * 1024 * 1024))
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        for _ in range(5):
+            ws.recv()
+
+
+# --- follow-ups ----------------------------------------------------------------------------
+
+def user_texts(request) -> list[str]:
+    texts = []
+    for message in request.body["messages"]:
+        if message["role"] == "user":
+            content = message["content"]
+            blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+            texts += [b["text"] for b in blocks if b.get("type") == "text"]
+    return texts
+
+
+def test_inject_followup_reaches_the_next_model_call_and_is_stored(server, fake):
+    fake.script(Reply(tool_calls=[ToolCall("FileList", {"path": "."})], delay=1.0), Reply("both handled"))
+    ws = connect(server)
+    send(ws, type="message", text="first task")
+    start = recv(ws)
+    send(ws, type="message", text="and also this")
+    frames = until_end(ws, [start])
+    assert [f["type"] for f in frames].count("stream_start") == 1
+    assert "and also this" in user_texts(fake.requests[1])
+    rows = messages(server, start["session_id"])
+    assert [r["content"] for r in rows if r["role"] == "user"] == ["first task", "and also this"]
+    ws.close()
+
+
+def test_late_inject_followup_starts_a_new_stream_of_the_same_run(server, fake):
+    fake.script(Reply("first answer", delay=1.0), Reply("late answer"))
+    ws = connect(server)
+    send(ws, type="message", text="question")
+    start = recv(ws)
+    send(ws, type="message", text="too late to inject")
+    first = until_end(ws, [start])
+    second = until_end(ws)
+    ws.close()
+    assert deltas(first) == "first answer" and deltas(second) == "late answer"
+    assert second[0]["type"] == "stream_start" and second[0]["seq"] == first[-1]["seq"] + 1
+    assert user_texts(fake.requests[1])[-1] == "too late to inject"
+
+
+def test_queue_mode_runs_queued_messages_as_one_batch(server, fake):
+    with agent_toml(server, followup_mode='"queue"'):
+        ws = connect(server)  # the mode is read once, at connect time
+    fake.script(Reply(tool_calls=[ToolCall("FileList", {"path": "."})], delay=1.0), Reply("one"),
+                Reply("batch"))
+    send(ws, type="message", text="start")
+    start = recv(ws)
+    send(ws, type="message", text="q1")
+    send(ws, type="message", text="q2")
+    first = until_end(ws, [start])
+    second = until_end(ws)
+    ws.close()
+    assert deltas(first) == "one" and deltas(second) == "batch"
+    assert "q1" not in user_texts(fake.requests[1])  # queued, not injected
+    assert user_texts(fake.requests[2])[-1] == "q1\n\nq2"
+    rows = messages(server, second[0]["session_id"])
+    assert [r["content"] for r in rows if r["role"] == "user"][-1] == "q1\n\nq2"
+
+
+# --- runs outlive sockets ------------------------------------------------------------------
+
+def test_disconnect_mid_run_then_resume_on_the_other_worker(server, fake):
+    text = "".join(f"<{i:03d}>" for i in range(60))
+    fake.script(Reply(text, chunks=60, chunk_delay=0.03))
+    by_worker = connections_on_both_workers(server, count=2)
+    (worker_a, sockets_a), (worker_b, sockets_b) = by_worker.items()
+    first = sockets_a[0]
+    send(first, type="message", text="long story")
+    seen = [recv(first) for _ in range(6)]
+    first.close()  # drop mid-run
+    after_seq = seen[-1]["seq"]
+    resumed = sockets_b[0]
+    assert worker_of(server, resumed) != worker_a
+    send(resumed, type="resume", session_id=seen[0]["session_id"], after_seq=after_seq)
+    rest = until_end(resumed)
+    assert [f["seq"] for f in rest] == list(range(after_seq + 1, after_seq + 1 + len(rest)))
+    assert deltas(seen + rest) == text
+    assert rest[-1]["type"] == "stream_end" and rest[-1]["errors"] == []
+    # after the run, a full replay from the start is still available (from the database)
+    send(resumed, type="resume", session_id=seen[0]["session_id"], after_seq=0)
+    replay = until_end(resumed)
+    assert [f["seq"] for f in replay] == list(range(1, rest[-1]["seq"] + 1))
+    assert deltas(replay) == text
+    for sockets in by_worker.values():
+        for ws in sockets:
+            ws.close()
+    assert messages(server, seen[0]["session_id"])[-1]["content"] == text
+
+
+def test_run_continues_and_is_stored_when_nobody_listens(server, fake):
+    fake.script(Reply("unattended reply", chunks=5, chunk_delay=0.05))
+    ws = connect(server)
+    send(ws, type="message", text="fire and forget")
+    session_id = recv(ws)["session_id"]
+    ws.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = messages(server, session_id)
+        if rows[-1]["role"] == "assistant":
+            break
+        time.sleep(0.1)
+    assert rows[-1]["content"] == "unattended reply"
+
+
+# --- notifications & keep-alive ------------------------------------------------------------
+
+def test_notification_reaches_every_client_of_both_workers(server):
+    by_worker = connections_on_both_workers(server, count=6)
+    open_database(server.home / "db" / "starpod.db")
+    try:
+        notify("daily-digest", "sess-1", "x" * 600, True, home=server.home)
+    finally:
+        database.close_all()
+    for sockets in by_worker.values():
+        for ws in sockets:
+            frame = recv(ws)
+            assert frame["type"] == "notification" and frame["job_name"] == "daily-digest"
+            assert frame["session_id"] == "sess-1" and frame["success"] is True
+            assert frame["result_preview"] == "x" * 500 + "..."
+            ws.close()
+
+
+def test_server_sends_keepalive_pings(server):
+    ws = connect(server)
+    opcode, _ = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_PING
+    ws.close()
