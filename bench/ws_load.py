@@ -1,0 +1,218 @@
+"""WebSocket load on one gunicorn gevent worker, with the fake provider in its own process.
+
+(a) N idle authenticated connections held open (each proves it is alive by answering a frame);
+(b) C concurrent chats streaming D deltas each: total frames/s, frames lost, and the added latency
+    between the provider writing a chunk and the client receiving its `text_delta` (every chunk
+    carries a unique token; both sides stamp it with the system-wide monotonic clock);
+(c) the same for chats followed from the *other* of two workers (resume), i.e. through the
+    database and the doorbell wake-up.
+
+    /work/venv/bin/python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import re
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import websocket
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import fake_provider  # noqa: E402
+from tests.support import LiveServer  # noqa: E402
+
+TOKEN_WIDTH = 8  # "c123d045" style tokens: one per chunk
+
+
+def token(chat: int, index: int) -> str:
+    return f"c{chat:03d}d{index:03d}"
+
+
+# --- the provider process --------------------------------------------------------------------
+
+def _provider_main(deltas: int, delay: float, ready, commands) -> None:
+    emitted: dict[str, float] = {}
+    original = fake_provider._is_text_delta
+
+    def stamp(data: dict) -> bool:  # called right after each SSE frame was written and flushed
+        is_delta = original(data)
+        if is_delta and data.get("type") == "content_block_delta":
+            emitted[data["delta"]["text"]] = time.monotonic()
+        return is_delta
+
+    fake_provider._is_text_delta = stamp
+    fake = fake_provider.FakeProvider().start()
+
+    def answer(recorded):
+        chat = int(re.search(r"chat (\d+)", json.dumps(recorded.body["messages"][-1])).group(1))
+        text = "".join(token(chat, i) for i in range(deltas))
+        return fake_provider.Reply(text, chunks=deltas, chunk_delay=delay)
+
+    fake.default = answer
+    ready.send(fake.environ())
+    while commands.recv() == "stamps":
+        commands.send(dict(emitted))
+        emitted.clear()
+    fake.stop()
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+def connect(url: str) -> websocket.WebSocket:
+    return websocket.create_connection(url, timeout=120, enable_multithread=False)
+
+
+def hold_idle(url: str, count: int) -> int:
+    """Open `count` connections, then count those still answering a frame."""
+    sockets = []
+    for _ in range(count):
+        try:
+            sockets.append(connect(url))
+        except (OSError, websocket.WebSocketException):
+            break
+    alive = 0
+    for ws in sockets:
+        try:
+            ws.send("{}")
+            if json.loads(ws.recv())["type"] == "error":
+                alive += 1
+        except (OSError, websocket.WebSocketException):
+            pass
+    for ws in sockets:
+        ws.close()
+    return alive
+
+
+def worker_of(server_pid: int, ws: websocket.WebSocket) -> int | None:
+    port = ws.sock.getsockname()[1]
+    for worker in psutil.Process(server_pid).children():
+        if any(c.raddr and c.raddr.port == port for c in worker.net_connections(kind="tcp")):
+            return worker.pid
+    return None
+
+
+def on_other_worker(url: str, server_pid: int, ws: websocket.WebSocket) -> websocket.WebSocket:
+    """A second connection that the kernel gave to the other worker."""
+    mine = worker_of(server_pid, ws)
+    while True:
+        other = connect(url)
+        if worker_of(server_pid, other) != mine:
+            return other
+        other.close()
+
+
+def run_chat(url: str, chat: int, results: list, barrier: threading.Barrier, cross_pid: int | None = None) -> None:
+    ws = connect(url)
+    follower = on_other_worker(url, cross_pid, ws) if cross_pid else None
+    barrier.wait()
+    ws.send(json.dumps({"type": "message", "text": f"chat {chat}"}))
+    frames, received = [], {}
+    first = json.loads(ws.recv())
+    frames.append(first)
+    if follower is not None:  # follow the run from the other worker instead
+        ws.close()
+        follower.send(json.dumps({"type": "resume", "session_id": first["session_id"], "after_seq": 1}))
+        ws = follower
+    while frames[-1]["type"] not in ("stream_end", "error"):
+        raw = ws.recv()
+        now = time.monotonic()
+        frame = json.loads(raw)
+        frames.append(frame)
+        if frame["type"] == "text_delta":
+            received[frame["text"]] = now
+    ws.close()
+    results.append((frames, received, time.monotonic()))
+
+
+def chats(url: str, count: int, deltas: int, cross_pid: int | None = None) -> dict:
+    results: list = []
+    barrier = threading.Barrier(count + 1)
+    threads = [threading.Thread(target=run_chat, args=(url, i, results, barrier, cross_pid), daemon=True)
+               for i in range(count)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join(600)
+    finished = max((r[2] for r in results), default=started)
+    frames = sum(len(r[0]) for r in results)
+    expected = count * (deltas + 2)
+    gaps = sum(1 for r in results if [f["seq"] for f in r[0]] != list(range(1, len(r[0]) + 1)))
+    return {"results": results, "frames": frames, "expected": expected, "seconds": finished - started,
+            "seq_gaps": gaps}
+
+
+def latency_ms(results: list, stamps: dict[str, float]) -> tuple[float, float]:
+    added = [received - stamps[text] for _, got, _ in results for text, received in got.items() if text in stamps]
+    added.sort()
+    if not added:
+        return float("nan"), float("nan")
+    return statistics.median(added) * 1000, added[int(len(added) * 0.95)] * 1000
+
+
+def report(label: str, outcome: dict, stamps: dict) -> None:
+    p50, p95 = latency_ms(outcome["results"], stamps)
+    lost = outcome["expected"] - outcome["frames"]
+    print(f"{label:<34} frames {outcome['frames']:>6}/{outcome['expected']:<6} lost {lost:<4} "
+          f"seq-gaps {outcome['seq_gaps']:<3} {outcome['frames'] / outcome['seconds']:>8.0f} frames/s   "
+          f"added latency p50 {p50:6.2f} ms  p95 {p95:7.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--chats", type=int, default=200)
+    parser.add_argument("--deltas", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds between provider chunks")
+    parser.add_argument("--resumed", type=int, default=20, help="chats followed from the other worker")
+    args = parser.parse_args()
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it too
+
+    ready, ready_child = multiprocessing.Pipe()
+    commands, commands_child = multiprocessing.Pipe()
+    provider = multiprocessing.Process(target=_provider_main, args=(args.deltas, args.delay, ready_child, commands_child))
+    provider.start()
+    env = ready.recv()
+    print(f"ws_load: {psutil.cpu_count()} CPUs, nofile {hard}, provider chunk every {args.delay * 1000:.0f} ms")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = LiveServer(Path(tmp) / "one", workers=1, env=env).start()
+        try:
+            url = f"{server.ws_url}/ws?token={server.generated_admin_key()}"
+            started = time.monotonic()
+            held = hold_idle(url, args.idle)
+            print(f"(a) idle connections held: {held}/{args.idle}  (opened and checked in "
+                  f"{time.monotonic() - started:.1f} s)")
+            outcome = chats(url, args.chats, args.deltas)
+            commands.send("stamps")
+            report(f"(b) {args.chats} chats x {args.deltas} deltas, 1 worker", outcome, commands.recv())
+        finally:
+            server.stop()
+
+        server = LiveServer(Path(tmp) / "two", workers=2, env=env).start()
+        try:
+            base = f"{server.ws_url}/ws?token={server.generated_admin_key()}"
+            outcome = chats(base, args.resumed, args.deltas, cross_pid=server.process.pid)
+            commands.send("stamps")
+            report(f"(c) {args.resumed} chats resumed, 2 workers", outcome, commands.recv())
+        finally:
+            server.stop()
+    commands.send("stop")
+    provider.join(10)
+
+
+if __name__ == "__main__":
+    main()
