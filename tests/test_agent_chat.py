@@ -263,3 +263,56 @@ def test_compaction_replaces_old_turns_with_summary(client, fake_provider, confi
     reloaded = fake_provider.requests[-1].body["messages"]
     assert reloaded[0]["content"][0]["text"].startswith("[Previous conversation summary]")
     assert len(messages(client, body["session_id"])) == 8  # display history keeps everything
+
+
+def test_interrupted_tool_round_is_answered_on_reload(client, fake_provider, monkeypatch):
+    from starpod.agent import loop
+    def die(ctx, calls):
+        raise RuntimeError("worker died")
+
+    fake_provider.script(Reply(tool_calls=[ToolCall("SkillList", {}, id="toolu_dead")]))
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "execute_tools", die)
+        response = chat(client, "start", channel_session_key="crash")
+    assert response.status_code == 500 and "worker died" in response.get_json()["error"]
+    fake_provider.script(Reply("recovered"))
+    assert chat(client, "again", channel_session_key="crash").get_json()["text"] == "recovered"
+    sent = fake_provider.requests[-1].body["messages"]
+    assert sent[1]["content"][0]["type"] == "tool_use"
+    assert sent[2]["content"][0]["tool_use_id"] == "toolu_dead" and sent[2]["content"][0]["is_error"]
+
+
+@pytest.mark.parametrize("provider_toml", ["", 'provider = "openai"\nmodel = "gpt-4o"\n'])
+def test_image_attachment_reaches_the_model_once(app, config, fake_provider, provider_toml):
+    from starpod.agent.pipeline import Attachment, ChatRequest, collect, run_chat
+    write_agent_toml(config, provider_toml)
+    png = b"\x89PNG\r\n\x1a\nfake"
+    request = ChatRequest("What is this?", "admin", True, channel_session_key="img",
+                          attachments=[Attachment("cat.png", "image/png", "/w/downloads/cat.png", png)],
+                          prompt_notes="\n[Uploaded image: cat.png (image/png) saved to: /w/downloads/cat.png]")
+    end = collect(run_chat(request, config))
+    assert end["errors"] == [] and end["text"] == "ok"
+    content = fake_provider.requests[-1].body["messages"][-1]["content"]
+    if fake_provider.requests[-1].api == "anthropic":
+        assert content[0]["type"] == "image" and content[0]["source"]["media_type"] == "image/png"
+        assert content[1]["text"].startswith("What is this?\n[Uploaded image: cat.png")
+    else:
+        assert content[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    collect(run_chat(ChatRequest("and now?", "admin", True, channel_session_key="img"), config))
+    again = json.dumps(fake_provider.requests[-1].body["messages"])
+    assert "base64" not in again and "Uploaded image: cat.png" in again
+
+
+def test_followups_are_injected_and_stored(app, config, fake_provider, client):
+    from starpod.agent.pipeline import ChatRequest, run_chat
+    queue = [[], ["also check the weather"], []]
+    fake_provider.script(Reply(tool_calls=[ToolCall("SkillList", {})]), Reply("done both"))
+    events = list(run_chat(ChatRequest("plan my day", "admin", True, followups=lambda: queue.pop(0)), config))
+    assert [e["type"] for e in events] == ["stream_start", "tool_use", "tool_result", "text_delta", "stream_end"]
+    assert events[-1]["text"] == "done both" and events[-1]["num_turns"] == 1
+    sent = fake_provider.requests[1].body["messages"]
+    assert sent[-1]["content"][-2]["type"] == "tool_result"  # merged: tool results, then the follow-up
+    assert sent[-1]["content"][-1]["text"] == "also check the weather"
+    rows = messages(client, events[0]["session_id"])
+    assert [r["role"] for r in rows] == ["user", "tool_use", "tool_result", "user", "assistant"]
+    assert rows[3]["content"] == "also check the weather"

@@ -25,6 +25,7 @@ from .tools import Tool, ToolContext, ToolResult, run_tool
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_TOOLS = 8
+INTERRUPTED = "Tool execution was interrupted before it returned a result."
 SUMMARY_OPEN = "[Previous conversation summary]"
 SUMMARY_CLOSE = "[End of summary \u2014 conversation continues below]"
 SUMMARY_PROMPT = """\
@@ -52,8 +53,24 @@ class Conversation:
         for entry_id, message in entries:
             self.messages.append(message)
             self.ids.append(entry_id)
-
         self._pending: list[tuple[int, dict]] = []
+        self._answer_dangling_tool_calls()
+
+    def _answer_dangling_tool_calls(self) -> None:
+        """A run that died mid tool round left calls without results, which providers reject:
+        give each such call an error result (in memory; the transcript itself stays as it was)."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if message["role"] != "assistant":
+                continue
+            following = self.messages[index + 1] if index + 1 < len(self.messages) else None
+            answered = ({b["tool_use_id"] for b in following["content"] if b["type"] == "tool_result"}
+                        if following is not None and following["role"] == "user" else set())
+            missing = [{"type": "tool_result", "tool_use_id": b["id"], "content": INTERRUPTED, "is_error": True}
+                       for b in message["content"] if b["type"] == "tool_use" and b["id"] not in answered]
+            if missing:
+                self.messages.insert(index + 1, {"role": "user", "content": missing})
+                self.ids.insert(index + 1, self.ids[index])
 
     def append(self, message: dict, stored: dict | None = None) -> None:
         """Add a turn; `stored` is what to persist when it differs (images are not kept).
