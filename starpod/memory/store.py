@@ -120,7 +120,7 @@ class MemoryStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
-            temp.write_text(content, encoding="utf-8")
+            temp.write_text(content, encoding="utf-8", errors="replace")
             os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
@@ -132,7 +132,7 @@ class MemoryStore:
         space = self.user_dir(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
+        with open(path, "a", encoding="utf-8", errors="replace") as handle:
             # The lock makes the header and each entry land whole even with two workers appending.
             fcntl.flock(handle, fcntl.LOCK_EX)
             header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
