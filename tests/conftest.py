@@ -58,11 +58,21 @@ def admin_headers(admin):
     return {"X-API-Key": admin[1]}
 
 
-@pytest.fixture
-def fake_provider():
-    """A started fake LLM server (tests/fake_provider.py); `make_config(home, environ=fake.environ())`
-    points the app at it."""
+def _started_fake_provider():
     from .fake_provider import FakeProvider
     fake = FakeProvider().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def fake_provider():
+    """A started fake LLM server (tests/fake_provider.py); `make_config(home, environ=fake.environ())`
+    points the app at it."""
+    yield from _started_fake_provider()
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """One fake LLM server shared by a module's tests (for modules that run a live server)."""
+    yield from _started_fake_provider()

@@ -5,17 +5,10 @@ import json
 
 import pytest
 
-from .fake_provider import FakeProvider, Reply, ToolCall
+from .fake_provider import Reply, ToolCall
 from .support import live_server
 
 API_KEY = "sp_live_" + "cd" * 20
-
-
-@pytest.fixture(scope="module")
-def fake():
-    server = FakeProvider().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

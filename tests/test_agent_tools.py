@@ -119,6 +119,16 @@ def test_memory_tools_use_the_callers_space(ctx, user_ctx, home):
     assert bad.is_error and bad.content.startswith("Memory write error:")
 
 
+def test_only_admins_write_shared_memory(ctx, user_ctx, home):
+    for name in ("SOUL.md", "knowledge/plan.md", "notes.md"):
+        refused = run_tool(user_ctx, "MemoryWrite", {"file": name, "content": "# taken over"})
+        assert refused.is_error and "only an admin" in refused.content
+    assert "taken over" not in (home / "config" / "SOUL.md").read_text()
+    assert not (home / "knowledge" / "plan.md").exists()
+    assert run_tool(ctx, "MemoryWrite", {"file": "knowledge/plan.md", "content": "# Plan"}).content \
+        == "Successfully wrote knowledge/plan.md"
+
+
 def test_skills_lifecycle_and_prompt_listing(ctx, home):
     body = {"name": "deploy", "description": "Ship <it>", "body": "1. build\n2. ship"}
     assert run_tool(ctx, "SkillCreate", body).content == "Created skill 'deploy'."

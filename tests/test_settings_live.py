@@ -13,18 +13,11 @@ import requests
 
 from starpod.home import AGENT_TOML
 
-from .fake_provider import FakeProvider, Reply, ToolCall
+from .fake_provider import Reply, ToolCall
 from .support import LiveServer
 
 ADMIN_KEY = "sp_live_" + "5e" * 20
 ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logfile - --access-logformat 'ACCESS %(p)s %(m)s %(U)s %(s)s'"}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    fake = FakeProvider().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

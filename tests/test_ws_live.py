@@ -16,19 +16,12 @@ import websocket
 from starpod.db import database, open_database
 from starpod.notify import notify
 
-from .fake_provider import FakeProvider, Reply, ToolCall
+from .fake_provider import Reply, ToolCall
 from .support import LiveServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
-
-
-@pytest.fixture(scope="module")
-def fake():
-    provider = FakeProvider().start()
-    yield provider
-    provider.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
 """Memory tools: MemorySearch, MemoryWrite and MemoryAppendDaily over the caller's memory space.
 
 Search covers the shared agent files plus the caller's own `users/<id>/` space; writes of
-USER.md / MEMORY.md / memory/… and the daily log go to the caller's space (the store routes them).
+USER.md / MEMORY.md / memory/… and the daily log go to the caller's space (the store routes them);
+shared files can be written by admin callers only.
 """
 from __future__ import annotations
 
 import json
 
 from ...memory import get_store
+from ...memory.paths import SHARED
 from .registry import ToolContext, ToolError, optional_int, require_str, tool
 
 
@@ -34,7 +36,13 @@ def memory_search(ctx: ToolContext, args: dict) -> str:
 def memory_write(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "file")
     content = require_str(args, "content")
-    _memory_call("Memory write error", lambda: get_store(ctx.config).write(name, content, ctx.user_id))
+    store = get_store(ctx.config)
+    location = _memory_call("Memory write error", lambda: store.locate(name, ctx.user_id))
+    # Shared files (SOUL.md, knowledge/...) shape the agent for everyone: only admins change them.
+    if location.owner == SHARED and not ctx.is_admin:
+        raise ToolError(f"Memory write error: {name} is shared memory, which only an admin can change; "
+                        "write USER.md, MEMORY.md or memory/<name>.md for notes about this user")
+    _memory_call("Memory write error", lambda: store.write(name, content, ctx.user_id))
     return f"Successfully wrote {name}"
 
 
