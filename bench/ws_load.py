@@ -111,10 +111,12 @@ def on_other_worker(url: str, server_pid: int, ws: websocket.WebSocket) -> webso
         other.close()
 
 
-def run_chat(url: str, chat: int, results: list, barrier: threading.Barrier, cross_pid: int | None = None) -> None:
+def run_chat(url: str, chat: int, results: list, barrier: threading.Barrier, cross_pid: int | None = None,
+             offset: float = 0.0) -> None:
     ws = connect(url)
     follower = on_other_worker(url, cross_pid, ws) if cross_pid else None
     barrier.wait()
+    time.sleep(offset)
     ws.send(json.dumps({"type": "message", "text": f"chat {chat}"}))
     frames, received = [], {}
     first = json.loads(ws.recv())
@@ -134,15 +136,19 @@ def run_chat(url: str, chat: int, results: list, barrier: threading.Barrier, cro
     results.append((frames, received, time.monotonic()))
 
 
-def chats(url: str, count: int, deltas: int, cross_pid: int | None = None) -> dict:
+def chats(url: str, count: int, deltas: int, cross_pid: int | None = None, spread: float = 0.0,
+          on_start=lambda: None) -> dict:
+    """Run `count` chats at once; with `spread`, their starts are spaced evenly over that many seconds."""
     results: list = []
     barrier = threading.Barrier(count + 1)
-    threads = [threading.Thread(target=run_chat, args=(url, i, results, barrier, cross_pid), daemon=True)
+    threads = [threading.Thread(target=run_chat, args=(url, i, results, barrier, cross_pid, spread * i / count),
+                                daemon=True)
                for i in range(count)]
     for thread in threads:
         thread.start()
     barrier.wait()
     started = time.monotonic()
+    on_start()
     for thread in threads:
         thread.join(600)
     finished = max((r[2] for r in results), default=started)
@@ -159,6 +165,30 @@ def latency_ms(results: list, stamps: dict[str, float]) -> tuple[float, float]:
     if not added:
         return float("nan"), float("nan")
     return statistics.median(added) * 1000, added[int(len(added) * 0.95)] * 1000
+
+
+class CpuMeter:
+    """CPU seconds used by the server workers, the provider, this load client and everything else."""
+
+    def __init__(self, server_pid: int, provider_pid: int):
+        self.groups = {"server": psutil.Process(server_pid).children(),
+                       "provider": [psutil.Process(provider_pid)], "client": [psutil.Process()]}
+        self.start: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        used = {name: sum(sum(p.cpu_times()[:2]) for p in procs) for name, procs in self.groups.items()}
+        machine = psutil.cpu_times()
+        used["other"] = machine.user + machine.system + machine.nice + machine.irq + machine.softirq - sum(used.values())
+        return used
+
+    def summary(self, seconds: float) -> str:
+        end = self._sample()
+        shares = {name: (end[name] - self.start[name]) / seconds * 100 for name in end}
+        return ("    CPU (% of one core; {} cores): ".format(psutil.cpu_count())
+                + "  ".join(f"{name} {share:.0f}%" for name, share in shares.items()))
 
 
 def report(label: str, outcome: dict, stamps: dict) -> None:
@@ -196,9 +226,12 @@ def main() -> None:
             held = hold_idle(url, args.idle)
             print(f"(a) idle connections held: {held}/{args.idle}  (opened and checked in "
                   f"{time.monotonic() - started:.1f} s)")
-            outcome = chats(url, args.chats, args.deltas)
-            commands.send("stamps")
-            report(f"(b) {args.chats} chats x {args.deltas} deltas, 1 worker", outcome, commands.recv())
+            for label, spread in (("in step", 0.0), ("staggered", args.delay)):
+                meter = CpuMeter(server.process.pid, provider.pid)
+                outcome = chats(url, args.chats, args.deltas, spread=spread, on_start=meter.begin)
+                commands.send("stamps")
+                report(f"(b) {args.chats} chats x {args.deltas} deltas, {label}", outcome, commands.recv())
+                print(meter.summary(outcome["seconds"]))
         finally:
             server.stop()
 

@@ -11,6 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Callable, Iterable
 
 from peewee import fn
@@ -25,6 +26,41 @@ AUTO_CLOSE_SUMMARY = "Auto-closed: inactivity"
 TITLE_MAX_BYTES = 100
 DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
+
+
+# --- statements run on every chat ------------------------------------------------------------
+# Written out once instead of built by peewee per call: query building was a large share of a
+# chat's server-side time.  Names come from the models, so a renamed column still shows up here.
+
+def _table(model) -> str:
+    return f'"{model._meta.table_name}"'
+
+
+def _insert(model, *fields) -> str:
+    columns = ", ".join(f'"{getattr(model, name).column_name}"' for name in fields)
+    return f"INSERT INTO {_table(model)} ({columns}) VALUES ({', '.join('?' for _ in fields)})"
+
+
+@cache
+def _statements() -> dict[str, str]:
+    return {
+        "open_session": f"SELECT * FROM {_table(Session)} WHERE channel = ? AND channel_session_key = ? "
+                        "AND user_id = ? AND is_closed = 0 ORDER BY last_message_at DESC LIMIT 1",
+        "touch": f"UPDATE {_table(Session)} SET last_message_at = ?, message_count = message_count + 1 "
+                 "WHERE id = ?",
+        "message": _insert(Message, "session", "role", "content", "timestamp"),
+        "transcript": _insert(TranscriptEntry, "session", "kind", "data", "timestamp"),
+        "usage": _insert(UsageStat, "session", "turn", "input_tokens", "output_tokens", "cache_read",
+                         "cache_write", "cost_usd", "model", "timestamp"),
+        "last_compaction": f"SELECT data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
+                           "AND kind = 'compaction' ORDER BY id DESC LIMIT 1",
+        "transcript_messages": f"SELECT id, data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
+                               "AND kind = 'message' AND id >= ? ORDER BY id",
+    }
+
+
+def _execute(name: str, params: tuple):
+    return database.execute_sql(_statements()[name], params)
 
 
 def truncate_utf8(text: str, max_bytes: int, suffix: str = "...") -> str:
@@ -73,11 +109,7 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     stamp = to_rfc3339(now)
     closed: Session | None = None
     with database.atomic("IMMEDIATE"):
-        current = (Session.select()
-                   .where(Session.channel == channel, Session.channel_session_key == key,
-                          Session.user_id == user_id, Session.is_closed == False)  # noqa: E712
-                   .order_by(Session.last_message_at.desc())
-                   .first())
+        current = next(iter(Session.raw(_statements()["open_session"], channel, key, user_id)), None)
         if current is not None and gap is not None:
             last = parse_rfc3339(current.last_message_at) or now
             if now - last >= timedelta(minutes=gap):
@@ -97,7 +129,7 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
 
 def touch(session: Session, stamp: str | None = None) -> None:
     stamp = stamp or now_iso()
-    Session.update(last_message_at=stamp, message_count=Session.message_count + 1).where(Session.id == session.id).execute()
+    _execute("touch", (stamp, session.id))
     session.last_message_at = stamp
     session.message_count += 1
 
@@ -122,14 +154,15 @@ def mark_read(session: Session, is_read: bool) -> None:
 
 # --- rows ------------------------------------------------------------------------------------
 
-def add_message(session_id: str, role: str, content: str) -> Message:
-    return Message.create(session=session_id, role=role, content=content, timestamp=now_iso())
+def add_message(session_id: str, role: str, content: str) -> int:
+    """Store a display row; returns its id."""
+    return _execute("message", (session_id, role, content, now_iso())).lastrowid
 
 
-def add_user_message(session: Session, text: str) -> Message:
-    row = add_message(session.id, "user", text)
+def add_user_message(session: Session, text: str) -> int:
+    row_id = add_message(session.id, "user", text)
     apply_title(session, text)
-    return row
+    return row_id
 
 
 def tool_use_row(tool_id: str, name: str, input_: dict) -> str:
@@ -142,31 +175,24 @@ def tool_result_row(tool_use_id: str, content: str, is_error: bool) -> str:
 
 
 def add_transcript(session_id: str, kind: str, data: dict) -> int:
-    return TranscriptEntry.insert(session=session_id, kind=kind, data=json.dumps(data),
-                                  timestamp=now_iso()).execute()
+    return _execute("transcript", (session_id, kind, json.dumps(data), now_iso())).lastrowid
 
 
 def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
     """(summary of the latest compaction or None, [(entry id, message)] after it), oldest first."""
-    marker = (TranscriptEntry.select()
-              .where(TranscriptEntry.session == session_id, TranscriptEntry.kind == "compaction")
-              .order_by(TranscriptEntry.id.desc()).first())
+    marker = _execute("last_compaction", (session_id,)).fetchone()
     summary, keep_from = None, 0
     if marker is not None:
-        data = json.loads(marker.data)
+        data = json.loads(marker[0])
         summary, keep_from = data["summary"], data["keep_from"]
-    rows = (TranscriptEntry.select(TranscriptEntry.id, TranscriptEntry.data)
-            .where(TranscriptEntry.session == session_id, TranscriptEntry.kind == "message",
-                   TranscriptEntry.id >= keep_from)
-            .order_by(TranscriptEntry.id).tuples())
+    rows = _execute("transcript_messages", (session_id, keep_from)).fetchall()
     return summary, [(entry_id, json.loads(data)) for entry_id, data in rows]
 
 
 def record_usage(session_id: str, turn: int, input_tokens: int, output_tokens: int, cache_read: int,
                  cache_write: int, cost_usd: float, model: str | None) -> None:
-    UsageStat.create(session=session_id, turn=turn, input_tokens=input_tokens, output_tokens=output_tokens,
-                     cache_read=cache_read, cache_write=cache_write, cost_usd=cost_usd, model=model,
-                     timestamp=now_iso())
+    _execute("usage", (session_id, turn, input_tokens, output_tokens, cache_read, cache_write, cost_usd, model,
+                       now_iso()))
 
 
 def usage_summary(session_id: str) -> dict:

@@ -213,6 +213,34 @@ def test_append_daily_format_and_index(store):
     assert sources(store.search("kiwi", "alice")) == [f"memory/{today}.md"]
 
 
+def indexed_chunks(store, source):
+    with store.index.connection() as conn:
+        return conn.execute("SELECT rowid, chunk_text, line_start, line_end FROM memory_fts WHERE source = ? "
+                            "ORDER BY rowid", (source,)).fetchall()
+
+
+@pytest.mark.parametrize("size, overlap", [(200, 50), (60, 0), (1, 0), (1600, 320)])
+def test_appends_index_exactly_what_a_full_rebuild_would(tmp_path, size, overlap):
+    store = open_store(tmp_path / ".starpod", chunk_size=size, chunk_overlap=overlap)
+    today = datetime.now().strftime("%Y-%m-%d")
+    source = f"memory/{today}.md"
+    for i in range(40):
+        store.append_daily(("\n" * (i % 3)) + f"entry {i} " + "é" * (i * 7 % 50), None)
+        appended = indexed_chunks(store, source)
+        base = appended[0][0] >> 32 << 32
+        expected = [(base + n, c.text, c.line_start, c.line_end)
+                    for n, c in enumerate(chunk_text(store.read(source), size, overlap))]
+        assert appended == expected
+    store.close()
+
+
+def test_edited_file_is_rechunked_whole(store):
+    store.write("notes.md", "alpha\n")
+    store.write("notes.md", "beta\ngamma\n")  # not a growth of the indexed text
+    assert [row[1] for row in indexed_chunks(store, "notes.md")] == ["beta\ngamma"]
+    assert sources(store.search("alpha", None)) == []
+
+
 @pytest.mark.parametrize("query, expected", [
     ("user's guide", True), ("foo-bar", True), ('"unbalanced', True), ("AND", False), ("NOT zebra", False),
     ("hello!", True), ("a.md", False), ("source:x", False), ("crème brûlée", True), ("creme", True),

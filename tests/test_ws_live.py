@@ -62,10 +62,15 @@ def recv(ws) -> dict:
     return json.loads(ws.recv())
 
 
-def until_end(ws, first: list | None = None) -> list[dict]:
-    """Frames up to and including the next stream_end (or a lone error)."""
+def until_end(ws, first: list | None = None, timeout: float = 30.0) -> list[dict]:
+    """Frames up to and including the next stream_end (or a lone error).
+
+    The socket timeout alone cannot bound this: server pings keep a silent socket alive.
+    """
     frames = list(first or [])
+    deadline = time.monotonic() + timeout
     while not frames or frames[-1]["type"] not in ("stream_end", "error"):
+        assert time.monotonic() < deadline, f"no stream_end within {timeout} s: {frames}"
         frames.append(recv(ws))
     return frames
 

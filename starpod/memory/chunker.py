@@ -23,17 +23,23 @@ def split_lines(text: str) -> list[str]:
     lines = text.split("\n")
     if text.endswith("\n"):
         lines.pop()
+    if "\r" not in text:
+        return lines
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def chunk_text(text: str, size: int = 1600, overlap: int = 320) -> list[Chunk]:
+    return chunk_lines(split_lines(text), size, overlap)
+
+
+def chunk_lines(lines: list[str], size: int, overlap: int, start: int = 0) -> list[Chunk]:
+    """The chunks of `lines` from line index `start` on (0, or where an earlier chunk's successor
+    begins, which is how an appended file is re-chunked from its last complete chunk)."""
     # size 0 would never take a line; at least one line per chunk keeps the loop finite.
     size = max(1, size)
-    lines = split_lines(text)
-    lengths = [len(line.encode("utf-8")) + 1 for line in lines]
+    lengths = [0] * start + [len(line.encode("utf-8")) + 1 for line in lines[start:]]
     chunks: list[Chunk] = []
     n = len(lines)
-    start = 0
     while start < n:
         count, end = 0, start
         while end < n and count < size:
@@ -42,11 +48,22 @@ def chunk_text(text: str, size: int = 1600, overlap: int = 320) -> list[Chunk]:
         body = "\n".join(lines[start:end])
         if body.strip():
             chunks.append(Chunk(body, start + 1, end))
-        ov_chars = ov_lines = 0
-        for i in range(end - 1, start - 1, -1):
-            ov_chars += lengths[i]
-            ov_lines += 1
-            if ov_chars >= overlap:
-                break
-        start = end if end - start <= ov_lines else end - ov_lines
+        start = _next_start(lengths, start, end, overlap)
     return chunks
+
+
+def next_start(lines: list[str], line_start: int, line_end: int, overlap: int) -> int:
+    """Line index where the chunk after the one spanning lines `line_start..line_end` begins."""
+    start, end = line_start - 1, line_end
+    lengths = [0] * start + [len(line.encode("utf-8")) + 1 for line in lines[start:end]]
+    return _next_start(lengths, start, end, overlap)
+
+
+def _next_start(lengths: list[int], start: int, end: int, overlap: int) -> int:
+    ov_chars = ov_lines = 0
+    for i in range(end - 1, start - 1, -1):
+        ov_chars += lengths[i]
+        ov_lines += 1
+        if ov_chars >= overlap:
+            break
+    return end if end - start <= ov_lines else end - ov_lines

@@ -6,8 +6,9 @@ Tables
 - `memory_fts`: the chunks; columns `source, chunk_text, line_start, line_end` are indexed (as in
   the reference) and `owner` (`""` = shared, else the user id) is stored unindexed to filter
   results by space.  A chunk's rowid is `file_id << 32 | chunk number`, so a file's chunks are one
-  rowid range to delete; a file gets a new id whenever its content is re-indexed, so rowid order
-  is the order in which files last changed.
+  rowid range to delete; a file gets a new id whenever its content is re-indexed from scratch, so
+  rowid order is the order in which files last changed (a file that only grew, like a daily log,
+  keeps its id and gets its new chunks appended).
 
 Search cost grows with the number of matching chunks (bm25 is computed for every match), so a
 query matching more than RANK_CAP chunks ranks only the RANK_CAP most recently changed ones: a
@@ -131,7 +132,11 @@ class MemoryIndex:
 
     def get_meta(self, key: str) -> str | None:
         with self.connection() as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return self.read_meta(conn, key)
+
+    @staticmethod
+    def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     @staticmethod
@@ -154,11 +159,30 @@ class MemoryIndex:
         file_id = conn.execute(
             "INSERT INTO files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?)",
             (source, owner, mtime_ns, size, digest, indexed_ns)).lastrowid
+        _insert_chunks(conn, file_id, 0, source, owner, chunks)
+
+    @staticmethod
+    def chunk_spans(conn: sqlite3.Connection, file_id: int) -> list[tuple[int, int, int]]:
+        """(chunk number, line_start, line_end) of a file's chunks, in order."""
         base = file_id << ROWID_SHIFT
-        conn.executemany(
-            "INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            ((base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)))
+        rows = conn.execute("SELECT rowid, line_start, line_end FROM memory_fts WHERE rowid >= ? AND rowid < ? "
+                            "ORDER BY rowid", (base, base + (1 << ROWID_SHIFT)))
+        return [(rowid - base, int(start), int(end)) for rowid, start, end in rows]
+
+    @staticmethod
+    def extend_file(conn: sqlite3.Connection, record: FileRecord, keep: int, mtime_ns: int, size: int,
+                    digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
+        """Keep a file's first `keep` chunks, replace the rest with `chunks` and record its new state."""
+        _delete_chunks(conn, record.id, keep)
+        _insert_chunks(conn, record.id, keep, record.source, record.owner, chunks)
+        conn.execute("UPDATE files SET mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? WHERE id = ?",
+                     (mtime_ns, size, digest, indexed_ns, record.id))
+
+    @staticmethod
+    def file_record(conn: sqlite3.Connection, source: str) -> FileRecord | None:
+        row = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM files WHERE source = ?",
+                           (source,)).fetchone()
+        return FileRecord(*row) if row else None
 
     @staticmethod
     def touch_file(conn: sqlite3.Connection, source: str, mtime_ns: int, size: int, indexed_ns: int) -> None:
@@ -205,9 +229,17 @@ def _schema_version(conn: sqlite3.Connection) -> str | None:
     return row[0] if row else None
 
 
-def _delete_chunks(conn: sqlite3.Connection, file_id: int) -> None:
+def _delete_chunks(conn: sqlite3.Connection, file_id: int, keep: int = 0) -> None:
     base = file_id << ROWID_SHIFT
-    conn.execute("DELETE FROM memory_fts WHERE rowid >= ? AND rowid < ?", (base, base + (1 << ROWID_SHIFT)))
+    conn.execute("DELETE FROM memory_fts WHERE rowid >= ? AND rowid < ?", (base + keep, base + (1 << ROWID_SHIFT)))
+
+
+def _insert_chunks(conn: sqlite3.Connection, file_id: int, first: int, source: str, owner: str,
+                   chunks: Iterable[Chunk]) -> None:
+    base = (file_id << ROWID_SHIFT) + first
+    conn.executemany(
+        "INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) VALUES (?, ?, ?, ?, ?, ?)",
+        ((base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)))
 
 
 def _statements(script: str) -> list[str]:

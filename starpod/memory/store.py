@@ -1,6 +1,7 @@
 """`MemoryStore`: the agent's long-term memory — markdown files on disk plus an index that matches them.
 
-The files are the source of truth.  Every write through the store re-indexes that file; `reindex`
+The files are the source of truth.  Every write through the store re-indexes that file (a file that
+only grew, like a daily log, from its last complete chunk on); `reindex`
 walks the whole data directory (except `db/`) and brings the index in line with whatever is on disk,
 re-reading only files whose size or mtime changed (or that changed too recently to trust the
 mtime), so a restart over a large, unchanged tree is quick.  Indexing a file reads it while holding
@@ -22,7 +23,8 @@ from typing import Callable, Iterable, Iterator
 
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
-from .chunker import chunk_text
+from .chunker import chunk_lines, chunk_text, next_start, split_lines
+from .filecache import RACY_WINDOW_NS, FileCache
 from .index import FileRecord, MemoryIndex
 from .paths import (EXCLUDED_DIRS, SHARED, Location, MemoryPathError, index_identity, locate, source_path, validate_content,
                     validate_user_id)
@@ -48,9 +50,6 @@ USER_MD = """\
 """
 MEMORY_MD = "# Memory Index\n\nImportant facts and links to memory files.\n"
 
-# A file whose mtime is this close to when it was indexed may have changed again within the same
-# mtime tick, so its content is re-hashed rather than trusted.
-RACY_WINDOW_NS = 2_000_000_000
 BATCH_BYTES = 1 << 20
 BATCH_FILES = 256
 PROGRESS_LOG_SECS = 5.0
@@ -81,6 +80,7 @@ class MemoryStore:
         self.settings = settings
         self.index = MemoryIndex(self.home / "db" / "memory.db")
         self.lock_path = self.home / "db" / "memory.lock"
+        self.texts = FileCache()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -162,15 +162,28 @@ class MemoryStore:
     def bootstrap_context(self, user_id: str | None) -> str:
         """SOUL.md, then (for a user) their USER.md, MEMORY.md and last three daily logs (§1.9)."""
         cap = self.settings().bootstrap_file_cap
-        parts = [_section("SOUL.md", self.read("SOUL.md"), cap)]
+        parts = [_section("SOUL.md", self._read_cached("SOUL.md", None), cap)]
         if user_id is not None:
             base = self.user_dir(user_id)
-            parts += [_section(name, self.read(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
+            parts += [_section(name, self._read_cached(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
             dailies = sorted((p for p in (base / "memory").glob("*.md") if p.is_file()),
                              key=lambda p: p.name, reverse=True)[:MAX_DAILY_FILES]
-            parts += [_section(f"daily/{p.name}", p.read_text(encoding="utf-8", errors="replace"), cap)
-                      for p in dailies]
+            parts += [_section(f"daily/{p.name}", self.texts.read(p, p), cap) for p in dailies]
         return "\n\n".join(parts)
+
+    def _read_cached(self, name: str, user_id: str | None) -> str:
+        """`read(name, user_id)` through the file cache; the name is located (and checked) anew
+        whenever the file it led to last time changed."""
+        key = (name, user_id)
+        cached = self.texts.cached(key)
+        if cached is not None:
+            return cached
+        location = self.locate(name, user_id)
+        try:
+            with _file_errors():
+                return self.texts.read(key, location.path)
+        except FileNotFoundError:
+            return ""
 
     def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
                        summary: str | None, messages: Iterable, session_id: str, agent_name: str,
@@ -225,8 +238,38 @@ class MemoryStore:
         identity = index_identity(self.home, path)
         if identity is None:
             return
+        found, chunking = _Found(path, *identity, 0, 0), self._chunking()
         with self.index.transaction() as conn:
-            self._index_path(conn, _Found(path, *identity, 0, 0), None, self._chunking())
+            if not self._index_growth(conn, found, chunking):
+                self._index_path(conn, found, None, chunking)
+
+    def _index_growth(self, conn, found: _Found, chunking: tuple[int, int]) -> bool:
+        """When the indexed content is a whole-line prefix of the file, keep the chunks that cannot
+        change and chunk only from the last incomplete one on; False (nothing done) otherwise."""
+        record = self.index.file_record(conn, found.source)
+        if (record is None or record.owner != found.owner
+                or self.index.read_meta(conn, "chunking") != _chunking_key(chunking)):
+            return False
+        try:
+            st = os.lstat(found.path)
+            data = found.path.read_bytes() if stat.S_ISREG(st.st_mode) else b""
+        except FileNotFoundError:
+            return False
+        old = data[:record.size]
+        if len(data) <= record.size or (old and not old.endswith(b"\n")) or _digest(old) != record.digest:
+            return False
+        lines = split_lines(data.decode("utf-8", errors="replace"))
+        size, overlap = chunking
+        old_lines = old.count(b"\n")
+        # A chunk that ended before the old last line was closed by its size, so appending cannot change it.
+        complete = [span for span in self.index.chunk_spans(conn, record.id) if span[2] < old_lines]
+        keep, start = 0, 0
+        if complete:
+            number, line_start, line_end = complete[-1]
+            keep, start = number + 1, next_start(lines, line_start, line_end, overlap)
+        self.index.extend_file(conn, record, keep, st.st_mtime_ns, st.st_size, _digest(data), time.time_ns(),
+                               chunk_lines(lines, size, overlap, start))
+        return True
 
     def reindex(self, progress: Callable[[int, int], None] | None = None, full: bool = False) -> dict:
         """Index every markdown file under the data directory that changed since it was last indexed,
@@ -297,7 +340,7 @@ class MemoryStore:
         if data is None:
             self.index.remove_file(conn, found.source)
             return False
-        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        digest = _digest(data)
         now_ns = time.time_ns()
         if record is not None and record.digest == digest and record.owner == found.owner:
             self.index.touch_file(conn, found.source, st.st_mtime_ns, st.st_size, now_ns)
@@ -335,6 +378,10 @@ class MemoryStore:
 def _unchanged(record: FileRecord | None, found: _Found) -> bool:
     return (record is not None and record.owner == found.owner and record.mtime_ns == found.mtime_ns
             and record.size == found.size and found.mtime_ns < record.indexed_ns - RACY_WINDOW_NS)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _chunking_key(chunking: tuple[int, int]) -> str:

@@ -74,7 +74,11 @@ class WholeFrameSocket:
 
     def send(self, data, flags: int = 0) -> int:
         with self._lock:
-            self._sock.sendall(data, flags)
+            # One plain send() nearly always takes a whole frame; gevent's sendall() costs an extra
+            # getsockopt() and a memoryview loop per call, so it only finishes partial writes.
+            sent = self._sock.send(data, flags)
+            if sent < len(data):
+                self._sock.sendall(memoryview(data)[sent:], flags)
         return len(data)
 
     def __getattr__(self, name):
@@ -82,13 +86,13 @@ class WholeFrameSocket:
 
 
 class Connection:
-    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config):
+    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, followup_mode: str):
         self.ws = ws
         self.hub = hub
         self.caller = caller
         self.config = config
         agent = config.agent
-        self.followup_mode = agent.followup_mode  # read once per connection (spec §5.1)
+        self.followup_mode = followup_mode
         ws.max_message_size = attachments.message_size_limit(agent.attachments)
         self.outbox: Queue = Queue(OUTBOX_SIZE)
         self.relay: gevent.Greenlet | None = None
