@@ -34,7 +34,7 @@ followup_mode = "inject"      # inject | queue
 [memory]
 half_life_days = 30.0   # temporal decay of daily logs
 mmr_lambda = 0.7        # 0 = max diversity, 1 = pure relevance
-vector_search = false   # hybrid search with a local embedding model
+vector_search = false   # accepted for compatibility; search is full-text only in this version
 chunk_size = 1600       # characters per indexed chunk
 chunk_overlap = 320
 bootstrap_file_cap = 20000

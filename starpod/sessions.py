@@ -30,7 +30,7 @@ SESSION_NOT_FOUND = "Session not found"
 
 # --- statements run on every chat ------------------------------------------------------------
 # Written out once instead of built by peewee per call: query building was a large share of a
-# chat's server-side time.  Names come from the models, so a renamed column still shows up here.
+# chat's server-side time.  Table names and inserted columns are taken from the models.
 
 def _table(model) -> str:
     return f'"{model._meta.table_name}"'

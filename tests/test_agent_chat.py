@@ -316,3 +316,43 @@ def test_followups_are_injected_and_stored(app, config, fake_provider, client):
     rows = messages(client, events[0]["session_id"])
     assert [r["role"] for r in rows] == ["user", "tool_use", "tool_result", "user", "assistant"]
     assert rows[3]["content"] == "also check the weather"
+
+
+def test_anthropic_raw_events_accumulate_like_the_sdk_helper():
+    """Tool input split over deltas, thinking with its signature, usage totals from message_delta."""
+    from anthropic._models import construct_type
+    from anthropic.types import RawMessageStreamEvent
+
+    def event(data):
+        return construct_type(type_=RawMessageStreamEvent, value=data)
+
+    def delta(index, **fields):
+        return event({"type": "content_block_delta", "index": index, "delta": fields})
+
+    turn = providers._AnthropicTurn()
+    stream = [
+        event({"type": "message_start", "message": {
+            "id": "m", "type": "message", "role": "assistant", "model": "x", "content": [], "stop_reason": None,
+            "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3}}}),
+        event({"type": "content_block_start", "index": 0,
+               "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        delta(0, type="thinking_delta", thinking="hmm "), delta(0, type="thinking_delta", thinking="ok"),
+        delta(0, type="signature_delta", signature="sig"),
+        event({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        delta(1, type="text_delta", text="Hel"), delta(1, type="text_delta", text="lo"),
+        event({"type": "content_block_start", "index": 2,
+               "content_block": {"type": "tool_use", "id": "t1", "name": "Glob", "input": {}}}),
+        delta(2, type="input_json_delta", partial_json='{"pat'), delta(2, type="input_json_delta", partial_json='tern": "*"}'),
+        event({"type": "content_block_start", "index": 3,
+               "content_block": {"type": "tool_use", "id": "t2", "name": "SkillList", "input": {}}}),
+        event({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+               "usage": {"output_tokens": 12, "input_tokens": 9}}),
+    ]
+    assert [text for text in map(turn.feed, stream) if text] == ["Hel", "lo"]
+    result = turn.result()
+    assert result.content == [{"type": "thinking", "thinking": "hmm ok", "signature": "sig"},
+                              {"type": "text", "text": "Hello"},
+                              {"type": "tool_use", "id": "t1", "name": "Glob", "input": {"pattern": "*"}},
+                              {"type": "tool_use", "id": "t2", "name": "SkillList", "input": {}}]
+    assert (result.usage.input_tokens, result.usage.output_tokens, result.usage.cache_read, result.usage.cache_write,
+            result.stop_reason) == (9, 12, 3, 0, "tool_use")

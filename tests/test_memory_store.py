@@ -190,6 +190,30 @@ def test_user_space_bootstrap_and_daily_logs(store):
     assert (bob / "MEMORY.md").read_text() == "# Memory Index\n\nImportant facts and links to memory files.\n"
 
 
+def age(path, seconds=60):
+    """Backdate a file's mtime out of the racy window, as if written a while ago."""
+    stamp = path.stat().st_mtime - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_bootstrap_sees_changes_made_by_other_processes(store):
+    user_md = store.home / "users" / "alice" / "USER.md"
+    store.write("USER.md", "Name: Alice", "alice")
+    age(user_md)
+    assert "Name: Alice" in store.bootstrap_context("alice")
+    assert store.texts.cached(("USER.md", "alice")) == "Name: Alice"  # served from the cache now
+    user_md.write_text("Name: Alyce")  # in place, same size, as another worker might
+    age(user_md, 30)
+    assert "Name: Alyce" in store.bootstrap_context("alice")
+    replacement = user_md.with_name("new.tmp")
+    replacement.write_text("Name: Ally")
+    age(replacement)
+    os.replace(replacement, user_md)  # atomic replace
+    assert "Name: Ally" in store.bootstrap_context("alice")
+    user_md.unlink()
+    assert "# User Profile" in store.bootstrap_context("alice")  # recreated from the default
+
+
 def test_bootstrap_cap_is_byte_and_char_safe(tmp_path):
     store = open_store(tmp_path / "h", bootstrap_file_cap=500)
     store.write("SOUL.md", "é" * 5000)

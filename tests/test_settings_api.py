@@ -166,7 +166,7 @@ def test_untouched_commented_lines_survive_byte_for_byte(client, config):
     assert "# timezone = \"Europe/Berlin\"  # IANA name; unset = UTC\n" in text
     assert 'max_turns = 50\n' in text  # edited in place, not re-sorted
     assert text.index("max_turns = 50") < text.index("[memory]")
-    assert "vector_search = false   # hybrid search with a local embedding model\n" in text
+    assert "vector_search = false   # accepted for compatibility; search is full-text only in this version\n" in text
 
 
 # --- models ----------------------------------------------------------------------------------

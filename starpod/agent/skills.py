@@ -11,17 +11,22 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..memory.filecache import FileCache
 from ..timeutil import now_iso
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
 
 
+# Every chat lists the skills for its system prompt; unchanged SKILL.md files are not parsed again.
+_parsed = FileCache(errors="strict")
+
+
 class SkillError(ValueError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class Skill:
     name: str
     description: str
@@ -62,7 +67,7 @@ def _render(skill: Skill) -> str:
 def get_skill(home: Path, name: str) -> Skill | None:
     path = _skill_file(home, name)
     try:
-        return _parse(name, path.read_text(encoding="utf-8"), "")
+        return _parsed.read(path, path, lambda text: _parse(name, text, ""))
     except FileNotFoundError:
         return None
 

@@ -24,7 +24,10 @@ def _signature(st: os.stat_result) -> tuple:
 
 
 class FileCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES):
+    """Parsed file texts by key; a key remembers the one file it last read."""
+
+    def __init__(self, errors: str = "replace", max_entries: int = MAX_ENTRIES):
+        self.errors = errors  # how undecodable UTF-8 is handled, as for open()
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, tuple[Path, tuple, int, Any]] = OrderedDict()
         self._lock = threading.Lock()
@@ -43,7 +46,7 @@ class FileCache:
         if entry is not None and entry[0] == path and self._fresh(entry):
             return entry[3]
         read_ns = time.time_ns()
-        with open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8", errors=self.errors) as handle:
             signature = _signature(os.fstat(handle.fileno()))
             value = parse(handle.read())
         with self._lock:

@@ -166,9 +166,8 @@ class MemoryStore:
         if user_id is not None:
             base = self.user_dir(user_id)
             parts += [_section(name, self._read_cached(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
-            dailies = sorted((p for p in (base / "memory").glob("*.md") if p.is_file()),
-                             key=lambda p: p.name, reverse=True)[:MAX_DAILY_FILES]
-            parts += [_section(f"daily/{p.name}", self.texts.read(p, p), cap) for p in dailies]
+            parts += [_section(f"daily/{path.name}", self.texts.read(path, path), cap)
+                      for path in _recent_dailies(base / "memory")]
         return "\n\n".join(parts)
 
     def _read_cached(self, name: str, user_id: str | None) -> str:
@@ -252,7 +251,9 @@ class MemoryStore:
             return False
         try:
             st = os.lstat(found.path)
-            data = found.path.read_bytes() if stat.S_ISREG(st.st_mode) else b""
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            data = found.path.read_bytes()
         except FileNotFoundError:
             return False
         old = data[:record.size]
@@ -378,6 +379,13 @@ class MemoryStore:
 def _unchanged(record: FileRecord | None, found: _Found) -> bool:
     return (record is not None and record.owner == found.owner and record.mtime_ns == found.mtime_ns
             and record.size == found.size and found.mtime_ns < record.indexed_ns - RACY_WINDOW_NS)
+
+
+def _recent_dailies(directory: Path) -> list[Path]:
+    """The MAX_DAILY_FILES last daily logs (`*.md` files, by name) in `directory`."""
+    with os.scandir(directory) as entries:
+        names = sorted((e.name for e in entries if e.name.endswith(".md") and e.is_file()), reverse=True)
+    return [directory / name for name in names[:MAX_DAILY_FILES]]
 
 
 def _digest(data: bytes) -> str:
