@@ -3,7 +3,13 @@
 (a) N idle authenticated connections held open (each proves it is alive by answering a frame);
 (b) C concurrent chats streaming D deltas each: total frames/s, frames lost, and the added latency
     between the provider writing a chunk and the client receiving its `text_delta` (every chunk
-    carries a unique token; both sides stamp it with the system-wide monotonic clock);
+    carries a unique token; both sides stamp it with the system-wide monotonic clock), run twice:
+    "in step" (all chats start together, so their chunks arrive in bursts of C and the last of a
+    burst waits for the other C-1: the worst case) and "staggered" (starts spread over one chunk
+    interval: the steady state of independent chats).  frames/s is paced by the provider.  The
+    machine's cores are shared by the server, the provider and this client, so each run also
+    prints the CPU each used, plus that of every other process (load outside the benchmark
+    inflates the latency);
 (c) the same for chats followed from the *other* of two workers (resume), i.e. through the
     database and the doorbell wake-up.
 
@@ -188,7 +194,7 @@ class CpuMeter:
         end = self._sample()
         shares = {name: (end[name] - self.start[name]) / seconds * 100 for name in end}
         return ("    CPU (% of one core; {} cores): ".format(psutil.cpu_count())
-                + "  ".join(f"{name} {share:.0f}%" for name, share in shares.items()))
+                + "  ".join(f"{name} {max(share, 0):.0f}%" for name, share in shares.items()))
 
 
 def report(label: str, outcome: dict, stamps: dict) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -41,7 +40,6 @@ POLL_SECS = 1.0                       # followers of runs in other workers re-re
 ORPHAN_AFTER = timedelta(seconds=60)  # a running run whose heartbeat is older belongs to a dead worker
 RETENTION = timedelta(hours=24)       # finished runs are kept this long (the last one per session too)
 MAX_BATCH = 2000
-BATCH_SECS = 0.005  # at most one commit per this interval: a busy worker writes hundreds of events per commit
 STORE_ATTEMPTS = 5
 INTERRUPTED = "Run interrupted: the server stopped before it finished"
 INSERT_EVENTS = f"INSERT INTO {RunEvent._meta.table_name} (run_id, seq, session_id, frame) VALUES (?, ?, ?, ?)"
@@ -218,17 +216,14 @@ class RunManager:
     # --- the batch writer ----------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        stored_at = 0.0
         while True:
             ops = [self._queue.get()]
-            gevent.sleep(max(0.0, stored_at + BATCH_SECS - time.monotonic()))
             while len(ops) < MAX_BATCH:
                 try:
                     ops.append(self._queue.get_nowait())
                 except Empty:
                     break
             results = self._store(ops)
-            stored_at = time.monotonic()
             for (_, _, waiter), value in zip(ops, results):
                 if waiter is not None:
                     waiter.set(value)

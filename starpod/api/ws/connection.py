@@ -19,7 +19,7 @@ from simple_websocket import ConnectionClosed
 
 from ...accounts import Principal
 from ...agent.workspace import downloads_dir, workspace_root
-from ...config import Config
+from ...config import AgentConfig, Config
 from ...errors import BadRequest
 from ...realtime import attachments
 from ...realtime.hub import Hub
@@ -74,11 +74,7 @@ class WholeFrameSocket:
 
     def send(self, data, flags: int = 0) -> int:
         with self._lock:
-            # One plain send() nearly always takes a whole frame; gevent's sendall() costs an extra
-            # getsockopt() and a memoryview loop per call, so it only finishes partial writes.
-            sent = self._sock.send(data, flags)
-            if sent < len(data):
-                self._sock.sendall(memoryview(data)[sent:], flags)
+            self._sock.sendall(data, flags)
         return len(data)
 
     def __getattr__(self, name):
@@ -86,13 +82,12 @@ class WholeFrameSocket:
 
 
 class Connection:
-    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, followup_mode: str):
+    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, agent: AgentConfig):
         self.ws = ws
         self.hub = hub
         self.caller = caller
         self.config = config
-        agent = config.agent
-        self.followup_mode = followup_mode
+        self.followup_mode = agent.followup_mode
         ws.max_message_size = attachments.message_size_limit(agent.attachments)
         self.outbox: Queue = Queue(OUTBOX_SIZE)
         self.relay: gevent.Greenlet | None = None

@@ -44,8 +44,9 @@ def _caller() -> accounts.Principal | None:
 
 @blp.before_request
 def authenticate_handshake():
-    # Read before the upgrade completes: the mode is the one in force when the client connected.
-    g.ws_followup_mode = current_app.config["STARPOD"].agent.followup_mode
+    # Read before the upgrade completes: the follow-up mode and message size limit are the ones in
+    # force when the client connected.
+    g.ws_agent = current_app.config["STARPOD"].agent
     try:
         g.ws_caller = _caller()
     except AuthFailed as exc:
@@ -64,7 +65,7 @@ def authenticate_handshake():
 @sock.route("/ws", bp=blp)
 def chat_socket(ws):
     config = current_app.config["STARPOD"]
-    Connection(ws, get_hub(config), g.ws_caller, config, g.ws_followup_mode).serve()
+    Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent).serve()
 
 
 def init_app(app: Flask) -> None:
