@@ -13,11 +13,9 @@ and format-preserving edits of agent.toml.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +26,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from .config import AgentConfig, Config, ConfigError, parse_agent_config
 from .errors import StarpodError
+from .filelock import LockTimeout, exclusive
 
 LOCK_TIMEOUT_SECS = 30.0
 
@@ -44,25 +43,11 @@ def lock_path_for(path: Path) -> Path:
 @contextmanager
 def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_SECS) -> Iterator[None]:
     """Hold the exclusive write lock of `path` (every process and greenlet shares it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path_for(path), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        # Poll with a non-blocking flock: a blocking one would freeze every greenlet of a gevent
-        # worker, including the one holding the lock in this same process.
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise ConfigFileError(f"Timed out waiting for the write lock of {path}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        with exclusive(lock_path_for(path), timeout):
+            yield
+    except LockTimeout:
+        raise ConfigFileError(f"Timed out waiting for the write lock of {path}") from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -21,7 +21,6 @@ Reconciliation policy (records vs. processes):
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -39,6 +38,7 @@ from peewee import IntegrityError
 from ..accounts import generate_key
 from ..db import database
 from ..errors import Conflict, NotFound, StarpodError, UpstreamFailed
+from ..filelock import LockTimeout, exclusive
 from ..models import Instance, new_uuid
 from . import processes
 from .base import InstanceBackend
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIVE = ("creating", "running", "paused")  # statuses that want a process
 HEALTH_PROBE_TIMEOUT = 1.0
-LOCK_POLL_SECS = 0.05
 CPU_SAMPLE_SECS = 0.1
 
 
@@ -98,26 +97,11 @@ class LocalBackend(InstanceBackend):
     @contextmanager
     def _locked(self, paths: InstancePaths, wait: bool = True) -> Iterator[bool]:
         """Hold the instance's lock; yields False when `wait` is off and someone else holds it."""
-        paths.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            yield self._acquire(fd, wait)
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _acquire(self, fd: int, wait: bool) -> bool:
-        # Polling keeps a gevent worker responsive (a blocking flock would freeze all its greenlets).
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if not wait:
-                    return False
-                if time.monotonic() >= deadline:
-                    raise Conflict("Instance is busy with another operation; try again") from None
-                time.sleep(LOCK_POLL_SECS)
+            with exclusive(paths.lock, self.lock_timeout, wait) as held:
+                yield held
+        except LockTimeout:
+            raise Conflict("Instance is busy with another operation; try again") from None
 
     @staticmethod
     def _record(instance_id: str) -> Instance:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..config import MemoryConfig
+from ..filelock import exclusive
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
 from .filecache import RACY_WINDOW_NS, FileCache
@@ -278,7 +279,7 @@ class MemoryStore:
         `progress(done, total)` is called as files are processed.  Returns statistics.
         """
         started = time.monotonic()
-        with _exclusive(self.lock_path):
+        with exclusive(self.lock_path):  # one reindex walks the tree at a time
             chunking = self._chunking()
             if full or self.index.get_meta("chunking") != _chunking_key(chunking):
                 with self.index.transaction() as conn:
@@ -426,21 +427,3 @@ def _file_errors() -> Iterator[None]:
         raise MemoryPathError(f"File path is not usable: {exc.strerror}") from exc
 
 
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """A cross-process lock so two workers never walk and index the same tree at once.
-
-    Polls instead of blocking so a waiting gevent worker keeps serving other requests.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
