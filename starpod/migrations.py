@@ -28,6 +28,7 @@ MIGRATIONS = [
                               models.CompactionLog)),
     ("0007_instances", _create(models.Instance)),
     ("0005_realtime", _create(models.ChatRun, models.RunEvent, models.RunFollowup, models.Notification)),
+    ("0008_leases", _create(models.Lease)),
 ]
 
 

@@ -249,3 +249,19 @@ class Notification(BaseModel):
 
     class Meta:
         table_name = "ws_notifications"
+
+
+# --- leases (one holder across workers and servers) -----------------------------------------
+
+class Lease(BaseModel):
+    """A named, expiring claim: whoever holds an unexpired row is the only one doing that work.
+
+    `expires_at` is epoch seconds; a holder that dies stops renewing and is replaced once it passes.
+    """
+    name = TextField(primary_key=True)
+    holder = TextField()
+    expires_at = FloatField()
+    acquired_at = FloatField()
+
+    class Meta:
+        table_name = "leases"
