@@ -31,5 +31,6 @@ def blueprints() -> list:
     from .system import blp as system_blp
     from .usage import blp as usage_blp
     from .render import blp as render_blp
+    from .skills import blp as skills_blp
     return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, usage_blp,
-            render_blp]
+            render_blp, skills_blp]
