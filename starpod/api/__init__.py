@@ -32,5 +32,6 @@ def blueprints() -> list:
     from .usage import blp as usage_blp
     from .render import blp as render_blp
     from .skills import blp as skills_blp
+    from .usermemory import blp as user_memory_blp
     return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, usage_blp,
-            render_blp, skills_blp]
+            render_blp, skills_blp, user_memory_blp]
