@@ -24,16 +24,21 @@ def workspace_root(config: Config) -> Path:
     return root
 
 
+def _user_dir(config: Config, user_id: str) -> Path:
+    return workspace_root(config) / "users" / validate_user_id(user_id)
+
+
 def user_workspace(config: Config, user_id: str) -> Path:
     """The private workspace of `user_id` (created on demand)."""
-    root = workspace_root(config) / "users" / validate_user_id(user_id)
+    root = _user_dir(config, user_id)
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def user_downloads_dir(config: Config, user_id: str) -> Path:
-    """Where uploads of `user_id` (WebSocket attachments, Telegram files) are saved; not created here."""
-    return user_workspace(config, user_id) / "downloads"
+    """Where uploads of `user_id` (WebSocket attachments, Telegram files) are saved; the saver
+    creates it (`mkdir(parents=True)`) when it first writes there."""
+    return _user_dir(config, user_id) / "downloads"
 
 
 def sandbox_root(config: Config, user_id: str, is_admin: bool) -> Path:
