@@ -28,16 +28,30 @@ def server(tmp_path_factory, fake):
         yield running
 
 
-def scan_children(server) -> list[psutil.Process]:
-    """The filescan child processes of the server's workers."""
+def children_running(server, program: str) -> list[psutil.Process]:
+    """Live descendants of the server whose command line ends with `program`."""
     found = []
     for proc in psutil.Process(server.process.pid).children(recursive=True):
         try:
-            if any(part.endswith("filescan.py") for part in proc.cmdline()):
+            if proc.status() != psutil.STATUS_ZOMBIE and " ".join(proc.cmdline()).endswith(program):
                 found.append(proc)
         except psutil.Error:
             pass
     return found
+
+
+def chat_in_background(server, text: str) -> tuple[threading.Thread, dict]:
+    answer: dict = {}
+    chat = threading.Thread(target=lambda: answer.update(response=server.request(
+        "POST", "/api/chat", API_KEY, json={"text": text})))
+    chat.start()
+    return chat, answer
+
+
+def assert_worker_answers_while(server, child: psutil.Process) -> None:
+    """/api/health answers while `child` (started by the only worker) is still running."""
+    assert requests.get(f"{server.base_url}/api/health", timeout=30).status_code == 200
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
 
 
 def wait_for(check, timeout: float = 30.0):
@@ -54,16 +68,10 @@ def test_catastrophic_grep_is_bounded_and_the_worker_keeps_serving(server, fake)
     (server.home / "workspace" / "evil.txt").write_text("a" * 64 + "!\n")
     fake.reset()
     fake.script(Reply(tool_calls=[ToolCall("Grep", {"pattern": "(a+)+$"}, id="toolu_evil")]), Reply("done"))
-    answer: dict = {}
-    chat = threading.Thread(target=lambda: answer.update(response=server.request(
-        "POST", "/api/chat", API_KEY, json={"text": "search"})))
-    chat.start()
+    chat, answer = chat_in_background(server, "search")
     try:
-        child = wait_for(lambda: scan_children(server))[0]
         # The only worker answers while the regex burns CPU in its child.
-        health = requests.get(f"{server.base_url}/api/health", timeout=30)
-        assert health.status_code == 200
-        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        assert_worker_answers_while(server, wait_for(lambda: children_running(server, "filescan.py"))[0])
     finally:
         chat.join(60)
     response = answer["response"]
@@ -71,16 +79,28 @@ def test_catastrophic_grep_is_bounded_and_the_worker_keeps_serving(server, fake)
     result = fake.requests[1].body["messages"][-1]["content"][0]
     assert result["tool_use_id"] == "toolu_evil" and result["is_error"] is True
     assert result["content"] == f"Grep timed out after {TOOL_TIMEOUT_SECS}s and was stopped"
-    wait_for(lambda: not scan_children(server))
+    wait_for(lambda: not children_running(server, "filescan.py"))
+
+
+def test_bash_is_waited_for_cooperatively_and_killed_at_its_timeout(server, fake):
+    fake.reset()
+    fake.script(Reply(tool_calls=[ToolCall("Bash", {"command": "sleep 600", "timeout": 8000}, id="toolu_sleep")]),
+                Reply("done"))
+    chat, answer = chat_in_background(server, "sleep")
+    try:
+        assert_worker_answers_while(server, wait_for(lambda: children_running(server, "sleep 600"))[0])
+    finally:
+        chat.join(60)
+    assert answer["response"].json()["text"] == "done"
+    result = fake.requests[1].body["messages"][-1]["content"][0]
+    assert result["is_error"] and result["content"] == "Command timed out after 8s"
+    wait_for(lambda: not children_running(server, "sleep 600"))
 
 
 def test_stalled_provider_ends_at_the_call_deadline(server, fake):
     fake.reset()
     fake.script(Reply("ab", chunks=2, chunk_delay=60))
-    answer: dict = {}
-    chat = threading.Thread(target=lambda: answer.update(response=server.request(
-        "POST", "/api/chat", API_KEY, json={"text": "hello"})))
-    chat.start()
+    chat, answer = chat_in_background(server, "hello")
     wait_for(lambda: fake.requests)  # the call is under way
     assert requests.get(f"{server.base_url}/api/health", timeout=30).status_code == 200
     chat.join(60)

@@ -102,7 +102,7 @@ def test_workspace_files_are_not_memory(alice, bob, config):
     (downloads / "diary.md").write_text("# Diary\nthe zanzibar secret\n")
     (workspace_root(config) / "shared-notes.md").write_text("zanzibar plans\n")
     store = get_store(config)
-    store.reindex(full=True)
+    store.reindex()
     for ctx in (alice, bob):
         assert json.loads(run_tool(ctx, "MemorySearch", {"query": "zanzibar"}).content) == []
     assert store.search("zanzibar", None) == []
