@@ -4,7 +4,8 @@ A tool is a name, a description, a JSON-schema for its input and a handler
 `handler(ctx, input) -> str` that raises `ToolError` for an error result.  Other areas add tools
 with `register_tool(...)` (the scheduler registers the cron tools).  Dangerous tools are
 `admin_only` and may name a `[tools]` switch in agent.toml; they are neither offered to nor run
-for other callers.  Every result is bounded to `[tools] max_output_bytes`.
+for other callers (who get the tool's `refusal`, when it has one, as the error).  Every result is
+bounded to `[tools] max_output_bytes`.
 """
 from __future__ import annotations
 
