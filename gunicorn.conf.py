@@ -1,7 +1,8 @@
-"""gunicorn settings (used by the Procfile): gevent workers, port and worker count from the env."""
+"""gunicorn settings (used by the Procfile): gevent workers, address (HOST, PORT) and worker count
+from the env."""
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT') or '3000'}"
+bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '3000'}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
 worker_class = "gevent"
 worker_connections = int(os.environ.get("STARPOD_WORKER_CONNECTIONS") or 4000)

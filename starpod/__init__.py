@@ -9,7 +9,7 @@ from flask_smorest import Api
 from . import accounts
 from .config import VERSION, Config
 from .db import close_connection, database, open_database
-from .home import ensure_home
+from .home import ensure_home, take_bootstrap_key
 from .instances import reconcile_at_start as reconcile_instances
 from .memory import get_store as get_memory_store
 from .migrations import migrate
@@ -32,9 +32,10 @@ def prepare_storage(config: Config) -> None:
     db = open_database(config.db_path)
     migrate(db)
     accounts.reset_process_state(config.db_dir / "auth.generation")
+    handed_key = take_bootstrap_key(config.home)  # always taken, so it never stays on disk
     if config.bootstrap_admin:
         with db.connection_context():
-            generated = accounts.bootstrap_admin(config.bootstrap_api_key)
+            generated = accounts.bootstrap_admin(config.bootstrap_api_key or handed_key)
         if generated:
             log.info("New admin API key generated \u2014 save this! %s", generated)
 

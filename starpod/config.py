@@ -104,6 +104,7 @@ class ToolsConfig:
     file_write: bool = True
     shell_timeout_secs: int = 120
     max_output_bytes: int = 30000
+    timeout_secs: int = 30           # wall and CPU time of one Read/Glob/Grep call
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class AgentConfig:
     compaction_provider: str | None = None
     followup_mode: str = "inject"
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    request_timeout_secs: float = 120.0  # `[providers] request_timeout_secs`: deadline of one provider call
     memory: MemoryConfig = MemoryConfig()
     compaction: CompactionConfig = CompactionConfig()
     cron: CronConfig = CronConfig()
@@ -148,6 +150,12 @@ def split_model_ref(provider: str, model: str) -> tuple[str, str]:
 ENUMS = {
     ("reasoning_effort",): ("low", "medium", "high"),
     ("followup_mode",): ("inject", "queue"),
+}
+
+# Lowest allowed value of numeric keys where a smaller one would disable or break a safeguard.
+MINIMUMS = {
+    ("tools", "timeout_secs"): 1,
+    ("providers", "request_timeout_secs"): 1,
 }
 
 
@@ -195,28 +203,46 @@ def _build(cls: type, table: Any, path: tuple[str, ...]) -> Any:
         raw = table[f.name]
         annotation = hints[f.name]
         key_path = path + (f.name,)
+        if f.name == "request_timeout_secs" and cls is AgentConfig:
+            continue  # it lives in the [providers] table
         if f.name == "providers" and cls is AgentConfig:
-            values["providers"] = _build_providers(raw)
+            values["providers"], timeout = _build_providers(raw)
+            if timeout is not None:
+                values["request_timeout_secs"] = timeout
         elif dataclasses.is_dataclass(annotation):
             values[f.name] = _build(annotation, raw, key_path)
         else:
             values[f.name] = _check_type(raw, annotation, ".".join(key_path))
-            allowed = ENUMS.get(key_path)
-            if allowed and values[f.name] not in allowed:
-                raise ConfigError(f"{'.'.join(key_path)}: must be one of {', '.join(allowed)}")
+            _check_allowed(values[f.name], key_path)
     return cls(**values)
 
 
-def _build_providers(raw: Any) -> dict[str, ProviderConfig]:
+def _check_allowed(value: Any, key_path: tuple[str, ...]) -> None:
+    where = ".".join(key_path)
+    allowed = ENUMS.get(key_path)
+    if allowed and value not in allowed:
+        raise ConfigError(f"{where}: must be one of {', '.join(allowed)}")
+    minimum = MINIMUMS.get(key_path)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where}: must be >= {minimum}")
+
+
+def _build_providers(raw: Any) -> tuple[dict[str, ProviderConfig], float | None]:
+    """The `[providers.<name>]` tables, and `[providers] request_timeout_secs` when set."""
     if not isinstance(raw, dict):
         raise ConfigError("[providers] is not a table")
     providers = {}
+    timeout = None
     for name, table in raw.items():
+        if name == "request_timeout_secs":
+            timeout = _check_type(table, float, "providers.request_timeout_secs")
+            _check_allowed(timeout, ("providers", "request_timeout_secs"))
+            continue
         if isinstance(table, dict) and "api_key" in table:
             log.warning("agent.toml: [providers.%s] api_key is ignored; set %s instead",
                         name, PROVIDER_KEY_ENV.get(name, "the provider's env var"))
         providers[name] = _build(ProviderConfig, table, ("providers", name))
-    return providers
+    return providers, timeout
 
 
 def parse_agent_config(text: str) -> AgentConfig:

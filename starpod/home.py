@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 SUBDIRS = ("config", "db", "memory", "knowledge", "users", "skills", "workspace")
+# A first admin key handed to a server about to start on a data directory (local instances): read
+# once at start-up and deleted, so the key never sits in the server's process environment.
+BOOTSTRAP_KEY_FILE = "bootstrap.key"
 
 AGENT_TOML = '''\
 # Starpod agent configuration. Every key is optional; the values below are the defaults.
@@ -28,6 +31,8 @@ followup_mode = "inject"      # inject | queue
 # compaction_provider = "anthropic"
 
 # Provider endpoints. API keys come only from the environment (ANTHROPIC_API_KEY, ...).
+# [providers]
+# request_timeout_secs = 120  # deadline of one model call, retries included
 # [providers.openai]
 # base_url = "https://api.openai.com/v1"
 
@@ -62,6 +67,7 @@ rate_limit_window_secs = 60
 [tools]
 shell = true                 # Bash tool (admin callers only)
 file_write = true            # FileWrite / FileDelete (admin callers only)
+timeout_secs = 30            # wall and CPU time of one Read / Glob / Grep call
 '''
 
 SOUL_MD = '''\
@@ -104,6 +110,27 @@ def create_if_absent(path: Path, content: str) -> bool:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
     return True
+
+
+def write_bootstrap_key(home: Path, key: str) -> None:
+    """Leave `key` (owner-only file) for the server that will start on `home` to import."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / BOOTSTRAP_KEY_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+
+
+def take_bootstrap_key(home: Path) -> str | None:
+    """The key left by `write_bootstrap_key`, removed from disk as it is read; None when absent."""
+    path = home / BOOTSTRAP_KEY_FILE
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    path.unlink(missing_ok=True)
+    return key or None
 
 
 def ensure_home(home: Path) -> None:

@@ -138,12 +138,43 @@ def test_bad_key_is_not_retried(client, fake_provider):
     assert len(fake_provider.requests) == 1
 
 
-def test_provider_timeout_is_502(client, fake_provider, monkeypatch):
-    monkeypatch.setattr(providers, "REQUEST_TIMEOUT", 0.3)
-    fake_provider.script(Reply("too late", delay=1.5))
+def test_provider_timeout_is_502(client, fake_provider, config):
+    write_agent_toml(config, "[providers]\nrequest_timeout_secs = 1\n")
+    fake_provider.script(Reply("too late", delay=4))
     response = chat(client, "hello")
     assert response.status_code == 502
     assert response.get_json()["error"] == "Chat error: API error: request timed out"
+
+
+@pytest.mark.parametrize("provider_toml", ["", 'provider = "openai"\nmodel = "gpt-4o"\n'])
+def test_trickling_provider_is_cut_at_the_call_deadline(client, fake_provider, config, provider_toml):
+    """Every chunk comes well within a read timeout, but the whole answer would take 12 s."""
+    write_agent_toml(config, provider_toml + "[providers]\nrequest_timeout_secs = 2\n")
+    fake_provider.script(Reply("x" * 24, chunks=24, chunk_delay=0.5))
+    response = chat(client, "hello")
+    assert response.status_code == 502
+    assert response.get_json()["error"] == "Chat error: API error: request timed out"
+    assert len(fake_provider.requests) == 1  # a timed-out call is not retried
+
+
+@pytest.mark.parametrize("provider_toml", ["", 'provider = "openai"\nmodel = "gpt-4o"\n'])
+def test_provider_stalling_mid_stream_is_cut_at_the_call_deadline(client, fake_provider, config, provider_toml):
+    write_agent_toml(config, provider_toml + "[providers]\nrequest_timeout_secs = 2\n")
+    fake_provider.script(Reply("ab", chunks=2, chunk_delay=20))
+    response = chat(client, "hello")
+    assert response.status_code == 502
+    assert response.get_json()["error"] == "Chat error: API error: request timed out"
+    assert len(fake_provider.requests) == 1  # a timed-out call is not retried
+
+
+def test_request_timeout_setting_is_validated():
+    from starpod.config import ConfigError, parse_agent_config
+    assert parse_agent_config("").request_timeout_secs == 120
+    parsed = parse_agent_config('[providers]\nrequest_timeout_secs = 30\n[providers.openai]\nbase_url = "http://x"\n')
+    assert parsed.request_timeout_secs == 30 and parsed.provider_config("openai").base_url == "http://x"
+    for bad in ("0", "-1", '"soon"'):
+        with pytest.raises(ConfigError, match="providers.request_timeout_secs"):
+            parse_agent_config(f"[providers]\nrequest_timeout_secs = {bad}\n")
 
 
 def test_missing_provider_key_is_503_naming_env_var(home, fake_provider):

@@ -78,6 +78,22 @@ def files_containing(root, secret: str) -> list[str]:
     return hits
 
 
+def assert_key_not_in_environment(pid: int, key: str) -> None:
+    """Neither the instance's gunicorn master nor its workers carry the admin key in their
+    environment (/proc/<pid>/environ is readable by every process of the same user)."""
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert len(tree) >= 2
+    for proc in tree:
+        environ = open(f"/proc/{proc.pid}/environ", "rb").read()
+        assert key.encode() not in environ and b"STARPOD_API_KEY=" not in environ
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return {(c.laddr.ip, c.laddr.port) for proc in tree for c in proc.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN}
+
+
 def test_local_lifecycle_end_to_end(client, admin_headers, home):
     created = create(client, admin_headers, name="alpha", region="home-lab")
     iid, key = created["id"], created["api_key"]
@@ -92,6 +108,8 @@ def test_local_lifecycle_end_to_end(client, admin_headers, home):
     verify = requests.get(f"http://127.0.0.1:{port}/api/auth/verify", headers={"X-API-Key": key}, timeout=5).json()
     assert verify["authenticated"] is True and verify["user"]["role"] == "admin"
     assert files_containing(home, key) == []  # only its hash is stored, in the instance's own db
+    assert_key_not_in_environment(record(iid).pid, key)
+    assert listening_addresses(record(iid).pid) == {("127.0.0.1", port)}
 
     got = client.get(f"/api/instances/{iid}", headers=admin_headers).json
     assert set(got) == INSTANCE_KEYS and set(got["health"]) == HEALTH_KEYS

@@ -228,6 +228,10 @@ def test_resume_of_unknown_or_foreign_session_is_an_error(server, fake, user_key
 
 # --- attachments ---------------------------------------------------------------------------
 
+def user_id_of(server, key) -> str:
+    return server.get("/api/auth/verify", key).json()["user"]["id"]
+
+
 def test_attachments_saved_noted_and_image_sent_to_the_model(server, fake):
     fake.script(Reply("seen"))
     ws = connect(server)
@@ -238,7 +242,8 @@ def test_attachments_saved_noted_and_image_sent_to_the_model(server, fake):
     frames = until_end(ws)
     ws.close()
     assert frames[-1]["errors"] == []
-    downloads = server.home / "workspace" / "downloads"
+    admin_dir = f"users/{user_id_of(server, server.admin_key)}"
+    downloads = server.home / "workspace" / admin_dir / "downloads"
     saved = {p.name: p for p in downloads.iterdir()}
     text_file = next(p for name, p in saved.items() if name.endswith("_notes.txt"))
     assert text_file.read_bytes() == b"hello file"
@@ -249,11 +254,30 @@ def test_attachments_saved_noted_and_image_sent_to_the_model(server, fake):
     assert images[0]["source"]["data"] == PNG
     prompt = next(block["text"] for block in content if block["type"] == "text")
     assert prompt.startswith("look")
-    assert re.search(r"\[Uploaded file: notes\.txt \(text/plain\) saved to: downloads/\d{8}_\d{6}_notes\.txt\]", prompt)
+    assert re.search(rf"\[Uploaded file: notes\.txt \(text/plain\) saved to: {admin_dir}/downloads/\d{{8}}_\d{{6}}_notes\.txt\]",
+                     prompt)
     assert "[Uploaded image: ../../pic.png (image/png)" in prompt
     assert "[Files already in downloads/: " in prompt
     # the stored user row is the text without the notes
     assert messages(server, frames[0]["session_id"])[0]["content"] == "look"
+
+
+def test_uploads_are_private_to_their_sender(server, fake, user_key):
+    fake.script(Reply("mine"), Reply("theirs"))
+    for key, name in ((user_key, "user-secret.txt"), (server.admin_key, "admin-note.txt")):
+        ws = connect(server, key)
+        send(ws, type="message", text="keep this", channel_session_key=f"up-{name}",
+             attachments=[{"file_name": name, "mime_type": "text/plain", "data": base64.b64encode(b"x").decode()}])
+        assert until_end(ws)[-1]["errors"] == []
+        ws.close()
+    user_prompt, admin_prompt = (next(b["text"] for b in r.body["messages"][-1]["content"] if b["type"] == "text")
+                                 for r in fake.requests)
+    user_dir = server.home / "workspace" / "users" / user_id_of(server, user_key)
+    assert [p.name.endswith("_user-secret.txt") for p in (user_dir / "downloads").iterdir()] == [True]
+    assert re.search(r"saved to: downloads/\d{8}_\d{6}_user-secret\.txt\]", user_prompt)
+    assert "admin-note" not in user_prompt and "notes.txt" not in user_prompt
+    assert "user-secret" not in admin_prompt
+    assert str(user_dir / "downloads") in fake.requests[0].body["system"][0]["text"]
 
 
 @pytest.mark.parametrize("attachment, message", [

@@ -120,7 +120,7 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     tools = available_tools(ctx)
     bootstrap = get_store(config).bootstrap_context(request.user_id)
     system = build_system_prompt(config, bootstrap, session.id, request.user_id, request.channel_id,
-                                 {t.name for t in tools})
+                                 {t.name for t in tools}, request.is_admin)
 
     def store_tool_use(call: dict) -> None:
         sessions.add_message(session.id, "tool_use", sessions.tool_use_row(call["id"], call["name"], call["input"]))

@@ -8,21 +8,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config import Config
 from .skills import list_skills
-from .workspace import workspace_root
+from .workspace import sandbox_root, user_downloads_dir
 
 TOOL_OVERVIEW = """\
 ## Tools
 - Memory: MemorySearch, MemoryWrite, MemoryAppendDaily (your own memory files).
 - Workspace files: FileRead, FileList{writes}; Read, Glob, Grep to inspect the workspace.
-{shell}- Skills: SkillActivate, SkillList, SkillCreate, SkillUpdate, SkillDelete.
+{shell}- Skills: {skills}.
 - Environment: EnvGet.{extra}"""
+
+SKILL_TOOLS = ("SkillActivate", "SkillList", "SkillCreate", "SkillUpdate", "SkillDelete")
 
 DOMAINS = """\
 ## Two domains
 - Your memory (SOUL.md, USER.md, MEMORY.md, memory/, knowledge/) belongs to you: use MemorySearch and \
 MemoryWrite for it, never the file tools.
 - The workspace ({root}) is the user's project: use the file tools there. Uploads are saved in \
-{root}/downloads/.
+{downloads}/.
 - Do not access anything outside the workspace and your memory; create files only inside the workspace, \
 never in /tmp."""
 
@@ -71,16 +73,19 @@ def execution_context(user_id: str, channel_id: str) -> str:
 
 
 def build_system_prompt(config: Config, bootstrap: str, session_id: str, user_id: str, channel_id: str,
-                        tool_names: set[str], now: datetime | None = None) -> str:
+                        tool_names: set[str], is_admin: bool, now: datetime | None = None) -> str:
+    """The system prompt; it names only the tools in `tool_names` (those offered to this caller)
+    and only the caller's own part of the workspace."""
     agent = config.agent
     zone = _zone(agent.timezone)
     moment = (now or datetime.now(timezone.utc)).astimezone(zone)
-    root = workspace_root(config)
+    root = sandbox_root(config, user_id, is_admin)
     writes = ", FileWrite, FileDelete" if "FileWrite" in tool_names else ""
     shell = ("- Shell: Bash runs commands in the workspace (use Python there for CSV or PDF files).\n"
              if "Bash" in tool_names else "")
     extra_names = sorted(n for n in tool_names if n.startswith(("Cron", "Heartbeat")))
     extra = f"\n- Scheduling: {', '.join(extra_names)}." if extra_names else ""
+    skills = ", ".join(name for name in SKILL_TOOLS if name in tool_names)
     parts = [
         f"You are {agent.agent_name}, a personal AI assistant.",
         bootstrap,
@@ -90,8 +95,8 @@ def build_system_prompt(config: Config, bootstrap: str, session_id: str, user_id
         f"Session ID: {session_id}\n"
         f"Project root: {root}\n"
         f"Working directory: {root}",
-        TOOL_OVERVIEW.format(writes=writes, shell=shell, extra=extra),
-        DOMAINS.format(root=root),
+        TOOL_OVERVIEW.format(writes=writes, shell=shell, skills=skills, extra=extra),
+        DOMAINS.format(root=root, downloads=user_downloads_dir(config, user_id)),
         skills_block(config),
         execution_context(user_id, channel_id),
     ]

@@ -7,7 +7,10 @@ format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
-before the first chunk was yielded; failures become `ProviderError`.  SDK clients are cached per
+before the first chunk was yielded; failures become `ProviderError`.  A whole call, retries
+included, has one deadline (`[providers] request_timeout_secs`): no single read may wait past it,
+and a stream still open at the deadline is closed, so a stalled or trickling provider ends as
+"request timed out".  SDK clients are cached per
 process (building one loads TLS roots, which is too slow for every request).
 """
 from __future__ import annotations
@@ -19,10 +22,12 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import anthropic
+import httpx2
 import openai
 from jiter import from_json
 
@@ -33,7 +38,6 @@ log = logging.getLogger(__name__)
 # The SDKs' HTTP client logs every request at INFO; one line per model call is noise in server logs.
 logging.getLogger("httpx2").setLevel(logging.WARNING)
 
-REQUEST_TIMEOUT = 600.0  # seconds to wait for a provider to answer (read timeout)
 CONNECT_TIMEOUT = 10.0
 
 
@@ -129,17 +133,48 @@ _clients: OrderedDict[tuple, Any] = OrderedDict()
 _clients_lock = threading.Lock()
 
 
+class Deadline:
+    """The end of one provider call, shared by its attempts."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.ends_at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(self.ends_at - time.monotonic(), 0.0)
+
+    @property
+    def passed(self) -> bool:
+        return self.remaining() <= 0
+
+    def timeout(self) -> anthropic.Timeout:
+        """Per-request SDK timeout: no connect or read may wait past the deadline."""
+        left = max(self.remaining(), 0.001)
+        return anthropic.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+
+    @contextmanager
+    def closing_at_end(self, close: Callable[[], None]) -> Iterator[None]:
+        """Call `close` (ending a response stream) if the block is still running at the deadline;
+        a timer is a greenlet under gevent, so this works there and with threads alike."""
+        timer = threading.Timer(self.remaining(), close)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+
 def _client(kind: str, base_url: str, api_key: str):
-    """A cached SDK client for (kind, endpoint, key, timeouts); the least recently used are dropped."""
-    cache_key = (kind, base_url, api_key, REQUEST_TIMEOUT, CONNECT_TIMEOUT)
+    """A cached SDK client for (kind, endpoint, key); the least recently used are dropped."""
+    cache_key = (kind, base_url, api_key)
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is not None:
             _clients.move_to_end(cache_key)
             return client
         sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
-        client = sdk(api_key=api_key, base_url=base_url, max_retries=0,
-                     timeout=anthropic.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
+        client = sdk(api_key=api_key, base_url=base_url, max_retries=0)
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)
@@ -178,45 +213,56 @@ def _is_retryable(exc: Exception) -> bool:
     return getattr(exc, "type", None) == "overloaded_error"
 
 
-SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError)
+# A stream closed at the deadline (or cut by the network) fails with the HTTP library's own errors.
+SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError, httpx2.HTTPError)
+TIMED_OUT = "request timed out"
 
 
 class Provider(ABC):
-    """One configured provider + model."""
+    """One configured provider + model; `request_timeout` is the deadline of one whole call."""
 
-    def __init__(self, name: str, model: str, base_url: str, api_key: str):
+    def __init__(self, name: str, model: str, base_url: str, api_key: str, request_timeout: float = 120.0):
         self.name = name
         self.model = model
         self.base_url = base_url
         self.api_key = api_key
+        self.request_timeout = request_timeout
 
     def stream(self, *, system: str | None, messages: list[dict], tools: list[ToolSpec],
                max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
         """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
+        deadline = Deadline(self.request_timeout)
         attempt = 0
         while True:
             started = False
             try:
-                for item in self._stream_once(system, messages, tools, max_tokens, reasoning_effort):
+                for item in self._stream_once(system, messages, tools, max_tokens, reasoning_effort, deadline):
+                    if deadline.passed:
+                        raise ProviderError(TIMED_OUT)
                     started = started or isinstance(item, str)
                     yield item
                 return
             except SDK_ERRORS as exc:
+                if deadline.passed:
+                    raise ProviderError(TIMED_OUT) from exc
                 if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc):
                     raise ProviderError(_describe(exc)) from exc
                 _, retry_after = _status_and_retry_after(exc)
                 delay = RETRY_POLICY.delay(attempt, retry_after)
+                if delay >= deadline.remaining():
+                    raise ProviderError(f"{_describe(exc)} (no time left to retry)") from exc
                 log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc), attempt + 1, delay)
                 time.sleep(delay)
                 attempt += 1
 
     @abstractmethod
-    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort) -> Iterator[str | ModelTurn]:
-        """One attempt: text chunks, then the ModelTurn; SDK errors propagate."""
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort,
+                     deadline: Deadline) -> Iterator[str | ModelTurn]:
+        """One attempt within `deadline`: text chunks, then the ModelTurn; SDK errors propagate."""
 
 
 class AnthropicProvider(Provider):
-    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort):
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort, deadline):
         request: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens,
                                    "messages": to_anthropic_messages(messages)}
         if system:
@@ -233,7 +279,8 @@ class AnthropicProvider(Provider):
         # Raw events, not `messages.stream()`: its accumulator rebuilds a message snapshot (and
         # re-parses partial tool JSON) on every event, about half the CPU time of a streamed answer.
         turn = _AnthropicTurn()
-        with client.messages.create(**request, stream=True) as stream:
+        with client.messages.create(**request, stream=True, timeout=deadline.timeout()) as stream, \
+                deadline.closing_at_end(stream.close):
             for event in stream:
                 text = turn.feed(event)
                 if text:
@@ -346,7 +393,7 @@ def to_anthropic_messages(messages: list[dict]) -> list[dict]:
 
 
 class OpenAICompatibleProvider(Provider):
-    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort):
+    def _stream_once(self, system, messages, tools, max_tokens, reasoning_effort, deadline):
         request: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(system, messages),
                                    "stream": True, "stream_options": {"include_usage": True}}
         if tools:
@@ -363,8 +410,8 @@ class OpenAICompatibleProvider(Provider):
         calls: dict[int, dict] = {}
         usage = Usage()
         stop_reason = None
-        stream = client.chat.completions.create(**request)
-        try:
+        stream = client.chat.completions.create(**request, timeout=deadline.timeout())
+        with stream, deadline.closing_at_end(stream.close):
             for chunk in stream:
                 if chunk.usage is not None:
                     usage = _openai_usage(chunk.usage)
@@ -383,8 +430,6 @@ class OpenAICompatibleProvider(Provider):
                             slot["arguments"] += call.function.arguments or ""
                     if choice.finish_reason:
                         stop_reason = choice.finish_reason
-        finally:
-            stream.close()
         content: list[dict] = [{"type": "text", "text": "".join(text)}] if text else []
         for _, call in sorted(calls.items()):
             content.append({"type": "tool_use", "id": call["id"] or f"call_{uuid.uuid4().hex[:24]}",
@@ -458,4 +503,4 @@ def make_provider(config: Config, provider: str | None = None, model: str | None
                                 f"Set the {PROVIDER_KEY_ENV[name]} environment variable.")
     base_url = _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
     cls = AnthropicProvider if name == "anthropic" else OpenAICompatibleProvider
-    return cls(name, model, base_url, api_key)
+    return cls(name, model, base_url, api_key, agent.request_timeout_secs)

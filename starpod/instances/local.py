@@ -3,8 +3,10 @@
 An instance lives in `<home>/instances/<id>/`: its data directory `.starpod/`, the server's
 `server.log`, gunicorn's `gunicorn.pid` and a `.lock` file.  Its server is `gunicorn -c
 gunicorn.conf.py wsgi:app` from this code base on its own port, started in its own session so it
-outlives the worker (and the server) that started it.  Its first start imports a freshly generated
-admin key (`STARPOD_API_KEY`), handed to the caller once and never kept here.
+outlives the worker (and the server) that started it, listening on 127.0.0.1 only.  Its first
+start imports a freshly generated admin key, handed to the caller once and never kept here: it
+reaches the instance in an owner-only file of its data directory that the instance deletes as it
+reads it (`home.write_bootstrap_key`), never through its process environment.
 
 State lives in the `instances` table.  Every lifecycle change of one instance (create, pause,
 restart, delete, reconciliation) runs under an exclusive `flock` on its `.lock` file, so the
@@ -39,6 +41,7 @@ from ..accounts import generate_key
 from ..db import database
 from ..errors import Conflict, NotFound, StarpodError, UpstreamFailed
 from ..filelock import LockTimeout, exclusive
+from ..home import take_bootstrap_key, write_bootstrap_key
 from ..models import Instance, new_uuid
 from . import processes
 from .base import InstanceBackend
@@ -158,17 +161,19 @@ class LocalBackend(InstanceBackend):
                 continue
         raise Conflict("No free port for a new instance")
 
-    def _start(self, record: Instance, paths: InstancePaths, env: dict | None = None) -> None:
+    def _start(self, record: Instance, paths: InstancePaths, api_key: str | None = None) -> None:
         if not processes.port_is_free(record.port):
             self._forget_process(record, "error")
             raise Conflict(f"Port {record.port} of instance {record.id} is in use by another process")
         paths.data.mkdir(parents=True, exist_ok=True)
+        if api_key is not None:
+            write_bootstrap_key(paths.data, api_key)
         paths.pidfile.unlink(missing_ok=True)  # stale: gunicorn refuses to start over a live-looking one
         bin_dir = Path(sys.executable).parent
         server_env = processes.server_environment(os.environ, {
-            "STARPOD_HOME": str(paths.data), "PORT": str(record.port), "WEB_CONCURRENCY": "1",
-            "PYTHONUNBUFFERED": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            **(env or {})})
+            "STARPOD_HOME": str(paths.data), "HOST": "127.0.0.1", "PORT": str(record.port),
+            "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"})
         try:
             handle = processes.spawn(self._command(paths), REPO_ROOT, server_env, paths.log)
         except OSError as exc:
@@ -296,8 +301,10 @@ class LocalBackend(InstanceBackend):
         paths = self.paths(instance_id)
         with self._locked(paths):
             record = self._allocate(instance_id, name, region)
-            self._start(record, paths, {"STARPOD_API_KEY": api_key})
+            self._start(record, paths, api_key)
             self._await_ready(record, paths)
+            if record.status == "error":
+                take_bootstrap_key(paths.data)  # the server died before importing it
         return {**self._json(record), "api_key": api_key, "port": record.port}
 
     def get(self, instance_id: str) -> dict:

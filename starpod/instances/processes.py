@@ -21,7 +21,7 @@ import psutil
 # Environment of the managing server that must not reach an instance: its own identity (data dir,
 # admin key, port, worker count, backend) and gunicorn/systemd hand-over variables.
 PRIVATE_ENV_PREFIXES = ("STARPOD_", "GUNICORN_", "LISTEN_")
-PRIVATE_ENV_NAMES = {"PORT", "WEB_CONCURRENCY"}
+PRIVATE_ENV_NAMES = {"HOST", "PORT", "WEB_CONCURRENCY"}
 
 # Two create_time readings of one process agree well within this (they derive from boot time + ticks).
 START_TIME_TOLERANCE = 1.0

@@ -20,8 +20,9 @@ USER_FILES = ("USER.md", "MEMORY.md")
 MAX_NAME_BYTES = 255
 MAX_CONTENT_BYTES = 1_048_576
 SHARED = ""
-# Top-level directories that are not memory: the databases, and other agents' data directories.
-EXCLUDED_DIRS = ("db", "instances")
+# Top-level directories that are not memory: the databases, other agents' data directories, and
+# the workspace (users' projects and private uploads, which must not reach anyone's memory search).
+EXCLUDED_DIRS = ("db", "instances", "workspace")
 _USER_ID_RE = re.compile(r"^[A-Za-z0-9_@.+-]{1,128}$")
 
 

@@ -1,5 +1,5 @@
-"""Files attached to a WebSocket chat message: validation, saving under `<workspace>/downloads/`,
-and the per-file notes appended to the model prompt.
+"""Files attached to a WebSocket chat message: validation, saving in the sender's own downloads
+directory (`workspace.user_downloads_dir`), and the per-file notes appended to the model prompt.
 
 All attachments of a message are checked before anything is written: one invalid file rejects the
 whole message (`BadRequest` carrying the reason), so a user never gets a reply built on a subset.
@@ -106,7 +106,9 @@ def _write_new(directory: Path, name: str, content: bytes) -> Path:
 
 def save(uploads: list[Upload], contents: list[bytes], downloads: Path, workspace: Path,
          timezone_name: str | None) -> tuple[list[Attachment], str]:
-    """Save validated uploads; returns the pipeline attachments and the prompt notes for them."""
+    """Save validated uploads in the sender's `downloads`; returns the pipeline attachments and the
+    prompt notes for them (paths relative to the sender's sandbox `workspace`, and only the files of
+    that one `downloads` directory)."""
     if not uploads:
         return [], ""
     downloads.mkdir(parents=True, exist_ok=True)

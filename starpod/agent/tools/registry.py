@@ -4,7 +4,8 @@ A tool is a name, a description, a JSON-schema for its input and a handler
 `handler(ctx, input) -> str` that raises `ToolError` for an error result.  Other areas add tools
 with `register_tool(...)` (the scheduler registers the cron tools).  Dangerous tools are
 `admin_only` and may name a `[tools]` switch in agent.toml; they are neither offered to nor run
-for other callers.  Every result is bounded to `[tools] max_output_bytes`.
+for other callers (who get the tool's `refusal`, when it has one, as the error).  Every result is
+bounded to `[tools] max_output_bytes`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 from ...config import Config
 from ..providers import ToolSpec
-from ..workspace import workspace_root
+from ..workspace import sandbox_root
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class ToolContext:
 
     @property
     def workspace(self) -> Path:
-        return workspace_root(self.config)
+        """The caller's sandbox: their own workspace, or the whole workspace for admins."""
+        return sandbox_root(self.config, self.user_id, self.is_admin)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Tool:
     handler: Callable[[ToolContext, dict], str]
     admin_only: bool = False
     switch: str | None = None  # attribute of `[tools]` in agent.toml that can turn the tool off
+    refusal: str | None = None  # what a non-admin caller of an admin-only tool is told
 
     @property
     def required(self) -> list[str]:
@@ -114,6 +117,8 @@ def bound_output(text: str, max_bytes: int, total: int | None = None) -> str:
 def run_tool(ctx: ToolContext, name: str, arguments: Any) -> ToolResult:
     """Execute one tool call; never raises."""
     found = _registry.get(name)
+    if found is not None and found.refusal and found.admin_only and not ctx.is_admin:
+        return ToolResult(found.refusal, True)
     if found is None or not found.available(ctx):
         return ToolResult(f"Tool '{name}' is not available.", True)
     arguments = arguments if isinstance(arguments, dict) else {}

@@ -1,7 +1,9 @@
 """Bash (admin-only, `[tools] shell`) and EnvGet.
 
-Bash runs in the workspace in its own process group with a timeout; output goes to a temporary
-file so a chatty command cannot fill memory, and only the first `max_output_bytes` are returned.
+Bash runs in the workspace in its own process group, killed at `[tools] shell_timeout_secs`; it is
+waited for through `subprocess`, which gevent makes cooperative, so the worker keeps serving other
+requests meanwhile.  Output goes to a temporary file so a chatty command cannot fill memory, and
+only the first `max_output_bytes` are returned.
 Credentials never reach the model: EnvGet refuses secret-looking names and Bash children get an
 environment without them.
 """
@@ -9,10 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import tempfile
 
+from .bounded import kill_group
 from .registry import ToolContext, ToolError, bound_output, require_str, tool
 
 RESTRICTED = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
@@ -50,7 +52,7 @@ def bash(ctx: ToolContext, args: dict) -> str:
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.wait()
             code = None
         size = output.tell()

@@ -1,4 +1,8 @@
-"""Skill tools: SkillActivate, SkillCreate, SkillUpdate, SkillDelete and SkillList."""
+"""Skill tools: SkillActivate, SkillCreate, SkillUpdate, SkillDelete and SkillList.
+
+Skills are shared: every caller's system prompt lists them, so creating, changing and deleting
+them is for admins only (like shared memory writes); other callers are refused clearly.
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +10,9 @@ import json
 from ..skills import SkillError, delete_skill, get_skill, list_skills, save_skill
 from .registry import ToolContext, ToolError, require_str, tool
 
+WRITE_REFUSAL = ("Skills are shared by every user of this agent: only an admin can create, update or "
+                 "delete them.")
+ADMIN_WRITE = {"admin_only": True, "refusal": WRITE_REFUSAL}
 SKILL_FIELDS = {"name": {"type": "string"}, "description": {"type": "string"},
                 "body": {"type": "string", "description": "Markdown instructions"}}
 
@@ -27,7 +34,7 @@ def skill_activate(ctx: ToolContext, args: dict) -> str:
     return skill.body
 
 
-@tool("SkillCreate", "Create a new skill.", SKILL_FIELDS, ("name", "description", "body"))
+@tool("SkillCreate", "Create a new skill.", SKILL_FIELDS, ("name", "description", "body"), **ADMIN_WRITE)
 def skill_create(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
     _guard(lambda: save_skill(ctx.home, name, require_str(args, "description"), require_str(args, "body"), True))
@@ -35,14 +42,14 @@ def skill_create(ctx: ToolContext, args: dict) -> str:
 
 
 @tool("SkillUpdate", "Replace an existing skill's description and body.", SKILL_FIELDS,
-      ("name", "description", "body"))
+      ("name", "description", "body"), **ADMIN_WRITE)
 def skill_update(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
     _guard(lambda: save_skill(ctx.home, name, require_str(args, "description"), require_str(args, "body"), False))
     return f"Updated skill '{name}'."
 
 
-@tool("SkillDelete", "Delete a skill.", {"name": {"type": "string"}}, ("name",))
+@tool("SkillDelete", "Delete a skill.", {"name": {"type": "string"}}, ("name",), **ADMIN_WRITE)
 def skill_delete(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
     _guard(lambda: delete_skill(ctx.home, name))

@@ -18,7 +18,7 @@ from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
 
 from ...accounts import Principal
-from ...agent.workspace import downloads_dir, workspace_root
+from ...agent.workspace import sandbox_root, user_downloads_dir
 from ...config import AgentConfig, Config
 from ...errors import BadRequest
 from ...realtime import attachments
@@ -175,7 +175,8 @@ class Connection:
         agent = self.config.agent
         contents = attachments.validate(uploads, agent.attachments)
         spec.attachments, spec.prompt_notes = attachments.save(
-            uploads, contents, downloads_dir(self.config), workspace_root(self.config), agent.timezone)
+            uploads, contents, user_downloads_dir(self.config, spec.user_id),
+            sandbox_root(self.config, spec.user_id, spec.is_admin), agent.timezone)
         self._follow(self.hub.runs.start(spec), 0)
 
     def _resume(self, fields: dict) -> None:
