@@ -107,6 +107,11 @@ class ToolsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = 256 * 1024  # UTF-8 bytes of one chat message's text
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent_name: str = "Aster"
     name: str = "Aster"
@@ -129,6 +134,7 @@ class AgentConfig:
     auth: AuthConfig = AuthConfig()
     channels: ChannelsConfig = ChannelsConfig()
     tools: ToolsConfig = ToolsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def provider_config(self, name: str) -> ProviderConfig:
         return self.providers.get(name, ProviderConfig())
@@ -148,6 +154,10 @@ def split_model_ref(provider: str, model: str) -> tuple[str, str]:
 ENUMS = {
     ("reasoning_effort",): ("low", "medium", "high"),
     ("followup_mode",): ("inject", "queue"),
+}
+
+MINIMUMS = {
+    ("limits", "max_message_bytes"): 1,
 }
 
 
@@ -204,6 +214,9 @@ def _build(cls: type, table: Any, path: tuple[str, ...]) -> Any:
             allowed = ENUMS.get(key_path)
             if allowed and values[f.name] not in allowed:
                 raise ConfigError(f"{'.'.join(key_path)}: must be one of {', '.join(allowed)}")
+            minimum = MINIMUMS.get(key_path)
+            if minimum is not None and values[f.name] < minimum:
+                raise ConfigError(f"{'.'.join(key_path)}: must be >= {minimum}")
     return cls(**values)
 
 

@@ -14,7 +14,6 @@ and format-preserving edits of agent.toml.
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from tomlkit.toml_document import TOMLDocument
 from .config import AgentConfig, Config, ConfigError, parse_agent_config
 from .errors import StarpodError
 from .filelock import LockTimeout, exclusive
+from .home import PRIVATE_FILE_MODE
 
 LOCK_TIMEOUT_SECS = 30.0
 
@@ -62,17 +62,13 @@ def atomic_write(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) so that no reader or crash ever sees a partial file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
-        except FileNotFoundError:
-            mode = 0o644
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(text.encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp_name, mode)
+            os.chmod(tmp_name, PRIVATE_FILE_MODE)
             os.replace(tmp_name, path)
         except BaseException:
             try:

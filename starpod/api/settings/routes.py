@@ -5,19 +5,15 @@ new values are in force (other workers pick the new file up on their next reques
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable
-
-from flask import current_app, request
-from flask_smorest import Blueprint
-from werkzeug.exceptions import UnsupportedMediaType
+from flask import current_app
 
 from ... import settings
 from ...config import Config
 from ..guards import require_admin
+from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
-                      GeneralSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
+                      GeneralSchema, GeneralUpdatedSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
 
 blp = Blueprint("settings", __name__, url_prefix="/api/settings", description="Agent settings and files")
 
@@ -26,19 +22,6 @@ OK = {"status": "ok"}
 
 def _config() -> Config:
     return current_app.config["STARPOD"]
-
-
-def json_body(view: Callable) -> Callable:
-    """415 for a PUT whose body is not declared as JSON (checked after auth, before the body)."""
-    view = blp.alt_response(415, description="Content-Type must be application/json")(view)
-    view = blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")(view)
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if not request.is_json:
-            raise UnsupportedMediaType()
-        return view(*args, **kwargs)
-    return wrapper
 
 
 @blp.route("/general", methods=["GET"])
@@ -51,13 +34,16 @@ def get_general():
 
 @blp.route("/general", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(GeneralUpdateSchema)
-@blp.response(200, StatusSchema)
+@blp.response(200, GeneralUpdatedSchema)
 def put_general(body):
-    """Replace the group; absent optional keys are removed (followup_mode falls back to inject)."""
-    settings.update_general(_config(), body)
-    return OK
+    """Replace the group; absent optional keys are removed (followup_mode falls back to inject).
+
+    400 names the field for an unknown provider, a non-IANA timezone or a number out of range;
+    a model missing from its provider's catalogue is saved with a `warnings` entry.
+    """
+    warnings = settings.update_general(_config(), body)
+    return {**OK, "warnings": warnings} if warnings else OK
 
 
 @blp.route("/models", methods=["GET"])
@@ -77,7 +63,6 @@ def get_memory():
 
 @blp.route("/memory", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(MemorySettingsSchema)
 @blp.response(200, StatusSchema)
 def put_memory(body):
@@ -95,7 +80,6 @@ def get_cron():
 
 @blp.route("/cron", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(CronSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_cron(body):
@@ -112,7 +96,6 @@ def get_channels():
 
 @blp.route("/channels", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(ChannelsSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_channels(body):
@@ -131,7 +114,6 @@ def get_frontend():
 
 @blp.route("/frontend", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(FrontendSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_frontend(body):
@@ -150,7 +132,6 @@ def get_file(name):
 
 @blp.route("/files/<path:name>", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(FileContentSchema)
 @blp.alt_response(413, description="Content larger than 1 MiB")
 @blp.response(200, StatusSchema)

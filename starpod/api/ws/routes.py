@@ -14,6 +14,7 @@ from peewee import PeeweeException
 
 from ... import accounts
 from ...db import close_connection
+from ...errors import new_request_id
 from ...realtime.attachments import MIB
 from ...realtime.hub import get_hub
 from ..errors import error_response
@@ -52,8 +53,9 @@ def authenticate_handshake():
     except AuthFailed as exc:
         return error_response(401, exc.message)
     except PeeweeException:
-        log.exception("WebSocket authentication failed")
-        return error_response(500, "Auth error")
+        request_id = new_request_id()
+        log.exception("request %s: WebSocket authentication failed", request_id)
+        return error_response(500, "Auth error", request_id=request_id)
     finally:
         close_connection()  # a socket may stay open for days; it must not pin a pooled connection
     for key in SOCKET_KEYS:
