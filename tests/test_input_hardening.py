@@ -150,6 +150,17 @@ def test_failed_instance_create_leaves_no_directory(server):
     assert not instances.exists() or list(instances.iterdir()) == []
 
 
+def test_instance_create_failing_before_its_record_removes_its_directory(app, client, home, admin_headers,
+                                                                         monkeypatch):
+    from starpod.instances import processes
+
+    def no_port():
+        raise OSError("no free port")
+    monkeypatch.setattr(processes, "pick_free_port", no_port)
+    assert client.post("/api/instances", json={"name": "x"}, headers=admin_headers).status_code == 500
+    assert list((home / "instances").iterdir()) == []
+
+
 def test_lone_surrogate_over_ws_is_an_error_frame_naming_the_field(server, fake):
     ws = connect(server)
     ws.send('{"type": "message", "text": %s}' % SURROGATE)
