@@ -14,6 +14,7 @@ and format-preserving edits of agent.toml.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,13 +63,17 @@ def atomic_write(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) so that no reader or crash ever sees a partial file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # the owner's bits of the file it replaces; never group/other (the data dir is private)
+            mode = stat.S_IMODE(os.stat(path).st_mode) & 0o700 or PRIVATE_FILE_MODE
+        except FileNotFoundError:
+            mode = PRIVATE_FILE_MODE
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(text.encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp_name, PRIVATE_FILE_MODE)
+            os.chmod(tmp_name, mode)
             os.replace(tmp_name, path)
         except BaseException:
             try:
