@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import tomllib
 from pathlib import Path
-from zoneinfo import available_timezones
 from typing import Any
+from zoneinfo import available_timezones
 
 import tomlkit
 from tomlkit.toml_document import TOMLDocument

@@ -310,3 +310,11 @@ def test_data_directory_is_private_at_start_and_after_new_files(server, fake, us
     assert stat.S_IMODE(os.stat(server.home / "config" / "frontend.toml").st_mode) == 0o600
     assert list((server.home / "users" / user[0]).rglob("*.md"))
     assert_private(server.home)
+
+
+def test_max_message_bytes_must_be_positive_in_agent_toml():
+    from starpod.config import ConfigError, parse_agent_config
+
+    assert parse_agent_config("[limits]\nmax_message_bytes = 10\n").limits.max_message_bytes == 10
+    with pytest.raises(ConfigError, match="limits.max_message_bytes: must be >= 1"):
+        parse_agent_config("[limits]\nmax_message_bytes = 0\n")

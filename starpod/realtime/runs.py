@@ -172,7 +172,7 @@ class RunManager:
         if isinstance(exc, StarpodError) and exc.status < 500:
             return exc.message
         request_id = new_request_id()
-        log.error("run %s failed (request id %s)", run.id, request_id,
+        log.error("run %s failed (request id %s): %s", run.id, request_id, exc,
                   exc_info=not isinstance(exc, StarpodError))
         return f"{client_message(exc, spec.is_admin)} (request id {request_id})"
 
