@@ -77,13 +77,14 @@ class StrictJsonParser(FlaskParser):
     """webargs' Flask parser with strict JSON bodies (see the module docstring)."""
 
     def _raw_load_json(self, req: flask.Request) -> Any:
-        data = read_body(req)
-        if not is_json_request(req):
-            if not data and not req.content_type:
-                return core.missing  # no body at all: optional fields take their defaults
+        declared_json = is_json_request(req)
+        if req.content_type and not declared_json:
             raise UnsupportedMediaType()
+        data = read_body(req)
         if not data:
-            return core.missing
+            return core.missing  # no body at all: optional fields take their defaults
+        if not declared_json:
+            raise UnsupportedMediaType()
         try:
             return loads_strict(data)
         except InvalidJson as exc:
