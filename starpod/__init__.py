@@ -71,6 +71,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     app.config.update(OPENAPI_SETTINGS, API_VERSION=VERSION, STARPOD=config,
                       MAX_CONTENT_LENGTH=config.max_request_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
+    app.url_map.merge_slashes = False  # `/api//x` is a JSON 404, not Werkzeug's HTML redirect
     api = Api(app)
     for blueprint in blueprints():
         api.register_blueprint(blueprint)

@@ -108,6 +108,11 @@ class ToolsConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_message_bytes: int = 256 * 1024  # UTF-8 bytes of one chat message's text
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent_name: str = "Aster"
     name: str = "Aster"
@@ -131,6 +136,7 @@ class AgentConfig:
     auth: AuthConfig = AuthConfig()
     channels: ChannelsConfig = ChannelsConfig()
     tools: ToolsConfig = ToolsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     def provider_config(self, name: str) -> ProviderConfig:
         return self.providers.get(name, ProviderConfig())
@@ -156,6 +162,7 @@ ENUMS = {
 MINIMUMS = {
     ("tools", "timeout_secs"): 1,
     ("providers", "request_timeout_secs"): 1,
+    ("limits", "max_message_bytes"): 1,
 }
 
 

@@ -27,6 +27,7 @@ from tomlkit.toml_document import TOMLDocument
 from .config import AgentConfig, Config, ConfigError, parse_agent_config
 from .errors import StarpodError
 from .filelock import LockTimeout, exclusive
+from .home import PRIVATE_FILE_MODE
 
 LOCK_TIMEOUT_SECS = 30.0
 
@@ -62,10 +63,10 @@ def atomic_write(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) so that no reader or crash ever sees a partial file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+        try:  # the owner's bits of the file it replaces; never group/other (the data dir is private)
+            mode = stat.S_IMODE(os.stat(path).st_mode) & 0o700 or PRIVATE_FILE_MODE
         except FileNotFoundError:
-            mode = 0o644
+            mode = PRIVATE_FILE_MODE
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:

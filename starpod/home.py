@@ -2,16 +2,26 @@
 
 Seeding never overwrites: each file is created with O_EXCL, so several workers starting at once
 leave exactly one copy and an edited file is never replaced.
+
+The data directory is private to the server's user: it is made 0700 and `ensure_home` sets the
+process umask to 077, so every file created later (database, memory, uploads, config) is 0600
+and every directory 0700 whoever creates it.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SUBDIRS = ("config", "db", "memory", "knowledge", "users", "skills", "workspace")
 # A first admin key handed to a server about to start on a data directory (local instances): read
 # once at start-up and deleted, so the key never sits in the server's process environment.
 BOOTSTRAP_KEY_FILE = "bootstrap.key"
+PRIVATE_UMASK = 0o077
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 AGENT_TOML = '''\
 # Starpod agent configuration. Every key is optional; the values below are the defaults.
@@ -68,6 +78,9 @@ rate_limit_window_secs = 60
 shell = true                 # Bash tool (admin callers only)
 file_write = true            # FileWrite / FileDelete (admin callers only)
 timeout_secs = 30            # wall and CPU time of one Read / Glob / Grep call
+
+[limits]
+max_message_bytes = 262144   # largest chat message text (UTF-8 bytes); larger ones get 413
 '''
 
 SOUL_MD = '''\
@@ -104,7 +117,7 @@ CONFIG_FILES = {
 def create_if_absent(path: Path, content: str) -> bool:
     """Write `content` to a new file; False (and nothing touched) when the file already exists."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -134,8 +147,13 @@ def take_bootstrap_key(home: Path) -> str | None:
 
 
 def ensure_home(home: Path) -> None:
-    """Create the data directory layout and seed the config files that are missing."""
-    for sub in SUBDIRS:
-        (home / sub).mkdir(parents=True, exist_ok=True)
+    """Create the data directory layout, private to this user, and seed the missing config files."""
+    os.umask(PRIVATE_UMASK)  # process-wide on purpose; workers forked later inherit it
+    for directory in (home, *(home / sub for sub in SUBDIRS)):
+        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+        try:
+            os.chmod(directory, PRIVATE_DIR_MODE)  # also a directory made by an older version
+        except PermissionError:
+            log.warning("cannot make %s private (owned by another user)", directory)
     for name, content in CONFIG_FILES.items():
         create_if_absent(home / "config" / name, content)

@@ -8,14 +8,16 @@ new config current before returning.  Each update replaces its whole group.
 """
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any
+from zoneinfo import available_timezones
 
 import tomlkit
 from tomlkit.toml_document import TOMLDocument
 
-from .config import AgentConfig, Config
+from .config import PROVIDERS, AgentConfig, Config, split_model_ref
 from .configfile import ConfigFileError, atomic_write, edit_agent_toml, file_lock
 from .errors import BadRequest, PayloadTooLarge
 from .memory import get_store
@@ -69,11 +71,42 @@ def general(agent: AgentConfig) -> dict:
             "server_addr": agent.server_addr}
 
 
-def update_general(config: Config, values: dict) -> AgentConfig:
+@functools.lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _check_provider(field: str, provider: str) -> None:
+    _check(provider in PROVIDERS, field, f"{field} must be one of {', '.join(PROVIDERS)} (got '{provider}')")
+
+
+def model_warning(field: str, provider: str, model: str) -> str | None:
+    """A warning when `model` is not in the catalogue of its provider (unknown models are allowed:
+    catalogues lag behind providers); None when it is listed or the provider has no catalogue."""
+    listed_provider, listed_model = split_model_ref(provider, model)
+    known = MODELS.get(listed_provider) or []
+    if not known or listed_model in known or model in MODELS.get(provider, []):
+        return None
+    return f"{field}: '{model}' is not a known {listed_provider} model; saved anyway"
+
+
+def update_general(config: Config, values: dict) -> list[str]:
+    """Check and store the general group; returns warnings about values saved as given."""
     model, provider = values["model"].strip(), values["provider"].strip()
     _check(model != "", "model", "model cannot be empty")
     _check(provider != "", "provider", "provider cannot be empty")
+    _check_provider("provider", provider)
+    compaction_provider = values.get("compaction_provider") or None
+    if compaction_provider is not None:
+        _check_provider("compaction_provider", compaction_provider)
+    timezone = values.get("timezone") or None
+    _check(timezone is None or timezone in _timezones(), "timezone",
+           f"timezone must be an IANA time zone name such as Europe/Berlin (got '{timezone}')")
     _check(values["max_turns"] > 0, "max_turns", "max_turns must be > 0")
+    _check(values["max_tokens"] > 0, "max_tokens", "max_tokens must be > 0")
+    warnings = [model_warning("model", provider, model)]
+    if values.get("compaction_model"):
+        warnings.append(model_warning("compaction_model", compaction_provider or provider, values["compaction_model"]))
 
     def apply(doc: TOMLDocument) -> None:
         doc["provider"] = provider
@@ -83,7 +116,8 @@ def update_general(config: Config, values: dict) -> AgentConfig:
         for key in ("timezone", "compaction_model", "compaction_provider", "reasoning_effort"):
             set_or_remove(doc, key, values.get(key))
         doc["followup_mode"] = values.get("followup_mode") or "inject"
-    return edit_agent_toml(config, apply)
+    edit_agent_toml(config, apply)
+    return [warning for warning in warnings if warning]
 
 
 # --- memory ----------------------------------------------------------------------------------

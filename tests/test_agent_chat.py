@@ -305,7 +305,8 @@ def test_interrupted_tool_round_is_answered_on_reload(client, fake_provider, mon
     with monkeypatch.context() as patch:
         patch.setattr(loop, "execute_tools", die)
         response = chat(client, "start", channel_session_key="crash")
-    assert response.status_code == 500 and "worker died" in response.get_json()["error"]
+    body = response.get_json()
+    assert response.status_code == 500 and "worker died" not in body["error"] and body["request_id"]
     fake_provider.script(Reply("recovered"))
     assert chat(client, "again", channel_session_key="crash").get_json()["text"] == "recovered"
     sent = fake_provider.requests[-1].body["messages"]

@@ -229,8 +229,10 @@ def test_uncaught_exception_is_logged_json_500(app, client, monkeypatch, caplog)
         raise RuntimeError("boom")
     monkeypatch.setattr(accounts, "list_users", explode)
     response = client.get("/api/settings/auth/users")
-    assert (response.status_code, response.json) == (500, {"error": "Internal server error"})
-    assert "boom" in caplog.text
+    body = dict(response.json)
+    request_id = body.pop("request_id")
+    assert (response.status_code, body) == (500, {"error": "Internal server error"})
+    assert "boom" in caplog.text and f"request {request_id}" in caplog.text
 
 
 def test_cors(client, admin):

@@ -85,6 +85,7 @@ def test_put_general_optional_fields_cleared(client, toml_path, value):
     ({"model": "", "provider": ""}, "model cannot be empty"),
     ({"provider": ""}, "provider cannot be empty"),
     ({"max_turns": 0}, "max_turns must be > 0"),
+    ({"max_tokens": 0}, "max_tokens must be > 0"),
 ])
 def test_put_general_semantic_errors_are_400_and_leave_file(client, toml_path, change, message):
     r = put(client, "general", {**GENERAL, **change})
@@ -93,9 +94,30 @@ def test_put_general_semantic_errors_are_400_and_leave_file(client, toml_path, c
     assert toml_path.read_text() == MINIMAL_TOML
 
 
-def test_put_general_accepts_zero_max_tokens_and_free_text(client, toml_path):
-    assert put(client, "general", {**GENERAL, "max_tokens": 0, "server_addr": "x", "agent_name": ""}).status_code == 200
+def test_put_general_accepts_free_text(client, toml_path):
+    assert put(client, "general", {**GENERAL, "server_addr": "x", "agent_name": ""}).status_code == 200
     assert read_toml(toml_path)["server_addr"] == "x"
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"provider": "nonsense"}, "provider"),
+    ({"compaction_provider": "nonsense"}, "compaction_provider"),
+    ({"timezone": "Mars/Phobos"}, "timezone"),
+    ({"timezone": "../../etc/passwd"}, "timezone"),
+])
+def test_put_general_unknown_provider_or_timezone_is_400_naming_the_field(client, toml_path, change, field):
+    r = put(client, "general", {**GENERAL, **change})
+    assert r.status_code == 400 and list(r.get_json()["fields"]) == [field]
+    assert field in r.get_json()["error"]
+    assert toml_path.read_text() == MINIMAL_TOML
+
+
+def test_put_general_unknown_model_of_a_known_provider_is_saved_with_a_warning(client, toml_path):
+    r = put(client, "general", {**GENERAL, "model": "gpt-9-preview", "compaction_model": "gpt-4o-mini"})
+    assert r.status_code == 200
+    assert r.get_json()["warnings"] == ["model: 'gpt-9-preview' is not a known openai model; saved anyway"]
+    assert read_toml(toml_path)["model"] == "gpt-9-preview"
+    assert "warnings" not in put(client, "general", {**GENERAL, "provider": "ollama", "model": "llama3"}).get_json()
 
 
 @pytest.mark.parametrize("change,field", [
@@ -246,7 +268,7 @@ def test_section_of_wrong_type_is_reported_and_file_untouched(client, toml_path)
                                 ("cron", CRON, "[cron] is not a table"),
                                 ("channels", CHANNELS, "channels is not a table")):
         r = put(client, path, body)
-        assert r.status_code == 500 and r.get_json() == {"error": message}
+        assert r.status_code == 500 and r.get_json()["error"] == message and r.get_json()["request_id"]
     assert toml_path.read_text() == broken
 
 

@@ -22,14 +22,14 @@ def toml_path(tmp_path):
     return path
 
 
-def test_atomic_write_replaces_file_and_keeps_mode(tmp_path):
+def test_atomic_write_replaces_file_and_keeps_owner_mode_only(tmp_path):
     path = tmp_path / "f.md"
     path.write_text("old")
-    os.chmod(path, 0o640)
+    os.chmod(path, 0o740)
     old_inode = os.stat(path).st_ino
     atomic_write(path, "new \u00e9")
     assert path.read_bytes() == "new \u00e9".encode()
-    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert os.stat(path).st_mode & 0o777 == 0o700  # group/other bits dropped: the data dir is private
     assert os.stat(path).st_ino != old_inode  # renamed over, never rewritten in place
     assert [p.name for p in tmp_path.iterdir()] == ["f.md"]  # no temp file left behind
 

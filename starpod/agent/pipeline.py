@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from .. import sessions
 from ..config import Config
 from ..db import database
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge, new_request_id
 from ..memory import get_store
 from ..memory.paths import validate_user_id
 from ..sessions import truncate_utf8
@@ -53,11 +53,21 @@ class ChatRequest:
     mark_unread: bool = False          # leave the session unread for its owner (background runs)
 
 
-def _validate(request: ChatRequest) -> None:
+def check_text_size(text: str, config: Config) -> None:
+    """PayloadTooLarge when `text` is over `[limits] max_message_bytes` (read live)."""
+    limit = config.agent.limits.max_message_bytes
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise PayloadTooLarge(f"text is {size} bytes; the limit is {limit} bytes",
+                              fields={"text": [f"Longer than {limit} bytes."]})
+
+
+def _validate(request: ChatRequest, config: Config) -> None:
     if not isinstance(request.text, str):
         raise BadRequest("text is required and must be a string")
     if not request.text.strip() and not request.attachments:
         raise BadRequest("text must not be empty")
+    check_text_size(request.text, config)
     validate_user_id(request.user_id or "")
 
 
@@ -98,18 +108,29 @@ def _stream_end(session_id: str, outcome: Outcome) -> dict:
             "is_error": outcome.is_error, "errors": list(outcome.errors), "text": outcome.text}
 
 
+def _store_user_message(request: ChatRequest, config: Config):
+    """Resolve (or open) the request's session and store its `user` row; returns the session."""
+    channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
+    resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
+                                          sessions.gap_minutes(channel, config.agent),
+                                          on_auto_close=lambda closed: _export_closed(config, closed))
+    sessions.add_user_message(resolution.session, request.text)
+    return resolution.session
+
+
+def record_unstarted(request: ChatRequest, config: Config) -> str:
+    """Store the user's message of a valid request whose run could not start (e.g. no provider
+    key), so the session shows what was asked; returns the session id."""
+    with database.atomic("IMMEDIATE"):
+        return _store_user_message(request, config).id
+
+
 def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     """Run one chat turn; see the module docstring for the order of events and writes."""
-    _validate(request)
-    agent = config.agent
+    _validate(request, config)
     provider = make_provider(config)
-    channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
     with database.atomic("IMMEDIATE"):
-        resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
-                                              sessions.gap_minutes(channel, agent),
-                                              on_auto_close=lambda closed: _export_closed(config, closed))
-        session = resolution.session
-        sessions.add_user_message(session, request.text)
+        session = _store_user_message(request, config)
         conversation = Conversation(session.id)
         sent, kept = _first_turn(request)
         conversation.append(sent, stored=kept)
@@ -135,10 +156,11 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
                      on_pre_compaction=lambda text: _daily_log(config, request.user_id, text))
     try:
         yield from loop.run()
-    except Exception as exc:  # a bug in the loop still ends the stream properly
-        log.exception("agent run failed in session %s", session.id)
+    except Exception:  # a bug in the loop still ends the stream properly; its detail stays in the log
+        request_id = new_request_id()
+        log.exception("agent run failed in session %s (request id %s)", session.id, request_id)
         loop.outcome.is_error = True
-        loop.outcome.errors.append(f"Stream error: {exc}")
+        loop.outcome.errors.append(f"Stream error: internal error (request id {request_id})")
     outcome = loop.outcome
     _finish(config, request, session, conversation, provider.model, outcome)
     yield _stream_end(session.id, outcome)
@@ -171,4 +193,4 @@ def collect(events: Iterator[dict]) -> dict:
     return end
 
 
-__all__ = ["Attachment", "ChatRequest", "run_chat", "collect"]
+__all__ = ["Attachment", "ChatRequest", "run_chat", "collect", "check_text_size", "record_unstarted"]

@@ -1,12 +1,17 @@
-"""JSON error responses for everything: domain errors, framework errors and crashes."""
+"""JSON error responses for everything: domain errors, framework errors and crashes.
+
+A server-side error (5xx) is logged with a fresh request id, which its body carries as
+`request_id`; its message keeps server detail (paths, exception text) only for callers allowed to
+see it (admins, or anyone while auth is disabled), everyone else reads a generic message.
+"""
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import StarpodError
+from ..errors import StarpodError, client_message, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +19,13 @@ DEFAULT_MESSAGES = {404: "Not found", 405: "Method not allowed", 413: "Request b
                     415: "Content-Type must be application/json"}
 
 
-def error_response(status: int, message: str, fields: dict | None = None, headers: dict | None = None):
+def error_response(status: int, message: str, fields: dict | None = None, headers: dict | None = None,
+                   request_id: str | None = None):
     body = {"error": message}
     if fields:
         body["fields"] = fields
+    if request_id:
+        body["request_id"] = request_id
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -66,13 +74,25 @@ def handle_http_exception(exc: HTTPException):
     return error_response(status, message, headers=headers)
 
 
+def caller_sees_detail() -> bool:
+    """Admins, and anyone while auth is disabled; never a caller the guards did not check."""
+    if "principal" not in g:
+        return False
+    return g.principal is None or g.principal.is_admin
+
+
 def handle_starpod_error(exc: StarpodError):
-    return error_response(exc.status, exc.message, exc.fields, exc.headers)
+    if exc.status < 500:
+        return error_response(exc.status, exc.message, exc.fields, exc.headers)
+    request_id = new_request_id()
+    log.error("request %s: %s %s answered %d: %s", request_id, request.method, request.path, exc.status, exc.message)
+    return error_response(exc.status, client_message(exc, caller_sees_detail()), exc.fields, exc.headers, request_id)
 
 
 def handle_unexpected(exc: Exception):
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return error_response(500, "Internal server error")
+    request_id = new_request_id()
+    log.exception("request %s: unhandled error on %s %s", request_id, request.method, request.path)
+    return error_response(500, client_message(exc, False), request_id=request_id)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -1,7 +1,7 @@
 """Marshmallow pieces shared by every blueprint's schemas."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 
 class BaseSchema(Schema):
@@ -26,3 +26,33 @@ class StrictInteger(fields.Integer):
         if isinstance(value, (bool, str)):
             raise self.make_error("invalid")
         return super()._validated(value)
+
+
+class Text(fields.String):
+    """A string that can be stored: valid Unicode (no lone surrogates such as "\\ud800").
+
+    Every string a request sends goes through this type, so such text is refused as a 422 naming
+    its field instead of failing in SQLite or a UTF-8 file.
+    """
+
+    default_error_messages = {"surrogate": "Not valid Unicode text (lone surrogate)."}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise self.make_error("surrogate") from error
+        return text
+
+
+class MaxBytes(validate.Validator):
+    """At most `limit` bytes of UTF-8 (file systems count bytes, not characters)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, value: str) -> str:
+        if len(value.encode("utf-8", "surrogatepass")) > self.limit:
+            raise ValidationError(f"Longer than {self.limit} bytes.")
+        return value

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -300,7 +301,11 @@ class LocalBackend(InstanceBackend):
         instance_id = new_uuid()
         paths = self.paths(instance_id)
         with self._locked(paths):
-            record = self._allocate(instance_id, name, region)
+            try:
+                record = self._allocate(instance_id, name, region)
+            except BaseException:  # no record, so nothing may be left on disk either
+                shutil.rmtree(paths.root, ignore_errors=True)
+                raise
             self._start(record, paths, api_key)
             self._await_ready(record, paths)
             if record.status == "error":

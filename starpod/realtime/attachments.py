@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..agent.pipeline import Attachment
 from ..config import AttachmentsConfig
 from ..errors import BadRequest
+from ..home import PRIVATE_FILE_MODE
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MIB = 1024 * 1024
@@ -94,7 +95,7 @@ def _write_new(directory: Path, name: str, content: bytes) -> Path:
     while True:
         path = directory / candidate
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except FileExistsError:
             candidate = f"{stem}_{counter}{dot}{ext}" if stem else f"{name}_{counter}"
             counter += 1

@@ -25,10 +25,10 @@ from gevent.event import AsyncResult, Event
 from gevent.queue import Empty, Queue
 from peewee import PeeweeException
 
-from ..agent.pipeline import Attachment, ChatRequest, run_chat
+from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
 from ..config import Config
 from ..db import database
-from ..errors import StarpodError
+from ..errors import StarpodError, client_message, new_request_id
 from ..models import ChatRun, RunEvent, RunFollowup
 from ..timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
 from .doorbell import Doorbell
@@ -150,18 +150,48 @@ class RunManager:
         try:
             for frame in run_chat(request, self.config):
                 if frame["type"] == "stream_start":
-                    session_id = frame["session_id"]
-                    run.session_ids.add(session_id)
+                    session_id = self._opened(run, frame["session_id"])
                 self._publish(run, frame)
         except Exception as exc:
-            known = isinstance(exc, StarpodError)
-            if not known:
-                log.exception("run %s crashed", run.id)
-            reason = exc.message if known else "internal error"
+            reason = self._reason(run, spec, exc)
+            if session_id is None and self._unstarted(exc):
+                session_id = self._record_unstarted(run, request)
             if session_id is None:
                 self._publish(run, {"type": "error", "message": f"Chat error: {reason}"})
             else:
                 self._publish(run, failed_stream_end(session_id, f"Stream error: {reason}"))
+
+    @staticmethod
+    def _opened(run: LocalRun, session_id: str) -> str:
+        run.session_ids.add(session_id)
+        return session_id
+
+    @staticmethod
+    def _reason(run: LocalRun, spec: RunSpec, exc: Exception) -> str:
+        """The error text the run's followers see; server detail only for admins, always logged."""
+        if isinstance(exc, StarpodError) and exc.status < 500:
+            return exc.message
+        request_id = new_request_id()
+        log.error("run %s failed (request id %s): %s", run.id, request_id, exc,
+                  exc_info=not isinstance(exc, StarpodError))
+        return f"{client_message(exc, spec.is_admin)} (request id {request_id})"
+
+    @staticmethod
+    def _unstarted(exc: Exception) -> bool:
+        """A valid message whose run could not start (no provider key, ...), as opposed to a
+        message refused for what it is (4xx) or a crash."""
+        return isinstance(exc, StarpodError) and exc.status >= 500
+
+    def _record_unstarted(self, run: LocalRun, request: ChatRequest) -> str | None:
+        """Keep the user's text of a run that could not start and open its stream; None if even
+        that fails (the client then gets a lone error frame)."""
+        try:
+            session_id = record_unstarted(request, self.config)
+        except Exception:
+            log.exception("run %s: storing the unanswered message failed", run.id)
+            return None
+        self._publish(run, {"type": "stream_start", "session_id": self._opened(run, session_id)})
+        return session_id
 
     def _publish(self, run: LocalRun, frame: dict) -> None:
         seq = len(run.frames) + 1

@@ -1,10 +1,10 @@
 """`GET /api/auth/verify` and the admin-only `/api/settings/auth/*` routes."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 
 from ... import accounts
 from ..guards import current_principal, read_api_key_header, require_admin
+from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
                       TelegramLinkUpdateSchema, UserCreateSchema, UserSchema, UserUpdateSchema, VerifySchema)

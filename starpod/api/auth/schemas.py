@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from ..schemas import BaseSchema, StrictInteger
+from ..schemas import BaseSchema, StrictInteger, Text
 
 ROLE = validate.OneOf(("admin", "user"))
 
@@ -19,15 +19,15 @@ class UserSchema(BaseSchema):
 
 
 class UserCreateSchema(BaseSchema):
-    email = fields.String(allow_none=True, load_default=None)
-    display_name = fields.String(allow_none=True, load_default=None)
-    role = fields.String(load_default="user", validate=ROLE)
+    email = Text(allow_none=True, load_default=None)
+    display_name = Text(allow_none=True, load_default=None)
+    role = Text(load_default="user", validate=ROLE)
 
 
 class UserUpdateSchema(BaseSchema):
-    email = fields.String(allow_none=True, load_default=None)
-    display_name = fields.String(allow_none=True, load_default=None)
-    role = fields.String(allow_none=True, load_default=None, validate=ROLE)
+    email = Text(allow_none=True, load_default=None)
+    display_name = Text(allow_none=True, load_default=None)
+    role = Text(allow_none=True, load_default=None, validate=ROLE)
 
 
 class ApiKeyMetaSchema(BaseSchema):
@@ -42,7 +42,7 @@ class ApiKeyMetaSchema(BaseSchema):
 
 
 class ApiKeyCreateSchema(BaseSchema):
-    label = fields.String(allow_none=True, load_default=None)
+    label = Text(allow_none=True, load_default=None)
 
 
 class ApiKeyCreatedSchema(BaseSchema):
@@ -58,7 +58,7 @@ class TelegramLinkSchema(BaseSchema):
 
 class TelegramLinkUpdateSchema(BaseSchema):
     telegram_id = StrictInteger(required=True, validate=validate.Range(min=-(2**63), max=2**63 - 1))
-    username = fields.String(allow_none=True, load_default=None)
+    username = Text(allow_none=True, load_default=None)
 
 
 class VerifyUserSchema(BaseSchema):

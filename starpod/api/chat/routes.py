@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ...agent.pipeline import ChatRequest, collect, run_chat
 from ...errors import StarpodError, UpstreamFailed
 from ..guards import caller_is_admin, current_user_id, require_user
+from ..parsing import Blueprint
 from .schemas import ChatRequestSchema, ChatResponseSchema
 
 blp = Blueprint("chat", __name__, url_prefix="/api", description="Chat with the agent")

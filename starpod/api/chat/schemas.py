@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from ..schemas import BaseSchema
+from ..schemas import BaseSchema, Text
 
 
 class ChatRequestSchema(BaseSchema):
-    text = fields.String(required=True, metadata={"description": "The message; must not be empty"})
-    user_id = fields.String(load_default=None, allow_none=True,
+    text = Text(required=True, metadata={"description": "The message; must not be empty"})
+    user_id = Text(load_default=None, allow_none=True,
                             metadata={"description": "Only used while auth is disabled (no users yet)"})
-    channel_id = fields.String(load_default=None, allow_none=True, metadata={"description": "main (default) or telegram"})
-    channel_session_key = fields.String(load_default=None, allow_none=True,
+    channel_id = Text(load_default=None, allow_none=True, metadata={"description": "main (default) or telegram"})
+    channel_session_key = Text(load_default=None, allow_none=True,
                                         metadata={"description": "Continue the session with this key; omitted = new session"})
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app, request
-from flask_smorest import Blueprint
 
 from ...instances import InstanceBackend, backend_for
 from ..guards import require_admin, require_user
+from ..parsing import Blueprint
 from .schemas import HealthInfoSchema, InstanceActionSchema, InstanceCreatedSchema, InstanceCreateSchema, InstanceSchema
 
 blp = Blueprint("instances", __name__, url_prefix="/api/instances",

@@ -4,12 +4,12 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from ...instances import STATUSES
-from ..schemas import BaseSchema
+from ..schemas import BaseSchema, Text
 
 
 class InstanceCreateSchema(BaseSchema):
-    name = fields.String(allow_none=True, load_default=None)
-    region = fields.String(allow_none=True, load_default=None)
+    name = Text(allow_none=True, load_default=None)
+    region = Text(allow_none=True, load_default=None)
 
 
 class HealthInfoSchema(BaseSchema):

@@ -6,11 +6,11 @@ reads other users' notes only through the files, never through search).
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ...errors import BadRequest
 from ...memory import MemoryStore, get_store
 from ..guards import current_user_id, require_user
+from ..parsing import Blueprint
 from .schemas import ReindexSchema, SearchHitSchema, SearchQuerySchema
 
 blp = Blueprint("memory", __name__, url_prefix="/api/memory", description="Long-term memory search")

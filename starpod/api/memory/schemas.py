@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from ..schemas import BaseSchema
+from ..schemas import BaseSchema, Text
 
 
 class SearchQuerySchema(BaseSchema):
-    q = fields.String(load_default="", metadata={"description": "Plain text; every word must match"})
+    q = Text(load_default="", metadata={"description": "Plain text; every word must match"})
     limit = fields.Integer(load_default=10, metadata={"description": "1\u2013100"})
 
 

@@ -1,11 +1,10 @@
 """`POST /api/render`: markdown to sanitized HTML, for any authenticated user."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ...errors import PayloadTooLarge
 from ...render import MAX_RENDER_BYTES, render_markdown
 from ..guards import require_user
+from ..parsing import Blueprint
 from .schemas import RenderedSchema, RenderRequestSchema
 
 blp = Blueprint("render", __name__, url_prefix="/api", description="Markdown rendering")

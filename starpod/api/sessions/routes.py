@@ -2,12 +2,12 @@
 `POST /api/sessions/<id>/read`."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 
 from ... import sessions
 from ...errors import BadRequest
 from ...render import render_markdown
 from ..guards import caller_is_admin, current_user_id, require_user
+from ..parsing import Blueprint
 from .schemas import MessageSchema, MessagesQuerySchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
 
 blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessions and their messages")

@@ -6,15 +6,14 @@ new values are in force (other workers pick the new file up on their next reques
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ... import settings
 from ...config import Config
-from ..bodies import json_body_for
 from ..guards import require_admin
+from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
-                      GeneralSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
+                      GeneralSchema, GeneralUpdatedSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
 
 blp = Blueprint("settings", __name__, url_prefix="/api/settings", description="Agent settings and files")
 
@@ -23,9 +22,6 @@ OK = {"status": "ok"}
 
 def _config() -> Config:
     return current_app.config["STARPOD"]
-
-
-json_body = json_body_for(blp)
 
 
 @blp.route("/general", methods=["GET"])
@@ -38,13 +34,16 @@ def get_general():
 
 @blp.route("/general", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(GeneralUpdateSchema)
-@blp.response(200, StatusSchema)
+@blp.response(200, GeneralUpdatedSchema)
 def put_general(body):
-    """Replace the group; absent optional keys are removed (followup_mode falls back to inject)."""
-    settings.update_general(_config(), body)
-    return OK
+    """Replace the group; absent optional keys are removed (followup_mode falls back to inject).
+
+    400 names the field for an unknown provider, a non-IANA timezone or a number out of range;
+    a model missing from its provider's catalogue is saved with a `warnings` entry.
+    """
+    warnings = settings.update_general(_config(), body)
+    return {**OK, "warnings": warnings} if warnings else OK
 
 
 @blp.route("/models", methods=["GET"])
@@ -64,7 +63,6 @@ def get_memory():
 
 @blp.route("/memory", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(MemorySettingsSchema)
 @blp.response(200, StatusSchema)
 def put_memory(body):
@@ -82,7 +80,6 @@ def get_cron():
 
 @blp.route("/cron", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(CronSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_cron(body):
@@ -99,7 +96,6 @@ def get_channels():
 
 @blp.route("/channels", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(ChannelsSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_channels(body):
@@ -118,7 +114,6 @@ def get_frontend():
 
 @blp.route("/frontend", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(FrontendSettingsSchema)
 @blp.response(200, StatusSchema)
 def put_frontend(body):
@@ -137,7 +132,6 @@ def get_file(name):
 
 @blp.route("/files/<path:name>", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(FileContentSchema)
 @blp.alt_response(413, description="Content larger than 1 MiB")
 @blp.response(200, StatusSchema)

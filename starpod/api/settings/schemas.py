@@ -7,25 +7,11 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from ..schemas import BaseSchema, StrictInteger
+from ..schemas import BaseSchema, StrictInteger, Text
 
 U32 = validate.Range(min=0, max=2**32 - 1)
 U63 = validate.Range(min=0, max=2**63 - 1)  # TOML integers are signed 64-bit
 I64 = validate.Range(min=-(2**63), max=2**63 - 1)
-
-
-class Text(fields.String):
-    """A string that can be written to a UTF-8 file."""
-
-    default_error_messages = {"surrogate": "Not valid Unicode text (lone surrogate)."}
-
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise self.make_error("surrogate") from error
-        return text
 
 
 class StrictBoolean(fields.Boolean):
@@ -62,6 +48,12 @@ class GeneralUpdateSchema(BaseSchema):
     compaction_model = _optional_text(metadata={"description": "null or \"\" = use the primary model"})
     compaction_provider = _optional_text(metadata={"description": "null or \"\" = use the primary provider"})
     followup_mode = Text(allow_none=True, load_default="inject", validate=validate.OneOf(("inject", "queue")))
+
+
+class GeneralUpdatedSchema(BaseSchema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+    warnings = fields.List(fields.String(), metadata={"description": "Values saved as given but worth a look "
+                                                                     "(e.g. a model its provider does not list)"})
 
 
 class GeneralSchema(BaseSchema):

@@ -8,17 +8,15 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ...agent import skills
 from ...agent.skillgen import draft_skill
 from ...agent.skills import Skill
-from ..bodies import json_body_for
 from ..guards import require_admin
+from ..parsing import Blueprint
 from .schemas import SkillCreateSchema, SkillDraftSchema, SkillGenerateSchema, SkillSchema, SkillUpdateSchema
 
 blp = Blueprint("skills", __name__, url_prefix="/api/settings/skills", description="Agent skills (admin)")
-json_body = json_body_for(blp)
 
 INVALID_NAME = "Invalid skill name"
 NOT_FOUND = "Skill not found"
@@ -42,7 +40,6 @@ def list_skills():
 
 @blp.route("", methods=["POST"])
 @require_admin
-@json_body
 @blp.arguments(SkillCreateSchema)
 @blp.response(201, SkillSchema)
 @blp.alt_response(409, description="A skill with this name exists")
@@ -55,7 +52,6 @@ def create_skill(body):
 
 @blp.route("/generate", methods=["POST"])
 @require_admin
-@json_body
 @blp.arguments(SkillGenerateSchema)
 @blp.response(200, SkillDraftSchema)
 @blp.alt_response(502, description="The LLM provider failed or gave no usable draft")
@@ -83,7 +79,6 @@ def get_skill(name):
 
 @blp.route("/<name>", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(SkillUpdateSchema)
 @blp.response(200, SkillSchema)
 @blp.alt_response(404, description=NOT_FOUND)

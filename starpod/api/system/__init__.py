@@ -1,9 +1,9 @@
 """System routes: the public health check."""
-from flask_smorest import Blueprint
+from marshmallow import fields
 
 from ...config import VERSION
+from ..parsing import Blueprint
 from ..schemas import BaseSchema
-from marshmallow import fields
 
 blp = Blueprint("system", __name__, url_prefix="/api", description="Server health")
 

@@ -1,11 +1,10 @@
 """`GET /api/usage?days=&user_id=`: users see their own runs, admins everyone's or one user's."""
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ... import usage
 from ...errors import BadRequest
 from ..guards import Forbidden, caller_is_admin, current_user_id, require_user
+from ..parsing import Blueprint
 from .schemas import UsageQuerySchema, UsageReportSchema
 
 blp = Blueprint("usage", __name__, url_prefix="/api", description="Token and cost usage")

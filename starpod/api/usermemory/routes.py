@@ -4,17 +4,15 @@ search (by that user) finds the new text at once."""
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ... import usermemory
 from ...memory import MemoryStore, get_store
-from ..bodies import json_body_for
 from ..guards import require_admin
+from ..parsing import Blueprint
 from .schemas import UserMemorySchema, UserMemorySummarySchema, UserMemoryUpdateSchema
 
 blp = Blueprint("user_memory", __name__, url_prefix="/api/settings/users",
                 description="Per-user memory files (admin)")
-json_body = json_body_for(blp)
 SPACE_UNUSABLE = "The user's space leads outside the data directory (a symlink)"
 
 
@@ -41,7 +39,6 @@ def get_user(user_id):
 
 @blp.route("/<user_id>", methods=["PUT"])
 @require_admin
-@json_body
 @blp.arguments(UserMemoryUpdateSchema)
 @blp.response(200, UserMemorySchema)
 @blp.alt_response(404, description=usermemory.USER_NOT_FOUND)

@@ -18,13 +18,15 @@ from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
 
 from ...accounts import Principal
+from ...agent.pipeline import check_text_size
 from ...agent.workspace import sandbox_root, user_downloads_dir
 from ...config import AgentConfig, Config
-from ...errors import BadRequest
+from ...errors import BadRequest, StarpodError, client_message, new_request_id
 from ...realtime import attachments
 from ...realtime.hub import Hub
 from ...realtime.runs import RunSpec
 from ..errors import flatten_messages
+from ..parsing import InvalidJson, loads_strict
 from .schemas import FRAME_SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -40,8 +42,8 @@ class InvalidFrame(ValueError):
 def parse_frame(text: str) -> tuple[str, dict]:
     """(type, fields) of a client frame, or InvalidFrame saying what is wrong with it."""
     try:
-        payload = json.loads(text)
-    except ValueError as exc:
+        payload = loads_strict(text)
+    except InvalidJson as exc:
         raise InvalidFrame(str(exc)) from exc
     if not isinstance(payload, dict):
         raise InvalidFrame("expected a JSON object")
@@ -131,8 +133,11 @@ class Connection:
             pass
         self.ws.event.set()  # wake the reader, which would otherwise wait for the client's reply
 
-    def send_error(self, message: str) -> None:
-        self.outbox.put(encode({"type": "error", "message": message}))
+    def send_error(self, message: str, request_id: str | None = None) -> None:
+        frame = {"type": "error", "message": message}
+        if request_id:
+            frame["request_id"] = request_id
+        self.outbox.put(encode(frame))
 
     # --- client frames -------------------------------------------------------------------
 
@@ -147,11 +152,21 @@ class Connection:
                 self._resume(fields)
             else:
                 self._message(fields)
-        except BadRequest as exc:
-            self.send_error(exc.message)
         except PeeweeException:
             log.exception("storage failed while handling a WebSocket frame")
             self.send_error("Chat error: storage is unavailable, try again")
+        except Exception as exc:  # the socket outlives any one bad frame
+            self._report(exc)
+
+    def _report(self, exc: Exception) -> None:
+        """An error frame for a frame that failed; server-side failures are logged with an id."""
+        if isinstance(exc, StarpodError) and exc.status < 500:
+            self.send_error(exc.message)
+            return
+        request_id = new_request_id()
+        log.error("request %s: WebSocket frame failed", request_id, exc_info=exc)
+        sees_detail = self.caller is None or self.caller.is_admin
+        self.send_error(client_message(exc, sees_detail), request_id)
 
     def _busy(self) -> bool:
         return self.relay is not None and not self.relay.dead
@@ -167,6 +182,7 @@ class Connection:
 
     def _message(self, fields: dict) -> None:
         spec = self._spec(fields)
+        check_text_size(spec.text, self.config)  # follow-ups skip the pipeline's own check
         if self._busy() and self.hub.runs.add_followup(self.run_id, self.followup_mode, spec):
             return  # follow-ups carry only their text (attachments are for new runs)
         if self.hub.draining:

@@ -11,9 +11,11 @@ import os
 from flask import Blueprint, Flask, current_app, g, request
 from flask_sock import Sock
 from peewee import PeeweeException
+from simple_websocket import ConnectionClosed
 
 from ... import accounts
 from ...db import close_connection
+from ...errors import new_request_id
 from ...realtime.attachments import MIB
 from ...realtime.hub import get_hub
 from ..errors import error_response
@@ -26,6 +28,7 @@ blp = Blueprint("ws", __name__)
 sock = Sock()
 
 DEFAULT_PING_SECS = 25.0
+INTERNAL_ERROR = 1011
 SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
 
 
@@ -52,8 +55,9 @@ def authenticate_handshake():
     except AuthFailed as exc:
         return error_response(401, exc.message)
     except PeeweeException:
-        log.exception("WebSocket authentication failed")
-        return error_response(500, "Auth error")
+        request_id = new_request_id()
+        log.exception("request %s: WebSocket authentication failed", request_id)
+        return error_response(500, "Auth error", request_id=request_id)
     finally:
         close_connection()  # a socket may stay open for days; it must not pin a pooled connection
     for key in SOCKET_KEYS:
@@ -65,7 +69,15 @@ def authenticate_handshake():
 @sock.route("/ws", bp=blp)
 def chat_socket(ws):
     config = current_app.config["STARPOD"]
-    Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent).serve()
+    try:
+        Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent).serve()
+    except ConnectionClosed:
+        raise
+    except Exception:
+        # Never let Flask answer an upgraded socket with an HTTP 500: log it, close as 1011.
+        request_id = new_request_id()
+        log.exception("request %s: WebSocket connection failed", request_id)
+        ws.close(INTERNAL_ERROR, f"Internal error (request id {request_id})")
 
 
 def init_app(app: Flask) -> None:
