@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from ... import accounts
-from ..guards import current_principal, read_api_key_header, require_admin
+from ..guards import client_ip, current_principal, read_api_key_header, require_admin
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
                       TelegramLinkUpdateSchema, UserCreateSchema, UserSchema, UserUpdateSchema, VerifySchema)
@@ -26,7 +26,7 @@ def verify():
     if not accounts.has_users():
         return {"authenticated": True, "auth_disabled": True}
     key = read_api_key_header()
-    principal = accounts.authenticate(key) if key is not None else None
+    principal = accounts.authenticate(key, client_ip()) if key is not None else None
     if principal is None:
         return {"authenticated": False, "auth_disabled": False}
     return {"authenticated": True, "auth_disabled": False,
@@ -105,8 +105,10 @@ def create_api_key(body, user_id):
 @blp.route("/settings/auth/api-keys/<key_id>/revoke", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
+@blp.alt_response(409, description="The last active admin's last usable key")
 def revoke_api_key(key_id):
-    """Revoke a key; it stops working at once on every worker."""
+    """Revoke a key; it stops working at once on every worker.  The last active admin's last usable
+    key cannot be revoked (409)."""
     accounts.revoke_api_key(key_id, actor_id=_actor_id())
     return OK
 
