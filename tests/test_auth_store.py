@@ -68,19 +68,6 @@ def test_verify_with_malformed_hash_is_false(bad_hash):
 
 # --- authentication and the verified-key cache ---------------------------------------------
 
-@pytest.fixture
-def count_verifications(monkeypatch):
-    calls = []
-    real = accounts.verify_key
-
-    def counting(key, key_hash):
-        calls.append(key)
-        return real(key, key_hash)
-
-    monkeypatch.setattr(accounts, "verify_key", counting)
-    return calls
-
-
 def test_authenticate_runs_argon2_once_per_key(app, make_user, count_verifications):
     user, key = make_user("user")
     for _ in range(3):
