@@ -104,16 +104,18 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     agent = config.agent
     provider = make_provider(config)
     channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
+    auto_closed: list = []
     with database.atomic("IMMEDIATE"):
         resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
-                                              sessions.gap_minutes(channel, agent),
-                                              on_auto_close=lambda closed: _export_closed(config, closed))
+                                              sessions.gap_minutes(channel, agent), on_auto_close=auto_closed.append)
         session = resolution.session
         sessions.add_user_message(session, request.text)
         conversation = Conversation(session.id)
         sent, kept = _first_turn(request)
         conversation.append(sent, stored=kept)
         conversation.flush()
+    for closed in auto_closed:  # file and index writes: after the commit, not under the write lock
+        _export_closed(config, closed)
     yield {"type": "stream_start", "session_id": session.id}
 
     ctx = ToolContext(config, request.user_id, request.is_admin, session.id)
