@@ -136,10 +136,7 @@ class FailureThrottle:
         self._lock = threading.Lock()
 
     def _recent(self, source: str, now: float) -> deque:
-        times = self._failures.get(source)
-        if times is None:
-            times = deque()
-            self._failures.put(source, times)
+        times = self._failures.get(source) or deque()
         while times and times[0] <= now - self.window_secs:
             times.popleft()
         return times
@@ -147,7 +144,9 @@ class FailureThrottle:
     def note_failure(self, source: str) -> None:
         now = time.monotonic()
         with self._lock:
-            self._recent(source, now).append(now)
+            times = self._recent(source, now)
+            times.append(now)
+            self._failures.put(source, times)
 
     def retry_after(self, source: str) -> int:
         """Whole seconds until `source` may try again; 0 when it may now."""

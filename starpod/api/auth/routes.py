@@ -21,8 +21,10 @@ def _actor_id() -> str | None:
 
 @blp.route("/auth/verify", methods=["GET"])
 @blp.response(200, VerifySchema)
+@blp.alt_response(429, description="Too many failed verifications from this address")
 def verify():
-    """Whether the X-API-Key header holds a valid key; always 200, never rate-limited."""
+    """Whether the X-API-Key header holds a valid key; 200, never rate-limited, but 429 when the
+    caller's address failed key verification too often (no argon2 for it for a while)."""
     if not accounts.has_users():
         return {"authenticated": True, "auth_disabled": True}
     key = read_api_key_header()
