@@ -85,30 +85,39 @@ def wait_until(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_write_waiting_for_another_process_lock_does_not_stall_the_worker(server):
+# database file → a request that must write to it, its status and part of its answer
+LOCKED_WRITES = {
+    "starpod.db": ("/api/settings/auth/users", {"display_name": "Waited for the lock"}, 201,
+                   {"display_name": "Waited for the lock"}),
+    "memory.db": ("/api/memory/reindex", None, 200, {"status": "ok"}),
+}
+
+
+@pytest.mark.parametrize("db_file", sorted(LOCKED_WRITES))
+def test_a_write_waiting_for_another_process_lock_does_not_stall_the_worker(server, db_file):
+    path, body, status, expected = LOCKED_WRITES[db_file]
+    (server.home / f"lock-wait-{db_file}.md").write_text("# A new note\n\nso a reindex has work to do\n")
     assert server.get("/api/sessions", API_KEY).status_code == 200  # last_used_at written: no write on auth
     waits_logged = server.log_text().count(LOCK_WAIT_LOGGED)
-    holder = sqlite3.connect(server.home / "db" / "starpod.db", isolation_level=None)
+    holder = sqlite3.connect(server.home / "db" / db_file, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     locked_at = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
         try:
-            create = pool.submit(server.request, "POST", "/api/settings/auth/users", API_KEY,
-                                 json={"display_name": "Waited for the lock"})
+            write = pool.submit(server.request, "POST", path, API_KEY, json=body)
             wait_until(lambda: server.log_text().count(LOCK_WAIT_LOGGED) > waits_logged,
                        "the write to wait for the lock")
             answers_while_locked = 0
             while answers_while_locked < 5 or time.monotonic() - locked_at < 4.0:
                 assert server.get("/api/health").status_code == 200
                 answers_while_locked += 1
-            assert not create.done()
+            assert not write.done()
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        created = create.result()
-    assert created.status_code == 201, created.text
-    names = [u["display_name"] for u in server.get("/api/settings/auth/users", API_KEY).json()]
-    assert "Waited for the lock" in names
+        answer = write.result()
+    assert answer.status_code == status, answer.text
+    assert expected.items() <= answer.json().items()
 
 
 def test_worker_refuses_to_start_when_peewee_was_imported_before_gevent_patched(tmp_path):
