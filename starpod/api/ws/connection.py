@@ -161,7 +161,7 @@ class Connection:
         """Handle one client frame; False when the caller lost its rights and the socket was closed."""
         try:
             if not self._still_authorized():
-                self._close(UNAUTHORIZED, "API key revoked or user deactivated")
+                self._close(UNAUTHORIZED, "API key no longer valid (revoked, expired or user deactivated)")
                 return False
             kind, fields = parse_frame(text)
             if kind == "resume":
