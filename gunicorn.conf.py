@@ -1,6 +1,16 @@
 """gunicorn settings (used by the Procfile): gevent workers, address (HOST, PORT) and worker count
-from the env."""
-import os
+from the env.
+
+gevent patches the standard library here, first, before anything imports starpod or peewee:
+peewee keeps each connection's state in a `threading.local` subclass it defines at import time,
+which must be gevent's greenlet-local one, or every greenlet of a worker shares one connection
+state.  The worker's own `monkey.patch_all()` is then a no-op (and warns about nothing).
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402  (after patching, on purpose)
 
 bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '3000'}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
@@ -29,8 +39,12 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain."""
+    """Refuse to serve with connection state shared by greenlets; on SIGTERM, also close every
+    WebSocket of this worker ("going away") so it can drain."""
+    from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
+
+    require_greenlet_local_state()
 
     install_shutdown(worker)
 

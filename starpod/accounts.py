@@ -2,9 +2,10 @@
 
 Plain domain logic over the models; nothing here knows about Flask.  API keys are stored as an
 8-character lookup prefix plus an argon2id hash.  `authenticate` runs argon2 at most once per key
-per process and caches the key's state; every change that affects authentication calls
-`cache.invalidate()` after its commit, which every worker notices on its next request (see
-authcache).
+per process and caches the key's state; every change that affects authentication bumps the auth
+generation counter inside its transaction and calls `cache.invalidate()` after its commit, which
+every worker notices on its next request, or within half a second when the hint file cannot be
+written (see authcache).  Failed verifications are cached briefly and throttled per source.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from peewee import IntegrityError
 from .authcache import AuthCache, key_digest
 from .concurrency import run_blocking
 from .db import database
-from .errors import BadRequest, Conflict, NotFound
-from .models import ApiKey, AuthAuditLog, TelegramLink, User
+from .errors import BadRequest, Conflict, NotFound, StarpodError
+from .models import ApiKey, AuthAuditLog, AuthGeneration, TelegramLink, User
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,22 @@ def read_audit(limit: int = 100) -> list[AuthAuditLog]:
                 .limit(limit))
 
 
+# --- auth generation -------------------------------------------------------------------------
+
+GENERATION_ROW = 1
+
+
+def bump_generation() -> None:
+    """Count a change that affects authentication; call inside the transaction making it."""
+    (AuthGeneration.insert(id=GENERATION_ROW, value=1)
+     .on_conflict(conflict_target=[AuthGeneration.id], update={AuthGeneration.value: AuthGeneration.value + 1})
+     .execute())
+
+
+def read_generation() -> int:
+    return AuthGeneration.select(AuthGeneration.value).where(AuthGeneration.id == GENERATION_ROW).scalar() or 0
+
+
 # --- users -----------------------------------------------------------------------------------
 
 _auth_enabled = False
@@ -202,9 +219,10 @@ def update_user(user_id: str, email: str | None = None, display_name: str | None
                 user.role = role
             user.updated_at = now_iso()
             user.save()
+            bump_generation()  # role and display name are part of the cached principal
     except IntegrityError as exc:
         raise Conflict("Email already in use") from exc
-    cache.invalidate()  # role and display name are part of the cached principal
+    cache.invalidate()
     if role is not None and role != old_role:
         audit("user_role_changed", user.id, f"{old_role} -> {role} by={actor_id or 'anonymous'}")
     return user
@@ -222,6 +240,7 @@ def set_user_active(user_id: str, active: bool, actor_id: str | None = None) -> 
         user.is_active = active
         user.updated_at = now_iso()
         user.save()
+        bump_generation()
     cache.invalidate()
     audit("user_activated" if active else "user_deactivated", user.id, f"by={actor_id or 'anonymous'}")
     return user
@@ -247,17 +266,34 @@ def list_api_keys(user_id: str) -> list[ApiKey]:
                 .order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))
 
 
+def _usable_keys(user_id: str) -> list[ApiKey]:
+    return [k for k in ApiKey.select().where((ApiKey.user == user_id) & ApiKey.revoked_at.is_null())
+            if _not_expired(k.expires_at)]
+
+
+def _guard_last_admin_key(key: ApiKey) -> None:
+    """The last active admin keeps at least one usable key, or nobody could administer the server."""
+    owner = key.user
+    if owner.role != "admin" or not owner.is_active or _active_admins_other_than(owner.id):
+        return
+    if [k.id for k in _usable_keys(owner.id)] == [key.id]:
+        raise Conflict("Cannot revoke the last active API key of the last active admin")
+
+
 def revoke_api_key(key_id: str, actor_id: str | None = None) -> ApiKey:
     """Revoke a key; revoking twice keeps the first revocation time."""
-    key = ApiKey.get_or_none(ApiKey.id == key_id)
-    if key is None:
-        raise NotFound("API key not found")
-    if key.revoked_at is None:
-        ApiKey.update(revoked_at=now_iso()).where(
-            (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute()
-        cache.invalidate()
-        audit("api_key_revoked", key.user_id, f"key={key.id} prefix={key.prefix} by={actor_id or 'anonymous'}")
-        key = ApiKey.get_by_id(key_id)
+    with database.atomic("IMMEDIATE"):
+        key = ApiKey.get_or_none(ApiKey.id == key_id)
+        if key is None:
+            raise NotFound("API key not found")
+        if key.revoked_at is not None:
+            return key
+        _guard_last_admin_key(key)
+        key.revoked_at = now_iso()
+        key.save()
+        bump_generation()
+    cache.invalidate()
+    audit("api_key_revoked", key.user_id, f"key={key.id} prefix={key.prefix} by={actor_id or 'anonymous'}")
     return key
 
 
@@ -333,21 +369,57 @@ def _principal_for_key(key_id: str) -> Principal | None:
     return principal
 
 
-def authenticate(key: str) -> Principal | None:
-    """The active user owning `key`, or None (unknown, revoked, expired, inactive, empty)."""
+class TooManyFailures(StarpodError):
+    """A source failed verification too often: no more argon2 for it for a while."""
+    status = 429
+
+    def __init__(self, retry_after: int):
+        super().__init__("Too many failed authentication attempts; try again later",
+                         headers={"Retry-After": str(retry_after)})
+
+
+def _refuse_throttled(source: str | None) -> None:
+    retry_after = cache.failures.retry_after(source) if source is not None else 0
+    if retry_after:
+        raise TooManyFailures(retry_after)
+
+
+def authenticate(key: str, source: str | None = None) -> Principal | None:
+    """The active user owning `key`, or None (unknown, revoked, expired, inactive, empty).
+
+    `source` (the client address) is throttled once its keys failed argon2 too often
+    (TooManyFailures); a key that just failed fails again without argon2 for a while.
+    """
     if not key:
         return None
     digest = key_digest(key)
     cached_id = cache.verified.get(digest)
     if cached_id is not None:
         return _principal_for_key(cached_id)
-    candidates = ApiKey.select(ApiKey.id, ApiKey.key_hash).join(User).where(
-        (ApiKey.prefix == lookup_prefix(key)) & ApiKey.revoked_at.is_null() & (User.is_active == True))  # noqa: E712
+    if cache.recently_failed(digest):
+        return None
+    generation = cache.generation.current()
+    candidates = list(ApiKey.select(ApiKey.id, ApiKey.key_hash).join(User).where(
+        (ApiKey.prefix == lookup_prefix(key)) & ApiKey.revoked_at.is_null() & (User.is_active == True)))  # noqa: E712
+    if not candidates:
+        return None
+    _refuse_throttled(source)
     for candidate in candidates:
         if run_blocking(verify_key, key, candidate.key_hash):
             cache.verified.put(digest, candidate.id)
             return _principal_for_key(candidate.id)
+    cache.store_failure(digest, generation)
+    if source is not None:
+        cache.failures.note_failure(source)
     return None
+
+
+def refresh_principal(principal: Principal) -> Principal | None:
+    """`principal` as the auth store says now (through the cache): None once its key was revoked
+    or expired or its owner deactivated, with the current role otherwise."""
+    if principal.key_id is None:
+        return principal
+    return _principal_for_key(principal.key_id)
 
 
 # --- Telegram links --------------------------------------------------------------------------
@@ -411,5 +483,5 @@ def reset_process_state(generation_path: Path | None) -> None:
     """Forget what this process cached about the auth store (a database was opened)."""
     global _auth_enabled, cache
     _auth_enabled = False
-    cache = AuthCache(generation_path)
+    cache = AuthCache(generation_path, read_generation)
     _last_used_written.clear()

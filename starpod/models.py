@@ -265,3 +265,18 @@ class Lease(BaseModel):
 
     class Meta:
         table_name = "leases"
+
+
+# --- auth generation (appended by issue 10) -------------------------------------------------
+
+class AuthGeneration(BaseModel):
+    """One row counting committed changes that affect authentication (revoke, (de)activate, role).
+
+    Bumped inside the transaction of each such change; every worker compares it with the value
+    its cached key states were read under (see authcache).
+    """
+    id = IntegerField(primary_key=True)
+    value = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "auth_generation"

@@ -76,3 +76,17 @@ def fake_provider():
 def fake():
     """One fake LLM server shared by a module's tests (for modules that run a live server)."""
     yield from _started_fake_provider()
+
+
+@pytest.fixture
+def count_verifications(monkeypatch):
+    """The keys argon2 verified during the test (a list that grows as `accounts.verify_key` runs)."""
+    calls = []
+    real = accounts.verify_key
+
+    def counting(key, key_hash):
+        calls.append(key)
+        return real(key, key_hash)
+
+    monkeypatch.setattr(accounts, "verify_key", counting)
+    return calls

@@ -10,6 +10,7 @@ import pytest
 
 from starpod import accounts, ratelimit
 from starpod.authcache import AuthCache, LruMap, key_digest
+from starpod.db import database
 from starpod.errors import BadRequest, Conflict, NotFound
 from starpod.models import ApiKey, AuthAuditLog
 from starpod.timeutil import to_rfc3339, utcnow
@@ -66,19 +67,6 @@ def test_verify_with_malformed_hash_is_false(bad_hash):
 
 
 # --- authentication and the verified-key cache ---------------------------------------------
-
-@pytest.fixture
-def count_verifications(monkeypatch):
-    calls = []
-    real = accounts.verify_key
-
-    def counting(key, key_hash):
-        calls.append(key)
-        return real(key, key_hash)
-
-    monkeypatch.setattr(accounts, "verify_key", counting)
-    return calls
-
 
 def test_authenticate_runs_argon2_once_per_key(app, make_user, count_verifications):
     user, key = make_user("user")
@@ -162,12 +150,14 @@ def test_lru_map_is_bounded():
 
 
 def test_change_in_another_process_invalidates_cached_state(app, make_user, count_verifications):
-    """A second cache over the same generation file stands in for another worker."""
+    """A second cache over the same generation hint and counter stands in for another worker."""
     user, key = make_user("user")
     assert accounts.authenticate(key).user_id == user.id
-    other_worker = AuthCache(accounts.cache.generation.path)
-    other_worker.invalidate()  # what a revoke in another process does after its commit
-    ApiKey.update(revoked_at="2026-01-01T00:00:00.000000Z").where(ApiKey.user == user.id).execute()
+    other_worker = AuthCache(accounts.cache.generation.hint.path, accounts.read_generation)
+    with database.atomic():  # what a revoke in another process commits, then announces
+        ApiKey.update(revoked_at="2026-01-01T00:00:00.000000Z").where(ApiKey.user == user.id).execute()
+        accounts.bump_generation()
+    other_worker.invalidate()
     assert accounts.authenticate(key) is None
     assert len(count_verifications) == 1  # the stale state was re-read, argon2 not re-run
 

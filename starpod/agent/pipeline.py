@@ -93,6 +93,11 @@ def _export_closed(config: Config, session) -> None:
         log.exception("exporting closed session %s failed", session.id)
 
 
+def _export_all_closed(config: Config, auto_closed: list) -> None:
+    for closed in auto_closed:
+        _export_closed(config, closed)
+
+
 def _daily_log(config: Config, user_id: str, text: str) -> None:
     try:
         get_store(config).append_daily(text, user_id)
@@ -108,12 +113,16 @@ def _stream_end(session_id: str, outcome: Outcome) -> dict:
             "is_error": outcome.is_error, "errors": list(outcome.errors), "text": outcome.text}
 
 
-def _store_user_message(request: ChatRequest, config: Config):
-    """Resolve (or open) the request's session and store its `user` row; returns the session."""
+def _store_user_message(request: ChatRequest, config: Config, auto_closed: list):
+    """Resolve (or open) the request's session and store its `user` row; returns the session.
+
+    Sessions auto-closed on the way are appended to `auto_closed`: their export writes files and
+    the memory index, so it runs after the commit (`_export_all_closed`), not under the write lock.
+    """
     channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
     resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
                                           sessions.gap_minutes(channel, config.agent),
-                                          on_auto_close=lambda closed: _export_closed(config, closed))
+                                          on_auto_close=auto_closed.append)
     sessions.add_user_message(resolution.session, request.text)
     return resolution.session
 
@@ -121,20 +130,25 @@ def _store_user_message(request: ChatRequest, config: Config):
 def record_unstarted(request: ChatRequest, config: Config) -> str:
     """Store the user's message of a valid request whose run could not start (e.g. no provider
     key), so the session shows what was asked; returns the session id."""
+    auto_closed: list = []
     with database.atomic("IMMEDIATE"):
-        return _store_user_message(request, config).id
+        session_id = _store_user_message(request, config, auto_closed).id
+    _export_all_closed(config, auto_closed)
+    return session_id
 
 
 def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     """Run one chat turn; see the module docstring for the order of events and writes."""
     _validate(request, config)
     provider = make_provider(config)
+    auto_closed: list = []
     with database.atomic("IMMEDIATE"):
-        session = _store_user_message(request, config)
+        session = _store_user_message(request, config, auto_closed)
         conversation = Conversation(session.id)
         sent, kept = _first_turn(request)
         conversation.append(sent, stored=kept)
         conversation.flush()
+    _export_all_closed(config, auto_closed)
     yield {"type": "stream_start", "session_id": session.id}
 
     ctx = ToolContext(config, request.user_id, request.is_admin, session.id)

@@ -54,7 +54,7 @@ def authenticate_request(admin: bool) -> Principal | None:
     key = read_api_key_header()
     if key is None:
         raise AuthFailed(MISSING_KEY)
-    principal = accounts.authenticate(key)
+    principal = accounts.authenticate(key, client_ip())
     if principal is None:
         accounts.audit_failed_login(client_ip(), "invalid API key")
         raise AuthFailed("Invalid API key")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..lockwait import retry_while_locked
 from .chunker import Chunk
 
 SCHEMA_VERSION = "3"
@@ -65,19 +66,22 @@ class FileRecord:
 
 
 class MemoryIndex:
-    def __init__(self, path: Path, busy_timeout_ms: int = 15000):
+    def __init__(self, path: Path):
         self.path = path
-        self.busy_timeout_ms = busy_timeout_ms
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout_ms / 1000,
-                               isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # No SQLite busy timeout (it sleeps in C, freezing a gevent worker): lock waits are
+        # cooperative retries (lockwait), here and on BEGIN IMMEDIATE.
+        conn = sqlite3.connect(str(self.path), timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def open(self) -> None:
@@ -120,7 +124,7 @@ class MemoryIndex:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the database write lock from its first statement."""
         with self.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield conn
             except BaseException:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from ... import accounts
-from ..guards import current_principal, read_api_key_header, require_admin
+from ..guards import client_ip, current_principal, read_api_key_header, require_admin
 from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
@@ -21,12 +21,14 @@ def _actor_id() -> str | None:
 
 @blp.route("/auth/verify", methods=["GET"])
 @blp.response(200, VerifySchema)
+@blp.alt_response(429, description="Too many failed verifications from this address")
 def verify():
-    """Whether the X-API-Key header holds a valid key; always 200, never rate-limited."""
+    """Whether the X-API-Key header holds a valid key; 200, never rate-limited, but 429 when the
+    caller's address failed key verification too often (no argon2 for it for a while)."""
     if not accounts.has_users():
         return {"authenticated": True, "auth_disabled": True}
     key = read_api_key_header()
-    principal = accounts.authenticate(key) if key is not None else None
+    principal = accounts.authenticate(key, client_ip()) if key is not None else None
     if principal is None:
         return {"authenticated": False, "auth_disabled": False}
     return {"authenticated": True, "auth_disabled": False,
@@ -105,8 +107,10 @@ def create_api_key(body, user_id):
 @blp.route("/settings/auth/api-keys/<key_id>/revoke", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
+@blp.alt_response(409, description="The last active admin's last usable key")
 def revoke_api_key(key_id):
-    """Revoke a key; it stops working at once on every worker."""
+    """Revoke a key; it stops working at once on every worker.  The last active admin's last usable
+    key cannot be revoked (409)."""
     accounts.revoke_api_key(key_id, actor_id=_actor_id())
     return OK
 

@@ -1,5 +1,9 @@
 """One open `/ws` connection: parses client frames, starts or resumes runs, relays their frames.
 
+Every client frame is handled under the caller's rights as they are *now*: the principal is
+re-checked through the auth cache first, and a socket whose key was revoked (or whose user was
+deactivated, or whose key expired) is closed with 4401 instead.
+
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
 sends everything queued in the outbox in order, and a relay copies the frames of the run being
 followed into the outbox.  Runs belong to the worker's RunManager, not to the connection: when
@@ -17,10 +21,12 @@ from marshmallow import ValidationError
 from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
 
+from ... import accounts
 from ...accounts import Principal
 from ...agent.pipeline import check_text_size
 from ...agent.workspace import sandbox_root, user_downloads_dir
 from ...config import AgentConfig, Config
+from ...db import database
 from ...errors import BadRequest, StarpodError, client_message, new_request_id
 from ...realtime import attachments
 from ...realtime.hub import Hub
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_SIZE = 512
 GOING_AWAY = 1001
+UNAUTHORIZED = 4401
 
 
 class InvalidFrame(ValueError):
@@ -103,8 +110,8 @@ class Connection:
         try:
             while True:
                 data = self.ws.receive()
-                if isinstance(data, str):  # binary frames are ignored
-                    self.handle(data)
+                if isinstance(data, str) and not self.handle(data):  # binary frames are ignored
+                    return
         finally:
             self.hub.clients.discard(self)
             if self.relay is not None:
@@ -126,12 +133,26 @@ class Connection:
         except Full:
             pass
 
-    def close_going_away(self) -> None:
+    def _still_authorized(self) -> bool:
+        """Refresh the caller from the auth store (cached); False when it may no longer act."""
+        if self.caller is None:  # auth disabled
+            return True
+        with database.connection_context():  # a long-lived socket must not pin a connection
+            refreshed = accounts.refresh_principal(self.caller)
+        if refreshed is None:
+            return False
+        self.caller = refreshed  # a demoted user's next message runs with user rights
+        return True
+
+    def _close(self, code: int, reason: str) -> None:
         try:
-            self.ws.close(GOING_AWAY, "Server shutting down")
+            self.ws.close(code, reason)
         except ConnectionClosed:
             pass
         self.ws.event.set()  # wake the reader, which would otherwise wait for the client's reply
+
+    def close_going_away(self) -> None:
+        self._close(GOING_AWAY, "Server shutting down")
 
     def send_error(self, message: str, request_id: str | None = None) -> None:
         frame = {"type": "error", "message": message}
@@ -141,22 +162,25 @@ class Connection:
 
     # --- client frames -------------------------------------------------------------------
 
-    def handle(self, text: str) -> None:
+    def handle(self, text: str) -> bool:
+        """Handle one client frame; False when the caller lost its rights and the socket was closed."""
         try:
+            if not self._still_authorized():
+                self._close(UNAUTHORIZED, "API key no longer valid (revoked, expired or user deactivated)")
+                return False
             kind, fields = parse_frame(text)
-        except InvalidFrame as exc:
-            self.send_error(f"Invalid message format: {exc}")
-            return
-        try:
             if kind == "resume":
                 self._resume(fields)
             else:
                 self._message(fields)
+        except InvalidFrame as exc:
+            self.send_error(f"Invalid message format: {exc}")
         except PeeweeException:
             log.exception("storage failed while handling a WebSocket frame")
             self.send_error("Chat error: storage is unavailable, try again")
         except Exception as exc:  # the socket outlives any one bad frame
             self._report(exc)
+        return True
 
     def _report(self, exc: Exception) -> None:
         """An error frame for a frame that failed; server-side failures are logged with an id."""

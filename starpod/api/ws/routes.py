@@ -1,7 +1,8 @@
 """The `/ws` route: token check before the upgrade, then one Connection per socket.
 
 Not part of the OpenAPI document (it is not a REST endpoint).  Handshake failures are JSON:
-401 `Missing token parameter` / `Invalid token`, 500 `Auth error` when the store fails.
+401 `Missing token parameter` / `Invalid token`, 429 when the client's address failed key
+verification too often, 500 `Auth error` when the store fails.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _caller() -> accounts.Principal | None:
     token = request.args.get("token")
     if token is None:
         raise AuthFailed("Missing token parameter")
-    principal = accounts.authenticate(token)
+    principal = accounts.authenticate(token, request.remote_addr)
     if principal is None:
         accounts.audit_failed_login(request.remote_addr, "invalid WebSocket token")
         raise AuthFailed("Invalid token")
@@ -54,6 +55,8 @@ def authenticate_handshake():
         g.ws_caller = _caller()
     except AuthFailed as exc:
         return error_response(401, exc.message)
+    except accounts.TooManyFailures as exc:
+        return error_response(exc.status, exc.message, headers=exc.headers)
     except PeeweeException:
         request_id = new_request_id()
         log.exception("request %s: WebSocket authentication failed", request_id)
