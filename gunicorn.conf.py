@@ -25,17 +25,24 @@ def on_starting(server):
     configure_logging()
     prepare_storage(Config())
     database.close_all()
+    # One id per deployment start, shared by every worker: BOOT.md runs once per start.
+    os.environ["STARPOD_BOOT_ID"] = os.urandom(8).hex()
 
 
 def post_worker_init(worker):
-    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain."""
+    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain.
+    Start this worker's cron scheduler candidate (one leader across all workers fires jobs)."""
     from starpod.realtime.hub import install_shutdown
+    from starpod.scheduler import start_scheduler
 
     install_shutdown(worker)
+    start_scheduler(worker.wsgi.config["STARPOD"])
 
 
 def worker_exit(server, worker):
     """Let WebSocket chat runs of this worker finish (within the graceful timeout) before exit."""
     from starpod.realtime.hub import drain
+    from starpod.scheduler import stop_scheduler
 
+    stop_scheduler()
     drain(max(1.0, worker.cfg.graceful_timeout - 5))
