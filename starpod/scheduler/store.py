@@ -20,7 +20,7 @@ HEARTBEAT = "__heartbeat__"
 SESSION_MODES = ("isolated", "main")
 NAME_MAX = 100
 RUNS_LIMIT_MAX = 200
-UPDATABLE = ("prompt", "schedule", "timezone", "enabled", "delete_after_run", "max_retries", "timeout_secs",
+UPDATABLE = ("name", "prompt", "schedule", "timezone", "enabled", "delete_after_run", "max_retries", "timeout_secs",
              "session_mode")
 
 
@@ -167,6 +167,8 @@ def update_job(job: CronJob, changes: dict, now: float, is_admin: bool) -> CronJ
     changes = {k: v for k, v in changes.items() if k in UPDATABLE and v is not None}
     if job.name == HEARTBEAT and (set(changes) - {"enabled"} or not is_admin):
         raise _bad("name", f"'{HEARTBEAT}' is the heartbeat: only admins may switch it on or off")
+    if "name" in changes:
+        check_name(changes["name"])
     _check_limits(changes)
     if "schedule" in changes:
         schedule = changes.pop("schedule")
@@ -179,7 +181,10 @@ def update_job(job: CronJob, changes: dict, now: float, is_admin: bool) -> CronJ
         job.next_run_at = None
     elif rescheduled:
         job.next_run_at = first_run(schedule_of(job), now, tz_name)
-    job.save()
+    try:
+        job.save()
+    except IntegrityError:
+        raise Conflict(f"A job named '{job.name}' already exists") from None
     return job
 
 
