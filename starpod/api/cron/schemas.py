@@ -6,6 +6,7 @@ from marshmallow import fields, validate
 from ...scheduler.schedule import KINDS
 from ...scheduler.store import RUNS_LIMIT_MAX, SESSION_MODES
 from ..schemas import BaseSchema, StrictInteger
+from ..settings.schemas import StrictBoolean
 
 TIMESTAMP = {"description": "RFC 3339 UTC (`Z`), or null"}
 
@@ -23,8 +24,8 @@ class JobFieldsSchema(BaseSchema):
     prompt = fields.String()
     schedule = fields.Nested(ScheduleSchema)
     timezone = fields.String(metadata={"description": "IANA zone; default: settings timezone, else UTC"})
-    enabled = fields.Boolean()
-    delete_after_run = fields.Boolean()
+    enabled = StrictBoolean()
+    delete_after_run = StrictBoolean()
     max_retries = StrictInteger(metadata={"description": "default: [cron] default_max_retries"})
     timeout_secs = StrictInteger(metadata={"description": "default: [cron] default_timeout_secs"})
     session_mode = fields.String(validate=validate.OneOf(SESSION_MODES))
