@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from peewee import DatabaseProxy
+from peewee import DatabaseProxy, _ConnectionState
 from playhouse.pool import PooledSqliteDatabase
 
 database = DatabaseProxy()
@@ -33,8 +33,26 @@ def open_database(path: Path) -> PooledSqliteDatabase:
         timeout=30,
         check_same_thread=False,
     )
+    _per_greenlet_state(concrete)
     database.initialize(concrete)
     return concrete
+
+
+def _per_greenlet_state(db: PooledSqliteDatabase) -> None:
+    """Give every greenlet its own connection and transaction stack.
+
+    peewee keeps them in a `threading.local` subclass bound when peewee is imported; the gunicorn
+    master imports it before a gevent worker patches threading, so without this all greenlets of
+    a worker would share one connection state (one greenlet's close would end another's work).
+    """
+    from gevent import monkey
+    if monkey.is_module_patched("threading"):
+        from gevent.local import local
+
+        class GreenletConnectionState(_ConnectionState, local):
+            pass
+
+        db._state = GreenletConnectionState()
 
 
 def close_connection(_exc=None) -> None:
