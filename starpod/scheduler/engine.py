@@ -69,6 +69,7 @@ Executor = Callable[[JobContext], "tuple[str, str]"]  # → (session_id, result 
 
 class Waker(Protocol):
     def wait(self, timeout: float) -> bool: ...
+    def ring(self) -> None: ...
 
 
 def bell_dir(home: Path) -> Path:
@@ -78,6 +79,21 @@ def bell_dir(home: Path) -> Path:
 def wake(home: Path) -> None:
     """Wake the scheduler of every worker on this machine (others notice within RENEW_SECS)."""
     ring(bell_dir(home))
+
+
+class BellWaker:
+    """Wakes on a ring of this process's scheduler doorbell (from any process on this machine)."""
+
+    def __init__(self, directory: Path):
+        self.doorbell = Doorbell(directory)
+
+    def wait(self, timeout: float) -> bool:
+        if timeout <= 0:  # work is due already (a zero socket timeout would mean non-blocking)
+            return False
+        return self.doorbell.wait(timeout)
+
+    def ring(self) -> None:
+        ring(self.doorbell.directory, peers=[self.doorbell.path])
 
 
 class EventWaker:
@@ -101,7 +117,7 @@ class Scheduler:
         self.config = config
         self.executor = executor
         self.clock = clock
-        self.waker = waker or Doorbell(bell_dir(config.home))
+        self.waker = waker or BellWaker(bell_dir(config.home))
         self.holder = holder or leases.new_holder_id()
         self.leading = False
         self.active: set[gevent.Greenlet] = set()
@@ -118,7 +134,13 @@ class Scheduler:
             except PeeweeException:
                 log.warning("scheduler step failed; retrying", exc_info=True)
                 timeout = CANDIDATE_RETRY_SECS
-            self.waker.wait(timeout)
+            except Exception:  # the scheduler must outlive any bug in one step
+                log.exception("scheduler step crashed; retrying")
+                timeout = CANDIDATE_RETRY_SECS
+            if self.leading:
+                self.waker.wait(timeout)
+            else:
+                gevent.sleep(timeout)  # rings are for the leader; candidates only retry the lease
 
     def step(self) -> float:
         """Take or renew the lease and, as leader, fire what is due; returns seconds to sleep."""
@@ -242,6 +264,7 @@ class Scheduler:
             if not isinstance(exc, JobFailed):
                 log.exception("cron job %s failed", job.name)
             session_id, summary, success = "", str(exc) or type(exc).__name__, False
+        self.active.discard(gevent.getcurrent())  # the slot is free before the waker rings
         self.complete(job_id, run_id, kind, success, session_id, summary)
 
     def _finish_run(self, run_id: str, success: bool, session_id: str, summary: str) -> None:
@@ -261,6 +284,7 @@ class Scheduler:
                 self._after_occurrence(job, kind, success, summary, now)
         notify(job.name, session_id if success else "", summary, success, home=self.config.home,
                user_id=job.user_id)
+        self.waker.ring()  # a slot is free: look for work that waited for one
 
     def _after_occurrence(self, job: CronJob, kind: str, success: bool, error: str, now: float) -> None:
         if success:
