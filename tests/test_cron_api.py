@@ -216,3 +216,55 @@ def test_the_model_schedules_through_the_tool(client, users, fake_provider):
     assert "Scheduled job 'standup'" in str(tool_result)
     assert [j["name"] for j in call(client, "GET", "/api/cron/jobs", bob_key).json] == ["standup"]
     assert CronJob.get().user_id == bob_user.id
+
+
+# --- execution and CLI commands ----------------------------------------------------------------
+
+def test_jobs_run_as_their_owner_through_the_pipeline(client, users, fake_provider, config):
+    from starpod import accounts
+    from starpod.scheduler.engine import JobContext, JobFailed
+    from starpod.scheduler.execute import run_job
+
+    bob = users["bob"][0]
+    fake_provider.default = Reply("It is done.")
+    first = run_job(config, JobContext("main-job", "tidy up", "main", bob.id))
+    second = run_job(config, JobContext("main-job", "tidy up again", "main", bob.id))
+    isolated = run_job(config, JobContext("solo", "look around", "isolated", bob.id))
+    assert first[0] == second[0] != isolated[0] and first[1] == "It is done."
+    system = fake_provider.requests[-1].body["system"]
+    assert "EXECUTION CONTEXT" in str(system) and "scheduled cron job" in str(system)
+    session = call(client, "GET", f"/api/sessions/{first[0]}", users["bob"][1]).json
+    assert session["user_id"] == bob.id and session["is_read"] is False
+    assert "Bash" not in {t["name"] for t in fake_provider.requests[-1].body["tools"]}  # not an admin
+
+    assert run_job(config, JobContext(store.HEARTBEAT, "", "main", None)) == ("", "skipped")  # blank file
+    (config.config_dir / "HEARTBEAT.md").write_text("heartbeat-instructions")
+    run_job(config, JobContext(store.HEARTBEAT, "", "main", None, note="wake-note"))
+    request = fake_provider.requests[-1].body
+    assert request["messages"][-1]["content"][-1]["text"] == "wake-note\n\nheartbeat-instructions"
+    assert "heartbeat run" in str(request["system"])
+
+    accounts.set_user_active(bob.id, False)
+    with pytest.raises(JobFailed, match="deactivated"):
+        run_job(config, JobContext("solo", "look around", "isolated", bob.id))
+
+
+def test_cli_commands(app, config):
+    from starpod.errors import StarpodError
+    from starpod.scheduler import commands
+
+    added = commands.cron_add(config, "nightly", "Back up the notes", "0 2 * * *", timezone="Europe/Rome")
+    assert added["user_id"] is None and added["schedule"] == {"kind": "cron", "expr": "0 2 * * *"}
+    commands.cron_add(config, "pulse", "Ping", "every:60000", user_id="bob")
+    commands.cron_add(config, "later", "Once", "at:2099-01-01T09:00:00")
+    assert [j["name"] for j in commands.cron_list(config)] == ["later", "nightly", "pulse"]
+    assert [j["name"] for j in commands.cron_list(config, "bob")] == ["pulse"]
+    assert set(commands.cron_run(config, "nightly")) == {"run_id"}
+    with pytest.raises(StarpodError) as error:
+        commands.cron_add(config, "broken", "x", "every:soon")
+    assert error.value.status == 400
+    with pytest.raises(StarpodError) as error:
+        commands.cron_remove(config, "pulse")  # bob's job is not agent-level
+    assert error.value.status == 404
+    commands.cron_remove(config, "pulse", user_id="bob")
+    assert [j["name"] for j in commands.cron_list(config)] == ["later", "nightly"]
