@@ -198,10 +198,18 @@ def test_success_resets_retry_state(config, clock):
     assert (job.retry_count, job.retry_at, job.last_error) == (0, None, None)
 
 
+def swallowing_executor(job):
+    """Like the chat pipeline, catches every Exception: the timeout must still end it."""
+    try:
+        gevent.sleep(120)
+    except Exception:
+        return "s", "swallowed"
+    return "s", "finished"
+
+
 def test_timeout_cancels_the_run_and_marks_it_failed(config, clock):
     job = add(config, timeout_secs=1, max_retries=0)
-    recorder = Recorder(sleep=120)
-    sched = scheduler(config, clock, recorder)
+    sched = scheduler(config, clock, swallowing_executor)
     clock.advance(60)
     run_tick(sched)  # returns once the 1 s timeout cancelled the 120 s execution
     run = store.list_runs(reload(job), 1)[0]
@@ -295,6 +303,17 @@ def test_runs_orphaned_by_a_dead_leader_fail_and_the_job_goes_on(config, clock):
     assert CronRun.get_by_id(orphan.id).status == "failed"
     assert CronRun.get_by_id(orphan.id).result_summary == engine.INTERRUPTED
     assert reload(job).next_run_at == START + 60
+
+
+def test_a_run_is_concluded_once(config, clock):
+    job = add(config)
+    sched = scheduler(config, clock, Recorder())
+    clock.advance(60)
+    run_id = sched._claim_occurrence(job.id, CronJob.next_run_at, START + 60, clock.now)
+    sched.complete(job.id, run_id, "due", False, "", engine.INTERRUPTED)  # concluded as an orphan
+    sched.complete(job.id, run_id, "due", True, "s1", "late success")      # the original finishing
+    assert CronRun.get_by_id(run_id).status == "failed"
+    assert Notification.select().count() == 1 and reload(job).retry_count == 1
 
 
 # --- heartbeat and start-up prompts ----------------------------------------------------------

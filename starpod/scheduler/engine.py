@@ -46,10 +46,6 @@ class JobFailed(Exception):
     """An execution that ended in an error (its message is the run's summary)."""
 
 
-class JobTimedOut(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class JobContext:
     """What an executor needs to run one job."""
@@ -254,28 +250,37 @@ class Scheduler:
         if job is None:
             return self._finish_run(run_id, False, "", "Job was deleted")
         context = JobContext(job.name, job.prompt, job.session_mode, job.user_id, note)
+        # A gevent.Timeout is a BaseException: code in the run that catches Exception cannot swallow it.
+        timer = gevent.Timeout(job.timeout_secs)
+        timer.start()
         try:
-            with gevent.Timeout(job.timeout_secs, JobTimedOut):
-                session_id, summary = self.executor(context)
+            session_id, summary = self.executor(context)
             success = True
-        except JobTimedOut:
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
             session_id, summary, success = "", f"Timed out after {job.timeout_secs} s", False
         except Exception as exc:  # any failure of a run is recorded, never fatal to the scheduler
             if not isinstance(exc, JobFailed):
                 log.exception("cron job %s failed", job.name)
             session_id, summary, success = "", str(exc) or type(exc).__name__, False
+        finally:
+            timer.close()
         self.active.discard(gevent.getcurrent())  # the slot is free before the waker rings
         self.complete(job_id, run_id, kind, success, session_id, summary)
 
-    def _finish_run(self, run_id: str, success: bool, session_id: str, summary: str) -> None:
+    def _finish_run(self, run_id: str, success: bool, session_id: str, summary: str) -> bool:
+        """Conclude a running run; False when it was concluded already (e.g. as an orphan)."""
         with database.connection_context():
-            CronRun.update(status="success" if success else "failed", completed_at=self.clock(),
-                           result_summary=summary, session_id=session_id or None).where(CronRun.id == run_id).execute()
+            return bool(CronRun.update(status="success" if success else "failed", completed_at=self.clock(),
+                                       result_summary=summary, session_id=session_id or None)
+                        .where((CronRun.id == run_id) & (CronRun.status == "running")).execute())
 
     def complete(self, job_id: str, run_id: str, kind: str, success: bool, session_id: str, summary: str) -> None:
         """Record the outcome, apply retries and the next occurrence, then notify the owner."""
         now = self.clock()
-        self._finish_run(run_id, success, session_id, summary)
+        if not self._finish_run(run_id, success, session_id, summary):
+            return
         with database.connection_context(), database.atomic("IMMEDIATE"):
             job = CronJob.get_or_none(CronJob.id == job_id)
             if job is None:
