@@ -173,18 +173,24 @@ def test_cron_tools_see_only_the_callers_jobs(app, config):
     listed = json.loads(tool(bob, "CronList").content)
     assert [(j["name"], j["max_retries"], j["session_mode"]) for j in listed] == [("water", 5, "main")]
     assert json.loads(tool(carol, "CronList").content) == []
-    for tool_name, args in (("CronRemove", {}), ("CronRuns", {}), ("CronRun", {}), ("CronUpdate", {"prompt": "x"})):
+    for tool_name, args in (("CronRuns", {}), ("CronRun", {}), ("CronUpdate", {"prompt": "x"})):
         result = tool(carol, tool_name, name="water", **args)
-        assert result.is_error and "No job found with name 'water'" in result.content
-    assert tool(bob, "CronUpdate", name="water", prompt="Water twice").content.startswith("Updated job 'water'")
-    started = tool(bob, "CronRun", name="water")
-    assert "run id" in started.content
+        assert result.is_error and result.content == "No job found with name 'water'"
+    removed = tool(carol, "CronRemove", name="water")
+    assert removed.is_error and removed.content == "Cron remove error: Cron error: Job 'water' not found"
+    assert tool(bob, "CronUpdate", name="water", prompt="Water twice").content == "Updated job 'water'."
+    inline = tool(bob, "CronRun", name="water")
+    assert inline.content == "Manual run recorded for job 'water'. Execute the following prompt:\n\nWater twice"
     runs = json.loads(tool(bob, "CronRuns", name="water").content)
-    assert runs[0]["status"] == "pending"
+    assert runs[0]["status"] == "success" and runs[0]["result_summary"] == "Manual run triggered inline by CronRun tool"
+    assert json.loads(tool(bob, "CronList").content)[0]["last_run_at"] is not None
     past = tool(bob, "CronAdd", name="late", prompt="p", schedule={"kind": "one_shot", "at": "2000-01-01T00:00:00Z"})
-    assert past.is_error and "is in the past" in past.content
+    assert past.is_error and past.content == ("One-shot timestamp '2000-01-01T00:00:00Z' is in the past. "
+                                              "Use a future timestamp.")
     bad = tool(bob, "CronAdd", name="bad", prompt="p", schedule={"kind": "cron", "expr": "nope"})
-    assert bad.is_error and "Invalid cron expression" in bad.content
+    assert bad.is_error and bad.content.startswith("Invalid schedule: Invalid cron expression 'nope'")
+    duplicate = tool(bob, "CronAdd", name="water", prompt="p", schedule={"kind": "interval", "every_ms": 60000})
+    assert duplicate.is_error and duplicate.content == "Cron add error: A job named 'water' already exists"
     assert tool(bob, "CronRemove", name="water").content == "Removed job 'water'."
     assert CronJob.select().count() == 0
 

@@ -56,6 +56,15 @@ def run_job_now(config: Config, job: CronJob, note: str | None = None) -> CronRu
     return run
 
 
+def record_inline_run(job: CronJob) -> CronJob:
+    """The CronRun tool: the model carries the prompt out in its own turn; record that as a run."""
+    now = time.time()
+    CronRun.create(job=job.id, status="success", requested_at=now, started_at=now, completed_at=now,
+                   result_summary="Manual run triggered inline by CronRun tool")
+    CronJob.update(last_run_at=now).where(CronJob.id == job.id).execute()
+    return job
+
+
 def find(name: str, owners: Owners) -> CronJob:
     return store.find_job(name, owners)
 

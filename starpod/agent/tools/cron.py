@@ -53,12 +53,21 @@ def _job_fields(args: dict) -> dict:
     return data
 
 
+def _message(exc: StarpodError, prefix: str) -> str:
+    """The model-facing text of a store error: schedule problems say so, as in the spec."""
+    field, messages = next(iter((exc.fields or {exc.message: [exc.message]}).items()))
+    text = messages[0] if exc.fields else exc.message
+    if field.startswith("schedule") and "in the past" not in text:
+        return f"Invalid schedule: {text}"
+    return text if "in the past" in text else f"{prefix}{text}"
+
+
 def _call(prefix: str, action):
     with database.connection_context():
         try:
             return action()
         except StarpodError as exc:
-            raise ToolError(f"{prefix}{exc.message}") from exc
+            raise ToolError(_message(exc, prefix)) from exc
 
 
 def _find(ctx: ToolContext, name: str):
@@ -73,7 +82,7 @@ def _find(ctx: ToolContext, name: str):
 def cron_add(ctx: ToolContext, args: dict) -> str:
     data = _job_fields(args)
     job = _call("Cron add error: ", lambda: jobs.add_job(ctx.config, ctx.user_id, data))
-    return f"Scheduled job '{job.name}' (id: {job.id[:8]}), next run {store.rfc3339(job.next_run_at)}"
+    return f"Scheduled job '{job.name}' (id: {job.id[:8]})"
 
 
 @tool("CronList", "List your scheduled jobs with their schedules, next run and retry state.", {})
@@ -85,7 +94,7 @@ def cron_list(ctx: ToolContext, args: dict) -> str:
 @tool("CronRemove", "Delete one of your scheduled jobs by name.", NAME, ("name",))
 def cron_remove(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
-    _call("Cron remove error: ", lambda: jobs.remove_job(_call("Cron remove error: ", lambda: _find(ctx, name))))
+    _call("Cron remove error: Cron error: ", lambda: jobs.remove_job(jobs.find(name, _owners(ctx))))
     return f"Removed job '{name}'."
 
 
@@ -100,12 +109,12 @@ def cron_runs(ctx: ToolContext, args: dict) -> str:
     return json.dumps(_call("Cron runs error: ", runs), indent=2, ensure_ascii=False)
 
 
-@tool("CronRun", "Run one of your jobs now: the scheduler executes it right away in the background.",
+@tool("CronRun", "Run one of your jobs now, inline: records the run and gives you its prompt to carry out.",
       NAME, ("name",))
 def cron_run(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
-    run = _call("Cron run error: ", lambda: jobs.run_job_now(ctx.config, _find(ctx, name)))
-    return f"Started a run of job '{name}' (run id: {run.id}); its result arrives as a notification."
+    job = _call("Cron run error: ", lambda: jobs.record_inline_run(_find(ctx, name)))
+    return f"Manual run recorded for job '{name}'. Execute the following prompt:\n\n{job.prompt}"
 
 
 @tool("CronUpdate", "Change fields of one of your jobs (prompt, schedule, timezone, enabled, retries, "
@@ -115,9 +124,8 @@ def cron_update(ctx: ToolContext, args: dict) -> str:
     name = require_str(args, "name")
     changes = _job_fields(args)
     changes.pop("name", None)
-    job = _call("Cron update error: ",
-                lambda: jobs.update_job(ctx.config, _find(ctx, name), changes, ctx.is_admin))
-    return f"Updated job '{name}'. Next run: {store.rfc3339(job.next_run_at) or 'none'}."
+    _call("Cron update error: ", lambda: jobs.update_job(ctx.config, _find(ctx, name), changes, ctx.is_admin))
+    return f"Updated job '{name}'."
 
 
 @tool("HeartbeatWake", "Run the heartbeat (HEARTBEAT.md) now ('now', optionally with a message put "
@@ -134,6 +142,6 @@ def heartbeat_wake(ctx: ToolContext, args: dict) -> str:
     with database.connection_context():
         job = jobs.heartbeat_job()
         if job is None:
-            raise ToolError("No heartbeat job found: HEARTBEAT.md is empty.")
+            raise ToolError("No heartbeat job found. It is created once HEARTBEAT.md has content.")
         jobs.run_job_now(ctx.config, job, message)
     return "Heartbeat will fire on the next scheduler tick."
