@@ -3,6 +3,7 @@ catch-up, retries and backoff, timeouts, slots, one-shots, manual runs, racing c
 orphaned runs, the heartbeat job and once-per-start BOOT prompts."""
 from __future__ import annotations
 
+import threading
 import time
 
 import gevent
@@ -263,6 +264,40 @@ def test_two_candidates_racing_fire_each_occurrence_once(config, clock):
     names = [job.name for job in recorder.calls]
     assert len(names) == 100 and len(set(names)) == 100
     assert CronRun.select().count() == 100
+
+
+def test_claims_are_compare_and_set(config, clock):
+    created = [add(config, f"job{index:02}") for index in range(20)]
+    clock.advance(60)
+    first, second = scheduler(config, clock, Recorder(), "a"), scheduler(config, clock, Recorder(), "b")
+    # Both read the same due instant (a stale read by the slower one): only one claim wins.
+    wins = [candidate._claim_occurrence(job.id, CronJob.next_run_at, START + 60, clock.now)
+            for job in created for candidate in (first, second)]
+    assert sum(win is not None for win in wins) == 20
+    assert CronRun.select().count() == 20
+
+
+def test_two_candidates_in_threads_race_over_due_jobs(config, clock):
+    """Real concurrency: two OS threads with their own connections tick over the same due jobs."""
+    set_cron_config(config, max_concurrent_runs=500)
+    for index in range(100):
+        add(config, f"job{index:03}")
+    clock.advance(60)
+    recorder = Recorder()
+    candidates = [scheduler(config, clock, recorder, holder) for holder in ("a", "b")]
+
+    def race(candidate):
+        with database.connection_context():
+            for _ in range(5):
+                run_tick(candidate)
+
+    threads = [threading.Thread(target=race, args=(c,)) for c in candidates]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    names = [job.name for job in recorder.calls]
+    assert len(names) == 100 and len(set(names)) == 100
 
 
 def test_only_the_lease_holder_leads_and_a_successor_takes_over(config):
