@@ -36,21 +36,28 @@ def on_starting(server):
     configure_logging()
     prepare_storage(Config())
     database.close_all()
+    # One id per deployment start, shared by every worker: BOOT.md runs once per start.
+    os.environ["STARPOD_BOOT_ID"] = os.urandom(8).hex()
 
 
 def post_worker_init(worker):
     """Refuse to serve with connection state shared by greenlets; on SIGTERM, also close every
-    WebSocket of this worker ("going away") so it can drain."""
+    WebSocket of this worker ("going away") so it can drain; start this worker's cron scheduler
+    candidate (one leader across all workers fires jobs)."""
     from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
+    from starpod.scheduler import start_scheduler
 
     require_greenlet_local_state()
 
     install_shutdown(worker)
+    start_scheduler(worker.wsgi.config["STARPOD"])
 
 
 def worker_exit(server, worker):
     """Let WebSocket chat runs of this worker finish (within the graceful timeout) before exit."""
     from starpod.realtime.hub import drain
+    from starpod.scheduler import stop_scheduler
 
+    stop_scheduler()
     drain(max(1.0, worker.cfg.graceful_timeout - 5))

@@ -21,6 +21,13 @@ def _create(*tables):
     return apply
 
 
+def _cron(db: Database) -> None:
+    """Scheduler tables, and the owner of each notification (older databases lack the column)."""
+    db.create_tables((models.CronJob, models.CronRun, models.CronState), safe=True)
+    if "user_id" not in {column.name for column in db.get_columns("ws_notifications")}:
+        db.execute_sql("ALTER TABLE ws_notifications ADD COLUMN user_id TEXT")
+
+
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -30,6 +37,7 @@ MIGRATIONS = [
     ("0005_realtime", _create(models.ChatRun, models.RunEvent, models.RunFollowup, models.Notification)),
     ("0008_leases", _create(models.Lease)),
     ("0009_auth_generation", _create(models.AuthGeneration)),
+    ("0010_cron", _cron),
 ]
 
 

@@ -242,10 +242,11 @@ class RunFollowup(BaseModel):
 
 
 class Notification(BaseModel):
-    """A `notification` frame waiting to be fanned out to the WebSocket clients of every worker."""
+    """A `notification` frame waiting to be fanned out to its owner's WebSocket clients on every worker."""
     id = AutoField()
     frame = TextField()
     created_at = TextField(default=now_iso, index=True)
+    user_id = TextField(null=True)  # the owner; NULL = agent-level (admins only)
 
     class Meta:
         table_name = "ws_notifications"
@@ -267,7 +268,7 @@ class Lease(BaseModel):
         table_name = "leases"
 
 
-# --- auth generation (appended by issue 10) -------------------------------------------------
+# --- auth generation ------------------------------------------------------------------------
 
 class AuthGeneration(BaseModel):
     """One row counting committed changes that affect authentication (revoke, (de)activate, role).
@@ -280,3 +281,66 @@ class AuthGeneration(BaseModel):
 
     class Meta:
         table_name = "auth_generation"
+
+
+# --- cron (scheduler) -----------------------------------------------------------------------
+
+class CronJob(BaseModel):
+    """A scheduled prompt.  Instants are epoch seconds (UTC); `user_id` NULL = agent-level job.
+
+    `next_run_at` and `retry_at` double as claims: the scheduler fires an occurrence only by
+    changing the exact value it read (compare-and-set), so no occurrence fires twice.
+    """
+    id = TextField(primary_key=True, default=new_uuid)
+    name = TextField()
+    prompt = TextField()
+    schedule_type = TextField(constraints=[Check("schedule_type IN ('interval', 'cron', 'one_shot')")])
+    schedule_value = TextField()
+    timezone = TextField()
+    enabled = BooleanField(default=True)
+    delete_after_run = BooleanField(default=False)
+    created_at = FloatField()
+    last_run_at = FloatField(null=True)
+    next_run_at = FloatField(null=True, index=True)
+    retry_count = IntegerField(default=0)
+    max_retries = IntegerField(default=3)
+    last_error = TextField(null=True)
+    retry_at = FloatField(null=True, index=True)
+    timeout_secs = IntegerField(default=7200)
+    session_mode = TextField(default="isolated", constraints=[Check("session_mode IN ('isolated', 'main')")])
+    user_id = TextField(null=True)
+    # SQL UNIQUE treats NULLs as distinct, so agent-level jobs use "" here to stay unique by name.
+    owner_key = TextField(default="")
+
+    class Meta:
+        table_name = "cron_jobs"
+        indexes = ((("owner_key", "name"), True),)
+
+
+class CronRun(BaseModel):
+    """One execution of a job: `pending` (asked for by hand), `running`, then `success`/`failed`."""
+    id = TextField(primary_key=True, default=new_uuid)
+    job = ForeignKeyField(CronJob, column_name="job_id", on_delete="CASCADE", index=False)
+    status = TextField(default="pending",
+                       constraints=[Check("status IN ('pending', 'running', 'success', 'failed')")])
+    requested_at = FloatField()
+    started_at = FloatField(null=True)
+    completed_at = FloatField(null=True)
+    due_at = FloatField(null=True)  # the scheduled instant this run fired for (None: by hand)
+    result_summary = TextField(null=True)
+    session_id = TextField(null=True)
+    holder = TextField(null=True)  # the scheduler that executes it
+    note = TextField(null=True)  # prepended to the prompt for this run only (HeartbeatWake message)
+
+    class Meta:
+        table_name = "cron_runs"
+        indexes = ((("job", "requested_at"), False), (("status",), False))
+
+
+class CronState(BaseModel):
+    """Small named values of the scheduler (e.g. which deployment start already ran BOOT.md)."""
+    key = TextField(primary_key=True)
+    value = TextField()
+
+    class Meta:
+        table_name = "cron_state"

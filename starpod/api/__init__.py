@@ -33,5 +33,6 @@ def blueprints() -> list:
     from .render import blp as render_blp
     from .skills import blp as skills_blp
     from .usermemory import blp as user_memory_blp
+    from .cron import blp as cron_blp
     return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, usage_blp,
-            render_blp, skills_blp, user_memory_blp]
+            render_blp, skills_blp, user_memory_blp, cron_blp]

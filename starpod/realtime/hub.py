@@ -20,6 +20,7 @@ import gevent
 from gevent.event import Event
 from peewee import PeeweeException, fn
 
+from ..accounts import Principal
 from ..config import Config
 from ..db import database
 from ..models import Notification
@@ -35,8 +36,20 @@ NOTIFICATION_RETENTION = timedelta(hours=1)
 
 
 class Client(Protocol):
+    caller: Principal | None  # None when auth is disabled
+
     def notify(self, frame: str) -> None: ...
     def close_going_away(self) -> None: ...
+
+
+def may_receive(caller: Principal | None, owner: str | None) -> bool:
+    """A notification goes to its owner's sockets; agent-level ones (owner None) to admins.  With
+    auth disabled (no caller) there is only one operator, who gets everything."""
+    if caller is None:
+        return True
+    if owner is None:
+        return caller.is_admin
+    return caller.user_id == owner
 
 
 class Hub:
@@ -63,13 +76,14 @@ class Hub:
 
     def _deliver_notifications(self) -> None:
         with database.connection_context():
-            rows = list(Notification.select(Notification.id, Notification.frame)
+            rows = list(Notification.select(Notification.id, Notification.frame, Notification.user_id)
                         .where(Notification.id > self._notified_up_to)
                         .order_by(Notification.id).tuples())
-        for row_id, frame in rows:
+        for row_id, frame, owner in rows:
             self._notified_up_to = row_id
             for client in list(self.clients):
-                client.notify(frame)
+                if may_receive(client.caller, owner):
+                    client.notify(frame)
 
     def _upkeep(self) -> None:
         last_prune = 0.0
