@@ -1,7 +1,9 @@
-"""gunicorn settings (used by the Procfile): gevent workers, port and worker count from the env."""
+"""gunicorn settings (used by the Procfile): gevent workers, address, port and worker count from the env."""
 import os
 
-bind = f"0.0.0.0:{os.environ.get('PORT') or '3000'}"
+_host = os.environ.get("HOST") or "0.0.0.0"  # HOST=127.0.0.1 behind a TLS proxy on the same machine
+_port = os.environ.get("PORT") or "3000"
+bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"  # IPv6 addresses in brackets
 workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
 worker_class = "gevent"
 worker_connections = int(os.environ.get("STARPOD_WORKER_CONNECTIONS") or 4000)
@@ -28,10 +30,14 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain."""
+    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain; warm the
+    configured provider SDK in the background once the worker serves."""
     from starpod.realtime.hub import install_shutdown
 
     install_shutdown(worker)
+    from starpod.startup import warm_up_in_background
+
+    warm_up_in_background(worker.wsgi.config["STARPOD"])
 
 
 def worker_exit(server, worker):

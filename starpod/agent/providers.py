@@ -6,12 +6,15 @@ the official `openai` SDK (Chat Completions).  The agent loop speaks one provide
 format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
+The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
+needs the one its configured provider speaks (`warm_up` loads it in the background after start).
 Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
 before the first chunk was yielded; failures become `ProviderError`.  SDK clients are cached per
 process (building one loads TLS roots, which is too slow for every request).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -22,8 +25,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import anthropic
-import openai
 from jiter import from_json
 
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
@@ -124,6 +125,33 @@ def _normalize_base_url(provider: str, url: str) -> str:
     return url
 
 
+SDK_CLIENT_CLASSES = {"anthropic": "Anthropic", "openai": "OpenAI"}
+SDK_BASE_ERRORS = {"anthropic": "AnthropicError", "openai": "OpenAIError"}
+
+
+def sdk_kind(provider: str) -> str:
+    """Which SDK speaks to `provider`: "anthropic", or "openai" for the OpenAI-compatible ones."""
+    return "anthropic" if provider == "anthropic" else "openai"
+
+
+def sdk(kind: str):
+    """The SDK module for `kind` (its package name), imported on first use; Python caches it."""
+    return importlib.import_module(kind)
+
+
+def warm_up(config: Config) -> None:
+    """Import the configured provider's SDK and build its client, so the first chat pays for neither."""
+    name, _ = config.agent.model_ref()
+    if name not in PROVIDERS:
+        return
+    kind = sdk_kind(name)
+    api_key = "ollama" if name == "ollama" else config.provider_api_key(name)
+    if api_key:
+        _client(kind, _endpoint(config, name), api_key)
+    else:
+        sdk(kind)
+
+
 MAX_CACHED_CLIENTS = 16
 _clients: OrderedDict[tuple, Any] = OrderedDict()
 _clients_lock = threading.Lock()
@@ -137,9 +165,10 @@ def _client(kind: str, base_url: str, api_key: str):
         if client is not None:
             _clients.move_to_end(cache_key)
             return client
-        sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
-        client = sdk(api_key=api_key, base_url=base_url, max_retries=0,
-                     timeout=anthropic.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
+        module = sdk(kind)
+        client = getattr(module, SDK_CLIENT_CLASSES[kind])(
+            api_key=api_key, base_url=base_url, max_retries=0,
+            timeout=module.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT))
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)
@@ -158,27 +187,24 @@ def _status_and_retry_after(exc: Exception) -> tuple[int | None, float | None]:
     return status, retry_after
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, module) -> str:
     status, _ = _status_and_retry_after(exc)
     message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, module.APITimeoutError):
         return "request timed out"
     return f"{status} {message}" if status else str(message)
 
 
-def _is_retryable(exc: Exception) -> bool:
-    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+def _is_retryable(exc: Exception, module) -> bool:
+    if isinstance(exc, module.APITimeoutError):
         return False
-    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)):
+    if isinstance(exc, module.APIConnectionError):
         return True
     status, _ = _status_and_retry_after(exc)
     if status in RETRYABLE_STATUS:
         return True
     # Anthropic reports overload mid-stream as an SSE error event.
     return getattr(exc, "type", None) == "overloaded_error"
-
-
-SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError)
 
 
 class Provider(ABC):
@@ -193,6 +219,8 @@ class Provider(ABC):
     def stream(self, *, system: str | None, messages: list[dict], tools: list[ToolSpec],
                max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
         """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
+        module = sdk(sdk_kind(self.name))
+        sdk_error = getattr(module, SDK_BASE_ERRORS[sdk_kind(self.name)])
         attempt = 0
         while True:
             started = False
@@ -201,12 +229,13 @@ class Provider(ABC):
                     started = started or isinstance(item, str)
                     yield item
                 return
-            except SDK_ERRORS as exc:
-                if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc):
-                    raise ProviderError(_describe(exc)) from exc
+            except sdk_error as exc:
+                if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc, module):
+                    raise ProviderError(_describe(exc, module)) from exc
                 _, retry_after = _status_and_retry_after(exc)
                 delay = RETRY_POLICY.delay(attempt, retry_after)
-                log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc), attempt + 1, delay)
+                log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc, module),
+                            attempt + 1, delay)
                 time.sleep(delay)
                 attempt += 1
 
@@ -456,6 +485,9 @@ def make_provider(config: Config, provider: str | None = None, model: str | None
         if not api_key:
             raise NotConfigured(f"No API key found for provider '{name}'. "
                                 f"Set the {PROVIDER_KEY_ENV[name]} environment variable.")
-    base_url = _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
     cls = AnthropicProvider if name == "anthropic" else OpenAICompatibleProvider
-    return cls(name, model, base_url, api_key)
+    return cls(name, model, _endpoint(config, name), api_key)
+
+
+def _endpoint(config: Config, name: str) -> str:
+    return _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
