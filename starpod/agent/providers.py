@@ -146,10 +146,20 @@ def warm_up(config: Config) -> None:
         return
     kind = sdk_kind(name)
     api_key = "ollama" if name == "ollama" else config.provider_api_key(name)
-    if api_key:
-        _client(kind, _endpoint(config, name), api_key)
-    else:
+    if not api_key:
         sdk(kind)
+        return
+    client = _client(kind, _endpoint(config, name), api_key)
+    # What the first streamed call would otherwise load lazily: the resource modules and, for
+    # anthropic, the validator of its stream events (pydantic builds it on first use).
+    if kind == "anthropic":
+        from anthropic._models import construct_type
+        from anthropic.types import RawMessageStreamEvent
+
+        _ = client.messages
+        construct_type(type_=RawMessageStreamEvent, value={"type": "message_stop"})
+    else:
+        _ = client.chat.completions
 
 
 MAX_CACHED_CLIENTS = 16
