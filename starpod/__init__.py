@@ -44,7 +44,7 @@ def prepare_storage(config: Config, log_new_key: bool = True) -> str | None:
         with db.connection_context():
             generated = accounts.bootstrap_admin(config.bootstrap_api_key)
         if generated and log_new_key:
-            log.info(admin_key_banner(generated, config.port))
+            log.info(admin_key_banner(generated, config.port, config.home))
         return generated
     return None
 

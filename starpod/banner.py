@@ -4,10 +4,12 @@ Its `save this! sp_live_…` line is what scripts (and the tests) look for in a 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 RULE = "=" * 78
 
 
-def admin_key_banner(key: str, port: int) -> str:
+def admin_key_banner(key: str, port: int, home: Path) -> str:
     """A multi-line block, starting on a fresh line, that says what the key is and how to use it."""
     base_url = f"http://localhost:{port}"
     lines = [
@@ -20,7 +22,8 @@ def admin_key_banner(key: str, port: int) -> str:
         "  Use it as the X-API-Key header, e.g.",
         f'      curl -H "X-API-Key: {key}" {base_url}/api/auth/verify',
         f"  or open {base_url}/ in a browser and paste it when asked.",
-        "  Lost it? `starpod keys create <user-id>` (see `starpod users list`) prints a new one.",
+        f"  Lost it? `starpod --home {home} keys create <user-id>` prints a new one",
+        f"  (user ids: `starpod --home {home} users list`).",
         RULE,
     ]
     return "\n" + "\n".join(lines)

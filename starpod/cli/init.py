@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     print_record(args, {"home": str(config.home), "created": not existed, "admin_key": admin_key},
                  f"Data directory {config.home} {state}.")
     if admin_key and not args.json:
-        print(admin_key_banner(admin_key, config.port).lstrip("\n"))
+        print(admin_key_banner(admin_key, config.port, config.home).lstrip("\n"))
     return 0
