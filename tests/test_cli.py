@@ -232,6 +232,7 @@ def test_serve_with_host_loopback_and_backup_while_running(store, tmp_path):
         assert created.status_code == 201, created.text
         archive = tmp_path / "backup.tar.gz"
         ok(starpod("backup", archive, "--home", home, cwd=tmp_path))
+        assert archive.stat().st_mode & 0o077 == 0  # chats and key hashes: owner only
         assert starpod("backup", archive, "--home", home, cwd=tmp_path).returncode == 1  # never overwrites
     finally:
         server.stop()

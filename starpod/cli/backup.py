@@ -69,7 +69,10 @@ def snapshot_database(source: Path, target: Path) -> None:
 def write_archive(path: Path, home: Path, snapshot: Path, skip: set[Path]) -> int:
     """The archive at `path`: the database snapshot as db/starpod.db plus home's other files."""
     count = 1
-    with tarfile.open(path, "w:gz") as archive:
+    path.unlink(missing_ok=True)  # a leftover of an interrupted run
+    # Readable by this user only: the archive holds chats and key hashes.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as archive:
         archive.add(snapshot, arcname="db/starpod.db")
         for file in _files_to_copy(home, skip):
             archive.add(file, arcname=str(file.relative_to(home)), recursive=False)

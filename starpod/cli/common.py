@@ -83,7 +83,7 @@ def require_initialized(config: Config) -> None:
 
 
 def open_store(args: argparse.Namespace) -> Config:
-    """Open (and migrate) the database of an existing data directory for the auth store."""
+    """Open (and migrate) the shared database of an existing data directory; returns its Config."""
     from .. import accounts
     from ..db import open_database
     from ..migrations import migrate
