@@ -229,8 +229,9 @@ class Provider(ABC):
     def stream(self, *, system: str | None, messages: list[dict], tools: list[ToolSpec],
                max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
         """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
-        module = sdk(sdk_kind(self.name))
-        sdk_error = getattr(module, SDK_BASE_ERRORS[sdk_kind(self.name)])
+        kind = sdk_kind(self.name)
+        module = sdk(kind)
+        sdk_error = getattr(module, SDK_BASE_ERRORS[kind])
         attempt = 0
         while True:
             started = False
