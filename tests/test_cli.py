@@ -167,9 +167,11 @@ def test_doctor_reports_each_check(store, tmp_path):
     broken = tmp_path / "broken"
     ok(starpod("init", "--home", broken, cwd=tmp_path))
     (broken / "db" / "starpod.db").write_bytes(b"this is not a database" * 100)
+    (broken / "config").chmod(0o777)
     result = starpod("doctor", "--json", "--home", broken, cwd=tmp_path, ANTHROPIC_API_KEY="x")
     assert result.returncode == 1
-    assert next(c for c in json.loads(result.stdout) if c["check"] == "database")["status"] == "FAIL"
+    statuses = {c["check"]: c["status"] for c in json.loads(result.stdout)}
+    assert statuses["database"] == statuses["permissions"] == "FAIL"
 
 
 # --- gunicorn config ---------------------------------------------------------------------------
