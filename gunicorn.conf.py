@@ -12,7 +12,9 @@ monkey.patch_all()
 
 import os  # noqa: E402  (after patching, on purpose)
 
-bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '3000'}"
+_host = os.environ.get("HOST") or "0.0.0.0"  # HOST=127.0.0.1 behind a TLS proxy on the same machine
+_port = os.environ.get("PORT") or "3000"
+bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"  # IPv6 addresses in brackets
 workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
 worker_class = "gevent"
 worker_connections = int(os.environ.get("STARPOD_WORKER_CONNECTIONS") or 4000)
@@ -43,15 +45,18 @@ def on_starting(server):
 def post_worker_init(worker):
     """Refuse to serve with connection state shared by greenlets; on SIGTERM, also close every
     WebSocket of this worker ("going away") so it can drain; start this worker's cron scheduler
-    candidate (one leader across all workers fires jobs)."""
+    candidate (one leader across all workers fires jobs); warm the configured provider SDK in the
+    background once the worker serves."""
     from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
     from starpod.scheduler import start_scheduler
+    from starpod.startup import warm_up_in_background
 
     require_greenlet_local_state()
-
+    config = worker.wsgi.config["STARPOD"]
     install_shutdown(worker)
-    start_scheduler(worker.wsgi.config["STARPOD"])
+    start_scheduler(config)
+    warm_up_in_background(config)
 
 
 def worker_exit(server, worker):

@@ -4,7 +4,7 @@ Runs a real gunicorn server (gevent worker) against the fake provider from tests
 instantly.  Overhead per chat = client-measured latency − time the provider spent answering.
 The sessions list is measured with 10,000 stored sessions.
 
-    /work/venv/bin/python bench/chat_overhead.py [--chats 300] [--lists 300]
+    python bench/chat_overhead.py [--chats 300] [--lists 300]
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ of it in per-user spaces), then reports:
 - median and p95 search latency for selective terms (≤ 100 hits) and common terms (≥ 10k hits),
   and for common terms with the RANK_CAP shortcut switched off (for comparison).
 
-    /work/venv/bin/python bench/memory_search.py [--chunks 100000] [--dir PATH] [--queries 300]
+    python bench/memory_search.py [--chunks 100000] [--dir PATH] [--queries 300]
 """
 from __future__ import annotations
 

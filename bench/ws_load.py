@@ -13,7 +13,7 @@
 (c) the same for chats followed from the *other* of two workers (resume), i.e. through the
     database and the doorbell wake-up.
 
-    /work/venv/bin/python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
+    python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
 """
 from __future__ import annotations
 

@@ -1,18 +1,22 @@
-"""Starpod: a self-hosted personal AI-agent server.  `create_app` is the application factory."""
+"""Starpod: a self-hosted personal AI-agent server.  `create_app` is the application factory.
+
+Flask and the web layer are imported inside `create_app`, so the `starpod` command and the
+gunicorn master (which only prepare storage) stay quick to start.
+"""
 from __future__ import annotations
 
 import logging
-
-from flask import Flask, request
-from flask_smorest import Api
+from typing import TYPE_CHECKING
 
 from . import accounts
+from .banner import admin_key_banner
 from .config import VERSION, Config
 from .db import close_connection, database, open_database
 from .home import ensure_home, take_bootstrap_key
-from .instances import reconcile_at_start as reconcile_instances
-from .memory import get_store as get_memory_store
 from .migrations import migrate
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 __version__ = VERSION
 log = logging.getLogger(__name__)
@@ -26,8 +30,12 @@ def configure_logging() -> None:
         root.setLevel(logging.INFO)
 
 
-def prepare_storage(config: Config) -> None:
-    """Create the data directory, open and migrate the database, bootstrap the first admin."""
+def prepare_storage(config: Config, log_new_key: bool = True) -> str | None:
+    """Create the data directory, open and migrate the database, bootstrap the first admin.
+
+    Returns the admin key generated now (else None), which is also logged as a framed block
+    unless `log_new_key` is false (the caller shows it itself).
+    """
     ensure_home(config.home)
     db = open_database(config.db_path)
     migrate(db)
@@ -36,11 +44,15 @@ def prepare_storage(config: Config) -> None:
     if config.bootstrap_admin:
         with db.connection_context():
             generated = accounts.bootstrap_admin(config.bootstrap_api_key or handed_key)
-        if generated:
-            log.info("New admin API key generated \u2014 save this! %s", generated)
+        if generated and log_new_key:
+            log.info(admin_key_banner(generated, config.port, config.home))
+        return generated
+    return None
 
 
 def _add_cors_headers(response):
+    from flask import request
+
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["Access-Control-Expose-Headers"] = "*"
     if request.method == "OPTIONS":
@@ -50,16 +62,23 @@ def _add_cors_headers(response):
 
 
 def _answer_preflight():
+    from flask import request
+
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return "", 200
     return None
 
 
-def create_app(config: Config | dict | None = None) -> Flask:
+def create_app(config: Config | dict | None = None) -> "Flask":
     """Build the WSGI app.  `config` is a Config, or keyword overrides for one built from the env."""
+    from flask import Flask
+    from flask_smorest import Api
+
     from .api import OPENAPI_SETTINGS
     from .api.errors import register_error_handlers
     from .api import blueprints
+    from .instances import reconcile_at_start as reconcile_instances
+    from .memory import get_store as get_memory_store
 
     configure_logging()
     config = config if isinstance(config, Config) else Config(**(config or {}))
@@ -81,9 +100,6 @@ def create_app(config: Config | dict | None = None) -> Flask:
     app.before_request(_answer_preflight)
     app.after_request(_add_cors_headers)
     app.teardown_appcontext(close_connection)
-
-    from .cli import register_cli
-    register_cli(app)
     return app
 
 

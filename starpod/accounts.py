@@ -261,9 +261,10 @@ def create_api_key(user_id: str, label: str | None = None, actor_id: str | None 
     return record, key
 
 
-def list_api_keys(user_id: str) -> list[ApiKey]:
-    return list(ApiKey.select().where(ApiKey.user == user_id)
-                .order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))
+def list_api_keys(user_id: str | None = None) -> list[ApiKey]:
+    """The keys of `user_id` (every user's when None), newest first."""
+    query = ApiKey.select() if user_id is None else ApiKey.select().where(ApiKey.user == user_id)
+    return list(query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))
 
 
 def _usable_keys(user_id: str) -> list[ApiKey]:
@@ -476,7 +477,10 @@ def bootstrap_admin(import_key: str | None) -> str | None:
             generated = generate_key()
             _store_key(admin, generated, "Auto-generated admin key")
         audit("bootstrap", admin.id, "Admin user created")
-    return None if import_key else generated
+    if import_key:
+        log.info("First admin %s created with the API key imported from STARPOD_API_KEY", admin.id)
+        return None
+    return generated
 
 
 def reset_process_state(generation_path: Path | None) -> None:

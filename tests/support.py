@@ -57,11 +57,16 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "LiveServer":
+        self.spawn()
+        wait_for_health(self.base_url, self.process)
+        return self
+
+    def spawn(self) -> "LiveServer":
+        """Start the server process without waiting for it to answer."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_health(self.base_url, self.process)
         return self
 
     def log_text(self) -> str:

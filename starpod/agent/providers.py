@@ -6,6 +6,8 @@ the official `openai` SDK (Chat Completions).  The agent loop speaks one provide
 format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
+The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
+needs the one its configured provider speaks (`warm_up` loads it in the background after start).
 Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
 before the first chunk was yielded; failures become `ProviderError`.  A whole call, retries
 included, has one deadline (`[providers] request_timeout_secs`): no single read may wait past it,
@@ -15,6 +17,7 @@ process (building one loads TLS roots, which is too slow for every request).
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -26,9 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-import anthropic
-import httpx2
-import openai
 from jiter import from_json
 
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
@@ -147,10 +147,10 @@ class Deadline:
     def passed(self) -> bool:
         return self.remaining() <= 0
 
-    def timeout(self) -> anthropic.Timeout:
-        """Per-request SDK timeout: no connect or read may wait past the deadline."""
+    def timeout(self, module):
+        """Per-request timeout for SDK `module`: no connect or read may wait past the deadline."""
         left = max(self.remaining(), 0.001)
-        return anthropic.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+        return module.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
 
     @contextmanager
     def closing_at_end(self, close: Callable[[], None]) -> Iterator[None]:
@@ -165,6 +165,50 @@ class Deadline:
             timer.cancel()
 
 
+SDK_CLIENT_CLASSES = {"anthropic": "Anthropic", "openai": "OpenAI"}
+SDK_BASE_ERRORS = {"anthropic": "AnthropicError", "openai": "OpenAIError"}
+
+
+def sdk_kind(provider: str) -> str:
+    """Which SDK speaks to `provider`: "anthropic", or "openai" for the OpenAI-compatible ones."""
+    return "anthropic" if provider == "anthropic" else "openai"
+
+
+def sdk(kind: str):
+    """The SDK module for `kind` (its package name), imported on first use; Python caches it."""
+    return importlib.import_module(kind)
+
+
+def sdk_errors(module) -> tuple[type[Exception], ...]:
+    """What a call through `module` fails with: its own errors, and the HTTP library's for a
+    stream closed at the deadline (or cut by the network)."""
+    kind = module.__name__
+    return getattr(module, SDK_BASE_ERRORS[kind]), importlib.import_module("httpx2").HTTPError
+
+
+def warm_up(config: Config) -> None:
+    """Import the configured provider's SDK and build its client, so the first chat pays for neither."""
+    name, _ = config.agent.model_ref()
+    if name not in PROVIDERS:
+        return
+    kind = sdk_kind(name)
+    api_key = "ollama" if name == "ollama" else config.provider_api_key(name)
+    if not api_key:
+        sdk(kind)
+        return
+    client = _client(kind, _endpoint(config, name), api_key)
+    # What the first streamed call would otherwise load lazily: the resource modules and, for
+    # anthropic, the validator of its stream events (pydantic builds it on first use).
+    if kind == "anthropic":
+        from anthropic._models import construct_type
+        from anthropic.types import RawMessageStreamEvent
+
+        _ = client.messages
+        construct_type(type_=RawMessageStreamEvent, value={"type": "message_stop"})
+    else:
+        _ = client.chat.completions
+
+
 def _client(kind: str, base_url: str, api_key: str):
     """A cached SDK client for (kind, endpoint, key); the least recently used are dropped."""
     cache_key = (kind, base_url, api_key)
@@ -173,8 +217,7 @@ def _client(kind: str, base_url: str, api_key: str):
         if client is not None:
             _clients.move_to_end(cache_key)
             return client
-        sdk = anthropic.Anthropic if kind == "anthropic" else openai.OpenAI
-        client = sdk(api_key=api_key, base_url=base_url, max_retries=0)
+        client = getattr(sdk(kind), SDK_CLIENT_CLASSES[kind])(api_key=api_key, base_url=base_url, max_retries=0)
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)
@@ -193,18 +236,18 @@ def _status_and_retry_after(exc: Exception) -> tuple[int | None, float | None]:
     return status, retry_after
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, module) -> str:
     status, _ = _status_and_retry_after(exc)
     message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+    if isinstance(exc, module.APITimeoutError):
         return "request timed out"
     return f"{status} {message}" if status else str(message)
 
 
-def _is_retryable(exc: Exception) -> bool:
-    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+def _is_retryable(exc: Exception, module) -> bool:
+    if isinstance(exc, module.APITimeoutError):
         return False
-    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)):
+    if isinstance(exc, module.APIConnectionError):
         return True
     status, _ = _status_and_retry_after(exc)
     if status in RETRYABLE_STATUS:
@@ -213,8 +256,6 @@ def _is_retryable(exc: Exception) -> bool:
     return getattr(exc, "type", None) == "overloaded_error"
 
 
-# A stream closed at the deadline (or cut by the network) fails with the HTTP library's own errors.
-SDK_ERRORS = (anthropic.AnthropicError, openai.OpenAIError, httpx2.HTTPError)
 TIMED_OUT = "request timed out"
 
 
@@ -232,6 +273,8 @@ class Provider(ABC):
                max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
         """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
         deadline = Deadline(self.request_timeout)
+        module = sdk(sdk_kind(self.name))
+        errors = sdk_errors(module)
         attempt = 0
         while True:
             started = False
@@ -242,16 +285,17 @@ class Provider(ABC):
                     started = started or isinstance(item, str)
                     yield item
                 return
-            except SDK_ERRORS as exc:
+            except errors as exc:
                 if deadline.passed:
                     raise ProviderError(TIMED_OUT) from exc
-                if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc):
-                    raise ProviderError(_describe(exc)) from exc
+                if started or attempt >= RETRY_POLICY.max_retries or not _is_retryable(exc, module):
+                    raise ProviderError(_describe(exc, module)) from exc
                 _, retry_after = _status_and_retry_after(exc)
                 delay = RETRY_POLICY.delay(attempt, retry_after)
                 if delay >= deadline.remaining():
-                    raise ProviderError(f"{_describe(exc)} (no time left to retry)") from exc
-                log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc), attempt + 1, delay)
+                    raise ProviderError(f"{_describe(exc, module)} (no time left to retry)") from exc
+                log.warning("%s call failed (%s); retry %d in %.1fs", self.name, _describe(exc, module),
+                            attempt + 1, delay)
                 time.sleep(delay)
                 attempt += 1
 
@@ -279,7 +323,7 @@ class AnthropicProvider(Provider):
         # Raw events, not `messages.stream()`: its accumulator rebuilds a message snapshot (and
         # re-parses partial tool JSON) on every event, about half the CPU time of a streamed answer.
         turn = _AnthropicTurn()
-        with client.messages.create(**request, stream=True, timeout=deadline.timeout()) as stream, \
+        with client.messages.create(**request, stream=True, timeout=deadline.timeout(sdk("anthropic"))) as stream, \
                 deadline.closing_at_end(stream.close):
             for event in stream:
                 text = turn.feed(event)
@@ -410,7 +454,7 @@ class OpenAICompatibleProvider(Provider):
         calls: dict[int, dict] = {}
         usage = Usage()
         stop_reason = None
-        stream = client.chat.completions.create(**request, timeout=deadline.timeout())
+        stream = client.chat.completions.create(**request, timeout=deadline.timeout(sdk("openai")))
         with stream, deadline.closing_at_end(stream.close):
             for chunk in stream:
                 if chunk.usage is not None:
@@ -501,6 +545,9 @@ def make_provider(config: Config, provider: str | None = None, model: str | None
         if not api_key:
             raise NotConfigured(f"No API key found for provider '{name}'. "
                                 f"Set the {PROVIDER_KEY_ENV[name]} environment variable.")
-    base_url = _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
     cls = AnthropicProvider if name == "anthropic" else OpenAICompatibleProvider
-    return cls(name, model, base_url, api_key, agent.request_timeout_secs)
+    return cls(name, model, _endpoint(config, name), api_key, agent.request_timeout_secs)
+
+
+def _endpoint(config: Config, name: str) -> str:
+    return _normalize_base_url(name, config.provider_base_url(name) or DEFAULT_BASE_URLS[name])
