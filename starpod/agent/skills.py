@@ -1,8 +1,9 @@
 """Skills: reusable instructions under `<home>/skills/<name>/SKILL.md`.
 
-A SKILL.md starts with a small front-matter block (`name`, `description`, `created_at`) followed
-by the body the model receives on `SkillActivate`.  `agent.toml`'s `skills` list, when not
-empty, restricts which skills are offered.
+A SKILL.md starts with a small front-matter block (`name`, `description`, optional `version`,
+`created_at`) followed by the body the model receives on `SkillActivate`.  `agent.toml`'s `skills`
+list, when not empty, restricts which skills are offered.  The agent's skill tools and the admin
+REST API both go through this module; writes are atomic and serialised across processes.
 """
 from __future__ import annotations
 
@@ -11,19 +12,40 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..configfile import atomic_write, file_lock
+from ..errors import StarpodError
 from ..memory.filecache import FileCache
 from ..timeutil import now_iso
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
+MAX_SKILL_BYTES = 256 * 1024
 
 
 # Every chat lists the skills for its system prompt; unchanged SKILL.md files are not parsed again.
 _parsed = FileCache(errors="strict")
 
 
-class SkillError(ValueError):
-    pass
+class SkillError(StarpodError):
+    """A skill request that cannot be done; `status` is its HTTP status for the REST API."""
+    status = 400
+
+
+class SkillNotFound(SkillError):
+    status = 404
+
+
+class SkillExists(SkillError):
+    status = 409
+
+
+class SkillTooLarge(SkillError):
+    status = 413
+
+
+def _invalid(field: str, message: str) -> SkillError:
+    return SkillError(message, fields={field: [message]})
 
 
 @dataclass(frozen=True)
@@ -32,16 +54,29 @@ class Skill:
     description: str
     body: str
     created_at: str
+    version: str | None = None
 
 
 def skills_dir(home: Path) -> Path:
     return home / "skills"
 
 
-def _skill_file(home: Path, name: str) -> Path:
+def validate_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise SkillError(f"Invalid skill name '{name}': use letters, digits, '-' and '_' (max 64)")
-    return skills_dir(home) / name / "SKILL.md"
+        raise _invalid("name", f"Invalid skill name '{name}': use letters, digits, '-' and '_' (max 64)")
+    return name
+
+
+def _skill_file(home: Path, name: str) -> Path:
+    return skills_dir(home) / validate_name(name) / "SKILL.md"
+
+
+def _check_fields(description: str, body: str, version: str | None) -> None:
+    if version and not VERSION_RE.match(version):
+        raise _invalid("version", "Invalid version: letters, digits, '.', '_', '+' and '-' (max 32)")
+    size = len(description.encode("utf-8")) + len(body.encode("utf-8"))
+    if size > MAX_SKILL_BYTES:
+        raise SkillTooLarge(f"Skill size ({size} bytes) exceeds maximum ({MAX_SKILL_BYTES} bytes)")
 
 
 def _parse(name: str, text: str, fallback_created: str) -> Skill:
@@ -55,13 +90,14 @@ def _parse(name: str, text: str, fallback_created: str) -> Skill:
                 meta[key.strip()] = value.strip()
         body = text[match.end():]
     return Skill(meta.get("name") or name, meta.get("description", ""), body.strip("\n"),
-                 meta.get("created_at") or fallback_created)
+                 meta.get("created_at") or fallback_created, meta.get("version") or None)
 
 
 def _render(skill: Skill) -> str:
     description = " ".join(skill.description.split())
-    return (f"---\nname: {skill.name}\ndescription: {description}\ncreated_at: {skill.created_at}\n---\n\n"
-            f"{skill.body.rstrip()}\n")
+    version = f"version: {skill.version}\n" if skill.version else ""
+    return (f"---\nname: {skill.name}\ndescription: {description}\n{version}created_at: {skill.created_at}\n"
+            f"---\n\n{skill.body.rstrip()}\n")
 
 
 def get_skill(home: Path, name: str) -> Skill | None:
@@ -87,24 +123,30 @@ def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
     return found
 
 
-def save_skill(home: Path, name: str, description: str, body: str, create: bool) -> Skill:
-    """Create (fails when it exists) or update (fails when missing) a skill."""
+def save_skill(home: Path, name: str, description: str, body: str, create: bool,
+               version: str | None = None) -> Skill:
+    """Create (SkillExists when it exists) or update (SkillNotFound when missing) a skill.
+
+    `version` None keeps an updated skill's version; "" removes it.
+    """
     path = _skill_file(home, name)
-    existing = get_skill(home, name)
-    if create and existing is not None:
-        raise SkillError(f"Skill '{name}' already exists.")
-    if not create and existing is None:
-        raise SkillError(f"Skill '{name}' not found.")
-    skill = Skill(name, description, body, existing.created_at if existing and existing.created_at else now_iso())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(_render(skill), encoding="utf-8")
-    tmp.replace(path)
-    return skill
+    _check_fields(description, body, version)
+    with file_lock(skills_dir(home)):
+        existing = get_skill(home, name)
+        if create and existing is not None:
+            raise SkillExists(f"Skill '{name}' already exists.")
+        if not create and existing is None:
+            raise SkillNotFound(f"Skill '{name}' not found.")
+        kept_version = existing.version if existing and version is None else version
+        created_at = existing.created_at if existing and existing.created_at else now_iso()
+        skill = Skill(name, description, body, created_at, kept_version or None)
+        atomic_write(path, _render(skill))
+    return get_skill(home, name) or skill
 
 
 def delete_skill(home: Path, name: str) -> None:
     path = _skill_file(home, name)
-    if not path.is_file():
-        raise SkillError(f"Skill '{name}' not found.")
-    shutil.rmtree(path.parent)
+    with file_lock(skills_dir(home)):
+        if not path.is_file():
+            raise SkillNotFound(f"Skill '{name}' not found.")
+        shutil.rmtree(path.parent)

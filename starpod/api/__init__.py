@@ -29,4 +29,9 @@ def blueprints() -> list:
     from .memory import blp as memory_blp
     from .settings import blp as settings_blp
     from .system import blp as system_blp
-    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp]
+    from .usage import blp as usage_blp
+    from .render import blp as render_blp
+    from .skills import blp as skills_blp
+    from .usermemory import blp as user_memory_blp
+    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, usage_blp,
+            render_blp, skills_blp, user_memory_blp]

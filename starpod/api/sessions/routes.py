@@ -6,12 +6,14 @@ from flask_smorest import Blueprint
 
 from ... import sessions
 from ...errors import BadRequest
+from ...render import render_markdown
 from ..guards import caller_is_admin, current_user_id, require_user
-from .schemas import MessageSchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
+from .schemas import MessageSchema, MessagesQuerySchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
 
 blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessions and their messages")
 
 MAX_LIMIT = 200
+TEXT_ROLES = ("user", "assistant")  # tool rows hold JSON, not markdown
 
 
 def _viewer() -> str | None:
@@ -42,12 +44,18 @@ def get_session(session_id):
 
 @blp.route("/sessions/<session_id>/messages", methods=["GET"])
 @require_user
+@blp.arguments(MessagesQuerySchema, location="query")
 @blp.response(200, MessageSchema(many=True))
 @blp.alt_response(404, description="Session not found")
-def get_messages(session_id):
-    """Every message of the session, oldest first."""
+@blp.alt_response(422, description="render is not a boolean")
+def get_messages(query, session_id):
+    """Every message of the session, oldest first; `?render=1` adds each text row's HTML."""
     session = sessions.get_session(session_id, _viewer())
-    return [sessions.message_json(m) for m in sessions.get_messages(session.id)]
+    rows = [sessions.message_json(m) for m in sessions.get_messages(session.id)]
+    if query["render"]:
+        for row in rows:
+            row["html"] = render_markdown(row["content"]) if row["role"] in TEXT_ROLES else None
+    return rows
 
 
 @blp.route("/sessions/<session_id>/read", methods=["POST"])

@@ -30,6 +30,12 @@ class MessageSchema(BaseSchema):
     role = fields.String(required=True, metadata={"enum": ["user", "assistant", "tool_use", "tool_result"]})
     content = fields.String(required=True, metadata={"description": "Tool rows hold serialized JSON"})
     timestamp = fields.String(required=True)
+    html = fields.String(allow_none=True, metadata={
+        "description": "Only with ?render=1: sanitized HTML of a user/assistant row's markdown; null for tool rows"})
+
+
+class MessagesQuerySchema(BaseSchema):
+    render = fields.Boolean(load_default=False, metadata={"description": "Add `html` to each message"})
 
 
 class ReadStateSchema(BaseSchema):

@@ -5,15 +5,12 @@ new values are in force (other workers pick the new file up on their next reques
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable
-
-from flask import current_app, request
+from flask import current_app
 from flask_smorest import Blueprint
-from werkzeug.exceptions import UnsupportedMediaType
 
 from ... import settings
 from ...config import Config
+from ..bodies import json_body_for
 from ..guards import require_admin
 from ..schemas import StatusSchema
 from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
@@ -28,17 +25,7 @@ def _config() -> Config:
     return current_app.config["STARPOD"]
 
 
-def json_body(view: Callable) -> Callable:
-    """415 for a PUT whose body is not declared as JSON (checked after auth, before the body)."""
-    view = blp.alt_response(415, description="Content-Type must be application/json")(view)
-    view = blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")(view)
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        if not request.is_json:
-            raise UnsupportedMediaType()
-        return view(*args, **kwargs)
-    return wrapper
+json_body = json_body_for(blp)
 
 
 @blp.route("/general", methods=["GET"])

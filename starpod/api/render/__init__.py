@@ -1,0 +1,4 @@
+"""Markdown rendering for the web UI: `POST /api/render`."""
+from .routes import blp
+
+__all__ = ["blp"]
