@@ -70,7 +70,7 @@ const renderCache = new Map();
 export async function renderMarkdown(text) {
   if (renderCache.has(text)) return renderCache.get(text);
   try {
-    const {html} = await post('/api/render', {markdown: text});
+    const {html} = await post('/api/render', {text});
     if (renderCache.size > 500) renderCache.clear();
     renderCache.set(text, html);
     return html;

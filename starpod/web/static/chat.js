@@ -40,14 +40,18 @@ function prettyJson(value) {
   return JSON.stringify(value, null, 2);
 }
 
-/** Show `text` as sanitized HTML from the server; plain text until (or unless) that arrives. */
+/** Put the server's sanitized HTML (nh3) into `el`; the CSP forbids inline scripts anyway. */
+function showHtml(el, html) {
+  if (typeof html !== 'string') return;  // keep the plain text
+  el.innerHTML = html;
+  el.classList.remove('plain');
+}
+
+/** Show `text` as plain text until its rendered HTML arrives from the server. */
 async function fillMarkdown(el, text) {
   el.textContent = text;
   el.classList.add('plain');
-  const html = await renderMarkdown(text);
-  if (html === null) return;
-  el.innerHTML = html;  // sanitized by the server (nh3); the CSP forbids inline scripts anyway
-  el.classList.remove('plain');
+  showHtml(el, await renderMarkdown(text));
 }
 
 export class ChatView {
@@ -80,7 +84,7 @@ export class ChatView {
       this.attachmentsBar, this.notice,
       h('div', {class: 'composer-row'},
         h('button', {class: 'attach', type: 'button', title: 'Attach files', 'aria-label': 'Attach files',
-          text: '📎', onclick: () => this.fileInput.click()}),
+          text: 'Attach', onclick: () => this.fileInput.click()}),
         this.fileInput, this.input, this.sendButton));
     this.root = h('section', {class: 'chat', ondragover: (e) => e.preventDefault(),
       ondrop: (e) => { e.preventDefault(); this.addFiles(e.dataTransfer.files); }},
@@ -115,7 +119,7 @@ export class ChatView {
     let messages;
     try {
       [meta, messages] = await Promise.all([get(`/api/sessions/${sessionId}`),
-        get(`/api/sessions/${sessionId}/messages`)]);
+        get(`/api/sessions/${sessionId}/messages?render=1`)]);
     } catch (error) {
       replace(this.log, h('div', {class: 'error-box', text: error.message}));
       return;
@@ -160,11 +164,11 @@ export class ChatView {
         this.log.append(userBubble(message.content, [], message.timestamp));
         continue;
       }
-      reply = reply || this.startReply();
+      reply = reply || this.startReply(true, false);
       if (message.role === 'assistant') {
         const part = {kind: 'text', text: message.content};
         this.drawPart(part, reply);
-        fillMarkdown(part.el, part.text);
+        showHtml(part.el, message.html);
       } else {
         const data = parseJson(message.content);
         if (message.role === 'tool_use') this.drawPart({kind: 'tool', id: data.id, name: data.name, input: data.input}, reply);
@@ -325,10 +329,10 @@ export class ChatView {
 
   // --- drawing -----------------------------------------------------------------------
 
-  startReply(attached = true) {
+  startReply(attached = true, streaming = true) {
     const body = h('div', {class: 'bubble-body'});
     const footer = h('div', {class: 'usage-line', hidden: true});
-    const bubble = h('article', {class: 'message assistant streaming'}, body, footer);
+    const bubble = h('article', {class: `message assistant${streaming ? ' streaming' : ''}`}, body, footer);
     if (attached) this.log.append(bubble);
     return {bubble, body, footer, cards: new Map()};
   }

@@ -53,7 +53,7 @@ export class Sidebar {
     h('a', {href: `#/chat/${item.id}`, onclick: () => this.onNavigate()},
       unread ? h('span', {class: 'unread-dot', title: 'Unread', 'aria-label': 'Unread'}) : null,
       h('span', {class: 'session-title', text: title}),
-      h('span', {class: `badge ${item.channel}`, text: item.channel}),
+      h('span', {class: `badge channel-${item.channel}`, text: item.channel}),
       h('time', {class: 'muted', datetime: item.last_message_at, text: formatTime(item.last_message_at)})));
   }
 

@@ -62,34 +62,36 @@ function svg(tag, attrs = {}, ...children) {
   return el;
 }
 
-function usageRows(answer) {
-  if (Array.isArray(answer)) return answer;
-  return answer?.rows || answer?.days || answer?.items || [];
-}
+const tokens = (counters) => (counters.input_tokens || 0) + (counters.output_tokens || 0);
 
-function usageChart(rows) {
-  const days = [...new Set(rows.map((r) => r.date || r.day))].sort();
-  const models = [...new Set(rows.map((r) => r.model || 'unknown'))];
-  const tokens = (r) => (r.input_tokens || 0) + (r.output_tokens || 0);
-  const perDay = days.map((day) => rows.filter((r) => (r.date || r.day) === day));
-  const max = Math.max(1, ...perDay.map((list) => list.reduce((sum, r) => sum + tokens(r), 0)));
+/** A stacked bar per day (one colour per model) from the `daily` list of GET /api/usage. */
+function usageChart(daily) {
+  const models = [...new Set(daily.flatMap((day) => day.models.map((m) => m.model)))];
+  const max = Math.max(1, ...daily.map(tokens));
   const barWidth = 18;
-  const chart = svg('svg', {class: 'chart', viewBox: `0 0 ${Math.max(days.length, 1) * (barWidth + 6)} ${CHART_HEIGHT}`,
+  const chart = svg('svg', {class: 'chart', viewBox: `0 0 ${Math.max(daily.length, 1) * (barWidth + 6)} ${CHART_HEIGHT}`,
     role: 'img', 'aria-label': 'Tokens per day'});
-  perDay.forEach((list, index) => {
+  daily.forEach((day, index) => {
     let top = CHART_HEIGHT;
-    for (const row of list) {
+    for (const row of day.models) {
       const height = (tokens(row) / max) * (CHART_HEIGHT - 10);
       top -= height;
       const title = svg('title');
-      title.textContent = `${days[index]} ${row.model}: ${tokens(row)} tokens, $${Number(row.cost_usd || 0).toFixed(4)}`;
+      title.textContent = `${day.date} ${row.model}: ${tokens(row)} tokens, $${Number(row.cost_usd).toFixed(4)}`;
       chart.append(svg('rect', {x: index * (barWidth + 6), y: top, width: barWidth, height,
-        class: `series-${models.indexOf(row.model || 'unknown') % 6}`}, title));
+        class: `series-${models.indexOf(row.model) % 6}`}, title));
     }
   });
   const legend = h('ul', {class: 'legend'}, models.map((model, i) =>
     h('li', {}, h('span', {class: `swatch series-${i % 6}`}), model)));
   return [chart, legend];
+}
+
+function usageByUser(users) {
+  if (!auth.isAdmin || !users.length) return null;
+  return h('table', {class: 'table'}, h('thead', {}, h('tr', {}, ['User', 'Runs', 'Tokens', 'Cost'].map((t) => h('th', {text: t})))),
+    h('tbody', {}, users.map((u) => h('tr', {}, h('td', {text: u.user_id}), h('td', {text: u.runs}),
+      h('td', {text: tokens(u)}), h('td', {text: `$${u.cost_usd.toFixed(4)}`})))));
 }
 
 export function usageView() {
@@ -98,11 +100,12 @@ export function usageView() {
   const show = async () => {
     const user = userSelect.value ? `&user_id=${encodeURIComponent(userSelect.value)}` : '';
     try {
-      const rows = usageRows(await get(`/api/usage?days=30${user}`));
-      const cost = rows.reduce((sum, r) => sum + Number(r.cost_usd || 0), 0);
-      const total = rows.reduce((sum, r) => sum + (r.input_tokens || 0) + (r.output_tokens || 0), 0);
-      replace(body, h('p', {class: 'usage-total', text: `${total} tokens · $${cost.toFixed(4)} in the last 30 days`}),
-        rows.length ? usageChart(rows) : h('p', {class: 'muted', text: 'No usage recorded yet.'}));
+      const report = await get(`/api/usage?days=30${user}`);
+      const {totals} = report;
+      replace(body, h('p', {class: 'usage-total',
+        text: `${totals.runs} runs · ${tokens(totals)} tokens · $${totals.cost_usd.toFixed(4)} in the last ${report.days} days`}),
+      totals.runs ? usageChart(report.daily) : h('p', {class: 'muted', text: 'No usage recorded yet.'}),
+      usageByUser(report.users));
     } catch (error) {
       replace(body, errorBox(error));
     }
@@ -130,7 +133,7 @@ function generalForm() {
   const models = h('datalist', {id: 'known-models'});
   get('/api/settings/models').then(({models: byProvider}) => replace(models,
     Object.entries(byProvider).flatMap(([provider, names]) => names.map((name) =>
-      h('option', {value: name, label: provider}))))), () => {});
+      h('option', {value: name, label: provider})))), () => {});
   return groupForm('general', 'General', [
     {name: 'agent_name', label: 'Agent name', type: 'text'},
     {name: 'provider', label: 'Provider', type: 'text'},
@@ -380,7 +383,7 @@ export function instancesView() {
     }}, nameInput, h('button', {class: 'primary', type: 'submit', text: 'Create instance'}));
     return h('section', {class: 'panel'}, h('h2', {text: 'Instances'}), create, message,
       h('table', {class: 'table'}, h('tbody', {}, instances.map((inst) => h('tr', {},
-        h('td', {text: inst.name || inst.id}), h('td', {}, h('span', {class: `badge ${inst.status}`, text: inst.status})),
+        h('td', {text: inst.name || inst.id}), h('td', {}, h('span', {class: `badge status-${inst.status}`, text: inst.status})),
         h('td', {class: 'muted', text: inst.health ? `${inst.health.cpu_percent}% cpu · ${inst.health.memory_mb} MB` : 'no health yet'}),
         h('td', {},
           h('button', {type: 'button', text: 'Pause', onclick: act(() => post(`/api/instances/${inst.id}/pause`))}),

@@ -1,0 +1,433 @@
+"""The web UI at `/` in real headless Chromium against a real gunicorn server and the fake provider.
+
+One server and one browser serve the whole module.  Every test signs in through `?token=` (which
+also proves the token is taken out of the address bar) and must leave no error in the browser
+console.  The server-restart test runs last because it restarts the shared server.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import re
+
+import pytest
+import requests
+
+from starpod.db import database, open_database
+from starpod.notify import notify
+
+from .browser import PHONE, DESKTOP, WAIT_SECS, save_screenshot, start_chromium
+from .fake_provider import Failure, Reply, ToolCall
+from .support import LiveServer
+
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.timeout(600)]
+
+PNG_BYTES = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fake):
+    home = tmp_path_factory.mktemp("web") / "home"
+    live = LiveServer(home, env=fake.environ(STARPOD_WS_PING_SECS="5")).start()
+    live.admin_key = live.generated_admin_key()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def user_key(server):
+    user = server.request("POST", "/api/settings/auth/users", server.admin_key,
+                          json={"role": "user", "display_name": "Bob"}).json()
+    created = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
+                             json={"label": "browser"})
+    return created.json()["key"]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    browser = start_chromium()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture(autouse=True)
+def clean_browser(request, fake):
+    """Reset the fake's script, then fail the test if the page logged any error."""
+    fake.reset()
+    if "driver" not in request.fixturenames:
+        yield
+        return
+    browser = request.getfixturevalue("driver")
+    browser.set_window_size(*DESKTOP)
+    browser.get_log("browser")  # drop what earlier tests left
+    yield
+    if request.node.get_closest_marker("console_errors_expected"):
+        return
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    if request.node.get_closest_marker("http_errors_expected"):  # Chrome logs every 4xx answer
+        errors = [entry for entry in errors if entry["source"] != "network"]
+    assert not errors, f"browser console errors: {errors}"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def wait_for(driver, condition, message: str = "", timeout: float = WAIT_SECS):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), message)
+
+
+def find(driver, selector: str):
+    return wait_for(driver, lambda d: _visible(d, selector), f"no visible {selector}")
+
+
+def _visible(driver, selector):
+    for element in driver.find_elements("css selector", selector):
+        if element.is_displayed():
+            return element
+    return None
+
+
+def sign_in(driver, server, key: str, hash_: str = "") -> None:
+    """Open the UI with `?token=` and wait until the app shell is up and connected."""
+    driver.get(f"{server.base_url}/?token={key}{hash_}")
+    find(driver, ".shell .topbar")
+    wait_for(driver, lambda d: d.find_element("css selector", ".connection").get_attribute("data-state") == "online",
+             "the socket did not connect")
+
+
+def send_message(driver, text: str) -> None:
+    box = find(driver, ".composer-input")
+    box.send_keys(text)
+    from selenium.webdriver.common.keys import Keys
+    box.send_keys(Keys.ENTER)
+
+
+def last_reply(driver):
+    return wait_for(driver, lambda d: (d.find_elements("css selector", ".log .message.assistant") or [None])[-1],
+                    "no assistant reply")
+
+
+def finished_replies(driver) -> list:
+    return [m for m in driver.find_elements("css selector", ".log .message.assistant")
+            if "streaming" not in m.get_attribute("class")]
+
+
+def reply_finished(driver, before: int = 0):
+    """The newest finished reply, once more than `before` replies have finished."""
+    return wait_for(driver, lambda d: len(finished_replies(d)) > before and finished_replies(d)[-1],
+                    "the reply did not finish")
+
+
+# --- serving ------------------------------------------------------------------------------
+
+def test_page_and_assets_are_public_with_security_and_cache_headers(server):
+    page = requests.get(f"{server.base_url}/", timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "<script" in page.text and not re.search(r"<script>|\sstyle=|\son\w+=", page.text)
+    app_js = re.search(r'src="(/ui/[0-9a-f]+/app\.js)"', page.text).group(1)
+    asset = requests.get(f"{server.base_url}{app_js}", headers={"Accept-Encoding": "gzip"}, timeout=30, stream=True)
+    assert asset.status_code == 200 and asset.headers["Content-Type"].startswith("text/javascript")
+    assert "max-age=31536000" in asset.headers["Cache-Control"] and "immutable" in asset.headers["Cache-Control"]
+    assert asset.headers["Content-Encoding"] == "gzip"
+    assert b"import" in gzip.decompress(asset.raw.read())
+    assert asset.headers["Content-Security-Policy"] == csp
+    stale = requests.get(f"{server.base_url}/ui/000000000000/app.js", timeout=30)
+    assert stale.status_code == 200 and stale.headers["Cache-Control"] == "no-cache"
+    assert requests.get(f"{server.base_url}/ui/x/missing.js", timeout=30).status_code == 404
+    again = requests.get(f"{server.base_url}{app_js}", headers={"If-None-Match": asset.headers["ETag"]}, timeout=30)
+    assert again.status_code == 304
+
+
+# --- login ----------------------------------------------------------------------------------
+
+def test_bad_key_is_refused_and_a_good_key_is_kept(driver, server):
+    driver.get(f"{server.base_url}/")
+    driver.execute_script("localStorage.clear(); sessionStorage.clear();")
+    driver.get(f"{server.base_url}/")
+    field = find(driver, ".login input[name=api_key]")
+    field.send_keys("sp_live_" + "0" * 40)
+    find(driver, ".login button[type=submit]").click()
+    wait_for(driver, lambda d: "not accepted" in d.find_element("css selector", ".login-error").text)
+    assert not driver.find_elements("css selector", ".shell")
+    save_screenshot(driver, "login")
+    field.clear()
+    field.send_keys(server.admin_key)
+    find(driver, ".login button[type=submit]").click()
+    find(driver, ".shell .topbar")
+    driver.refresh()
+    find(driver, ".shell .topbar")
+    assert driver.execute_script("return localStorage.getItem('starpod.apiKey')") == server.admin_key
+
+
+def test_token_in_url_logs_in_once_and_leaves_the_address_bar(driver, server):
+    driver.get(f"{server.base_url}/")
+    driver.execute_script("localStorage.clear();")
+    sign_in(driver, server, server.admin_key, "#/memory")
+    assert "token" not in driver.current_url and driver.current_url.endswith("#/memory")
+    assert driver.execute_script("return history.length") >= 1
+    assert driver.execute_script("return localStorage.getItem('starpod.apiKey')") == server.admin_key
+
+
+# --- chat -----------------------------------------------------------------------------------
+
+def test_chat_streams_tokens_shows_tool_card_and_renders_markdown(driver, server, fake):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    words = " ".join(f"word{i}" for i in range(30))
+    fake.script(Reply(tool_calls=[ToolCall("MemorySearch", {"query": "zebra"})]),
+                Reply(f"**Bold** {words}", chunks=30, chunk_delay=0.1))
+    send_message(driver, "Find zebras please")
+    streaming = wait_for(driver, lambda d: _visible(d, ".message.assistant.streaming .text"), "no streamed text")
+    partial = streaming.text
+    assert partial and words not in partial  # text shows up before the reply is complete
+    card = find(driver, ".tool-card")
+    assert "MemorySearch" in card.text
+    reply = reply_finished(driver)
+    strong = wait_for(driver, lambda d: reply.find_elements("css selector", ".text strong"), "markdown not rendered")
+    assert strong[0].text == "Bold"
+    assert words in reply.text
+    assert re.search(r"\d+ turns? · \d+ in / \d+ out tokens · \$", reply.find_element("css selector", ".usage-line").text)
+    card.find_element("css selector", "summary").click()
+    assert '"zebra"' in card.find_element("css selector", ".tool-input").text
+    assert card.find_element("css selector", ".tool-status").text == "done"
+    save_screenshot(driver, "chat")
+    user_bubble = driver.find_elements("css selector", ".message.user")[-1]
+    assert "Find zebras please" in user_bubble.text
+
+
+def test_shift_enter_adds_a_newline_and_errors_show_in_place(driver, server, fake):
+    from selenium.webdriver.common.keys import Keys
+
+    sign_in(driver, server, server.admin_key, "#/chat")
+    fake.script(Reply("first line seen"))
+    box = find(driver, ".composer-input")
+    box.send_keys("line one")
+    box.send_keys(Keys.SHIFT, Keys.ENTER)
+    box.send_keys("line two")
+    assert box.get_attribute("value") == "line one\nline two"
+    box.send_keys(Keys.ENTER)
+    reply_finished(driver)
+    assert fake.requests[-1].body["messages"][-1]["content"][-1]["text"].startswith("line one\nline two")
+    fake.script(Failure(400, "provider exploded", error_type="invalid_request_error"))
+    send_message(driver, "this one fails")
+    reply = reply_finished(driver, before=1)
+    assert "provider exploded" in reply.find_element("css selector", ".error-box").text
+
+
+def test_attachment_is_previewed_and_sent(driver, server, fake, tmp_path):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    image = tmp_path / "dot.png"
+    image.write_bytes(PNG_BYTES)
+    driver.find_element("css selector", ".composer input[type=file]").send_keys(str(image))
+    thumb = find(driver, ".composer .attachment img.thumb")
+    assert thumb.get_attribute("src").startswith("blob:")
+    fake.script(Reply("nice picture"))
+    send_message(driver, "What is this?")
+    reply_finished(driver)
+    assert find(driver, ".message.user .attachment img.thumb")
+    blocks = fake.requests[-1].body["messages"][0]["content"]
+    assert any(block.get("type") == "image" for block in blocks)
+    assert any("dot.png" in block.get("text", "") for block in blocks)
+    assert not driver.find_elements("css selector", ".composer .attachment")
+
+
+def test_reload_mid_stream_resumes_the_same_reply_without_gap_or_duplicate(driver, server, fake):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    words = [f"piece{i}" for i in range(60)]
+    fake.script(Reply(" ".join(words), chunks=60, chunk_delay=0.12))
+    send_message(driver, "Tell me a long story")
+    wait_for(driver, lambda d: "piece5" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
+             "the stream did not start")
+    driver.refresh()
+    reply = reply_finished(driver)
+    text = reply.find_element("css selector", ".text").text
+    assert text.split() == words
+    assert len(driver.find_elements("css selector", ".log .message.assistant")) == 1
+    assert "Tell me a long story" in driver.find_element("css selector", ".log .message.user").text
+
+
+def test_follow_up_while_streaming_is_accepted(driver, server, fake):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    fake.script(Reply("slow " * 20, chunks=20, chunk_delay=0.15), Reply("got your follow-up"))
+    send_message(driver, "start something")
+    wait_for(driver, lambda d: _visible(d, ".message.assistant.streaming .text"), "no stream")
+    send_message(driver, "and one more thing")
+    find(driver, ".message.user.followup")
+    wait_for(driver, lambda d: "got your follow-up" in d.find_element("css selector", ".log").text,
+             "the follow-up was not answered")
+    assert any("and one more thing" in str(r.body["messages"]) for r in fake.requests)
+
+
+class _Empty:
+    text = ""
+
+
+def test_stored_script_renders_inert(driver, server, fake):
+    fake.script(Reply('Look: <script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"> done'))
+    answer = server.request("POST", "/api/chat", server.admin_key, json={"text": "inert please"}).json()
+    sign_in(driver, server, server.admin_key, f"#/chat/{answer['session_id']}")
+    reply = reply_finished(driver)
+    assert "done" in reply.text
+    assert driver.execute_script("return window.__pwned === undefined")
+    assert not driver.find_elements("css selector", ".log script, .log [onerror]")
+
+
+# --- sessions, notifications ------------------------------------------------------------------
+
+def test_sessions_sidebar_lists_newest_first_with_unread_markers_and_full_history(driver, server, fake):
+    fake.script(Reply(tool_calls=[ToolCall("MemorySearch", {"query": "older"})]), Reply("older answer"))
+    older = server.request("POST", "/api/chat", server.admin_key, json={"text": "Older topic"}).json()["session_id"]
+    fake.script(Reply("newer answer"))
+    newer = server.request("POST", "/api/chat", server.admin_key, json={"text": "Newer topic"}).json()["session_id"]
+    server.request("POST", f"/api/sessions/{older}/read", server.admin_key, json={"is_read": False})
+    sign_in(driver, server, server.admin_key, "#/chat")
+    wait_for(driver, lambda d: d.find_elements("css selector", f'.session[data-session-id="{older}"]'), "no session")
+    ids = [li.get_attribute("data-session-id") for li in driver.find_elements("css selector", ".session")]
+    assert ids.index(newer) < ids.index(older)
+    item = driver.find_element("css selector", f'.session[data-session-id="{older}"]')
+    assert "unread" in item.get_attribute("class") and item.find_elements("css selector", ".unread-dot")
+    assert "main" in item.find_element("css selector", ".badge").text
+    save_screenshot(driver, "sessions")
+    item.find_element("css selector", "a").click()
+    wait_for(driver, lambda d: "older answer" in d.find_element("css selector", ".log").text, "history not shown")
+    assert "MemorySearch" in find(driver, ".log .tool-card").text
+    wait_for(driver, lambda d: server.get(f"/api/sessions/{older}", server.admin_key).json()["is_read"],
+             "the session was not marked read")
+    find(driver, ".new-chat").click()
+    find(driver, ".welcome")
+
+
+def test_notification_toast_opens_its_session(driver, server, fake):
+    fake.script(Reply("digest body"))
+    session_id = server.request("POST", "/api/chat", server.admin_key, json={"text": "Digest run"}).json()["session_id"]
+    sign_in(driver, server, server.admin_key, "#/memory")
+    open_database(server.home / "db" / "starpod.db")
+    try:
+        notify("daily-digest", session_id, "Your digest is ready", True, home=server.home)
+    finally:
+        database.close_all()
+    toast = find(driver, ".toast .toast-body")
+    assert "daily-digest" in toast.text and "Your digest is ready" in toast.text
+    toast.click()
+    wait_for(driver, lambda d: "digest body" in d.find_element("css selector", ".log").text, "session not opened")
+    assert driver.current_url.endswith(f"#/chat/{session_id}")
+
+
+# --- memory, settings, keys -----------------------------------------------------------------
+
+def test_memory_search_shows_source_lines_and_highlights(driver, server):
+    notes = server.home / "knowledge" / "animals.md"
+    notes.parent.mkdir(parents=True, exist_ok=True)
+    notes.write_text("# Animals\n\nThe quokka lives on Rottnest Island.\n")
+    server.request("POST", "/api/memory/reindex", server.admin_key)
+    sign_in(driver, server, server.admin_key, "#/memory")
+    field = find(driver, ".search input[type=search]")
+    field.send_keys("quokka")
+    find(driver, ".search button").click()
+    hit = find(driver, ".hit")
+    assert "animals.md" in hit.find_element("css selector", ".hit-source").text
+    assert re.search(r"lines \d+–\d+", hit.text)
+    assert hit.find_element("css selector", "mark").text.lower() == "quokka"
+    save_screenshot(driver, "memory")
+
+
+@pytest.mark.http_errors_expected
+def test_settings_save_shows_the_validation_error_next_to_its_field(driver, server):
+    sign_in(driver, server, server.admin_key, "#/settings/general")
+    field = find(driver, "input[name=max_turns]")
+    wait_for(driver, lambda d: field.get_attribute("value") != "", "settings not loaded")
+    field.clear()
+    field.send_keys("0")
+    find(driver, ".settings-form button[type=submit]").click()
+    error = find(driver, '.field[data-field="max_turns"] .field-error')
+    assert "max_turns" in error.text or error.text
+    assert "invalid" in driver.find_element("css selector", '.field[data-field="max_turns"]').get_attribute("class")
+    save_screenshot(driver, "settings")
+    field.clear()
+    field.send_keys("12")
+    find(driver, ".settings-form button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_element("css selector", ".form-status").text == "Saved.", "not saved")
+    assert server.get("/api/settings/general", server.admin_key).json()["max_turns"] == 12
+
+
+def test_api_key_is_created_shown_once_and_revoked(driver, server):
+    from selenium.webdriver.common.keys import Keys
+
+    admin_id = server.get("/api/auth/verify", server.admin_key).json()["user"]["id"]
+    sign_in(driver, server, server.admin_key, "#/users")
+    find(driver, f'tr[data-user-id="{admin_id}"] a').click()
+    find(driver, "input[name=label]").send_keys("laptop")
+    find(driver, ".user-detail form button[type=submit]").click()
+    secret = find(driver, "dialog .secret").get_attribute("value")
+    assert secret.startswith("sp_live_")
+    assert server.get("/api/auth/verify", secret).json()["authenticated"] is True
+    find(driver, "dialog .copy").click()
+    save_screenshot(driver, "new-key")
+    driver.find_element("css selector", "dialog").send_keys(Keys.ESCAPE)
+    wait_for(driver, lambda d: not d.find_elements("css selector", "dialog"), "Esc did not close the dialog")
+    row = wait_for(driver, lambda d: [r for r in d.find_elements("css selector", ".keys tr")
+                                      if r.text.startswith("laptop")], "new key not listed")[0]
+    assert secret not in driver.page_source
+    row.find_element("css selector", "button.revoke").click()
+    wait_for(driver, lambda d: any(r.text.startswith("laptop") and "revoked" in r.text
+                                   for r in d.find_elements("css selector", ".keys tr")), "not revoked")
+    assert server.get("/api/auth/verify", secret).json()["authenticated"] is False
+    save_screenshot(driver, "users")
+
+
+def test_non_admin_sees_no_admin_screens(driver, server, user_key):
+    sign_in(driver, server, user_key, "#/chat")
+    nav = find(driver, ".nav").text
+    assert "Memory" in nav and "Settings" not in nav and "Users" not in nav and "Instances" not in nav
+    driver.get(f"{server.base_url}/#/settings/general")
+    heading = find(driver, ".panel h2")
+    assert heading.text == "Admins only"
+    assert not driver.find_elements("css selector", "input[name=max_turns]")
+    driver.execute_script("localStorage.clear()")
+
+
+def test_phone_width_is_one_column_with_a_sidebar_drawer(driver, server):
+    from selenium.webdriver.common.keys import Keys
+
+    sign_in(driver, server, server.admin_key, "#/chat")
+    driver.set_window_size(*PHONE)
+    menu = find(driver, ".topbar .menu")
+    sidebar = driver.find_element("css selector", ".sidebar")
+    left_edge = lambda: driver.execute_script("return arguments[0].getBoundingClientRect().right", sidebar)
+    wait_for(driver, lambda d: left_edge() <= 0, "sidebar visible at phone width")
+    main_width = driver.execute_script("return document.querySelector('main.main').getBoundingClientRect().width")
+    viewport = driver.execute_script("return window.innerWidth")
+    assert main_width >= viewport - 2
+    menu.click()
+    wait_for(driver, lambda d: left_edge() > 100, "drawer did not open")
+    save_screenshot(driver, "phone-drawer")
+    driver.find_element("css selector", "body").send_keys(Keys.ESCAPE)
+    wait_for(driver, lambda d: left_edge() <= 0, "Esc did not close the drawer")
+
+
+# --- restart (last: restarts the shared server) ----------------------------------------------
+
+@pytest.mark.console_errors_expected  # the browser logs the failed reconnect attempts
+def test_server_restart_mid_stream_resumes_the_reply(driver, server, fake):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    words = [f"chunk{i}" for i in range(40)]
+    fake.script(Reply(" ".join(words), chunks=40, chunk_delay=0.15))
+    send_message(driver, "Keep going through a restart")
+    wait_for(driver, lambda d: "chunk3" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
+             "the stream did not start")
+    server.stop(timeout=60)
+    wait_for(driver, lambda d: d.find_element("css selector", ".connection").get_attribute("data-state") != "online",
+             "the UI did not notice the server going away")
+    server.start()
+    reply = reply_finished(driver)
+    assert reply.find_element("css selector", ".text").text.split() == words
+    assert len(driver.find_elements("css selector", ".log .message.assistant")) == 1
