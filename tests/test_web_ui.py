@@ -322,6 +322,21 @@ def test_notification_toast_opens_its_session(driver, server, fake):
     assert driver.current_url.endswith(f"#/chat/{session_id}")
 
 
+def test_welcome_shows_greeting_and_prompt_chips_to_every_user(driver, server, fake, user_key):
+    server.request("PUT", "/api/settings/frontend", server.admin_key,
+                   json={"greeting": "Welcome aboard", "prompts": ["Plan my day", "What is new?"]})
+    sign_in(driver, server, user_key, "#/chat")
+    welcome = find(driver, ".welcome")
+    wait_for(driver, lambda d: "Welcome aboard" in welcome.text, "greeting not shown")
+    chips = welcome.find_elements("css selector", ".chip")
+    assert [chip.text for chip in chips] == ["Plan my day", "What is new?"]
+    fake.script(Reply("Here is your plan"))
+    chips[0].click()
+    wait_for(driver, lambda d: "Here is your plan" in d.find_element("css selector", ".log").text, "no answer")
+    assert "Plan my day" in driver.find_element("css selector", ".message.user").text
+    driver.execute_script("localStorage.clear()")
+
+
 # --- memory, settings, keys -----------------------------------------------------------------
 
 def test_memory_search_shows_source_lines_and_highlights(driver, server):
@@ -412,6 +427,38 @@ def test_phone_width_is_one_column_with_a_sidebar_drawer(driver, server):
     save_screenshot(driver, "phone-drawer")
     driver.find_element("css selector", "body").send_keys(Keys.ESCAPE)
     wait_for(driver, lambda d: left_edge() <= 0, "Esc did not close the drawer")
+
+
+def test_admin_screens_usage_skills_instances_and_agent_files(driver, server, fake):
+    fake.script(Reply("counted"))
+    server.request("POST", "/api/chat", server.admin_key, json={"text": "count me"})
+    sign_in(driver, server, server.admin_key, "#/usage")
+    total = find(driver, ".usage-total")
+    assert re.search(r"[1-9]\d* runs", total.text)
+    assert driver.find_elements("css selector", "svg.chart rect")
+    save_screenshot(driver, "usage")
+    driver.get(f"{server.base_url}/#/skills/new")
+    find(driver, "input[name=name]").send_keys("daily-plan")
+    find(driver, "input[name=description]").send_keys("Plans the day")
+    find(driver, "textarea[name=body]").send_keys("Make a plan.")
+    find(driver, ".settings-form button[type=submit]").click()
+    link = wait_for(driver, lambda d: [a for a in d.find_elements("css selector", ".card a") if a.text == "daily-plan"],
+                    "skill not listed")[0]
+    assert server.get("/api/settings/skills/daily-plan", server.admin_key).json()["body"].strip() == "Make a plan."
+    link.click()
+    wait_for(driver, lambda d: "Make a plan." in find(d, "textarea[name=body]").get_attribute("value"), "skill not loaded")
+    driver.get(f"{server.base_url}/#/instances")
+    find(driver, ".panel h2")
+    assert find(driver, ".panel h2").text == "Instances"
+    driver.get(f"{server.base_url}/#/settings/files")
+    editor = find(driver, "textarea.file-editor")
+    wait_for(driver, lambda d: d.find_element("css selector", ".form-status").text == "", "file not loaded")
+    editor.send_keys("\nBe brief.")
+    wait_for(driver, lambda d: d.find_element("css selector", ".form-status").text == "Unsaved changes", "no warning")
+    find(driver, ".form-actions button.primary").click()
+    wait_for(driver, lambda d: d.find_element("css selector", ".form-status").text == "Saved.", "not saved")
+    soul = server.get("/api/settings/files/SOUL.md", server.admin_key).json()["content"]
+    assert soul.endswith("Be brief.")
 
 
 # --- restart (last: restarts the shared server) ----------------------------------------------

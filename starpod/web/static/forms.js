@@ -82,12 +82,15 @@ function showErrors(rows, status, error) {
   status.classList.add('error');
   status.textContent = error.message;
   if (!(error instanceof ApiError)) return;
+  let first = null;
   for (const [name, messages] of Object.entries(error.fields)) {
     const found = rows.find((r) => r.field.name === name);
     if (!found) continue;
     found.error.textContent = messages.join(' ');
     found.row.classList.add('invalid');
+    first = first || found;
   }
+  if (first) first.input.focus();
 }
 
 /** A node telling what went wrong, with the server's per-field messages. */

@@ -200,7 +200,10 @@ function fileEditor({names, load, save, title}) {
   };
   editor.addEventListener('input', () => { status.textContent = dirty() ? 'Unsaved changes' : ''; });
   picker.addEventListener('change', open);
-  const warn = (event) => { if (document.contains(editor) && dirty()) event.preventDefault(); };
+  const warn = (event) => {
+    if (!document.contains(editor)) window.removeEventListener('beforeunload', warn);
+    else if (dirty()) event.preventDefault();
+  };
   window.addEventListener('beforeunload', warn);
   editor.isDirty = dirty;
   open();
