@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import gzip
 import re
+import threading
 
 import pytest
 import requests
@@ -182,23 +183,24 @@ def test_token_in_url_logs_in_once_and_leaves_the_address_bar(driver, server):
 
 def test_chat_streams_tokens_shows_tool_card_and_renders_markdown(driver, server, fake):
     sign_in(driver, server, server.admin_key, "#/chat")
+    gate = threading.Event()
     words = " ".join(f"word{i}" for i in range(30))
-    fake.script(Reply(tool_calls=[ToolCall("MemorySearch", {"query": "zebra"})]),
-                Reply(f"**Bold** {words}", chunks=30, chunk_delay=0.1))
+    fake.script(Reply("**Bold** start", tool_calls=[ToolCall("MemorySearch", {"query": "zebra"})], chunks=3),
+                gated(Reply(words, chunks=30, chunk_delay=0.02), gate))
     send_message(driver, "Find zebras please")
     streaming = wait_for(driver, lambda d: _visible(d, ".message.assistant.streaming .text"), "no streamed text")
-    partial = streaming.text
-    assert partial and words not in partial  # text shows up before the reply is complete
-    card = find(driver, ".tool-card")
+    wait_for(driver, lambda d: streaming.text == "**Bold** start", "partial text not shown while streaming")
+    card = find(driver, ".message.assistant.streaming .tool-card")
     assert "MemorySearch" in card.text
+    wait_for(driver, lambda d: card.find_element("css selector", ".tool-status").text == "done", "no tool result")
+    gate.set()
     reply = reply_finished(driver)
     strong = wait_for(driver, lambda d: reply.find_elements("css selector", ".text strong"), "markdown not rendered")
     assert strong[0].text == "Bold"
-    assert words in reply.text
+    wait_for(driver, lambda d: words in reply.text, "the rest of the reply is missing")
     assert re.search(r"\d+ turns? · \d+ in / \d+ out tokens · \$", reply.find_element("css selector", ".usage-line").text)
     card.find_element("css selector", "summary").click()
     assert '"zebra"' in card.find_element("css selector", ".tool-input").text
-    assert card.find_element("css selector", ".tool-status").text == "done"
     save_screenshot(driver, "chat")
     user_bubble = driver.find_elements("css selector", ".message.user")[-1]
     assert "Find zebras please" in user_bubble.text
@@ -240,31 +242,53 @@ def test_attachment_is_previewed_and_sent(driver, server, fake, tmp_path):
     assert not driver.find_elements("css selector", ".composer .attachment")
 
 
+def gated(reply: Reply, gate: threading.Event):
+    """A script entry that answers only once the test opens `gate` (so a run is surely mid-stream)."""
+    def entry(_recorded):
+        assert gate.wait(WAIT_SECS * 2), "the test never opened the gate"
+        return reply
+    return entry
+
+
 def test_reload_mid_stream_resumes_the_same_reply_without_gap_or_duplicate(driver, server, fake):
     sign_in(driver, server, server.admin_key, "#/chat")
-    words = [f"piece{i}" for i in range(60)]
-    fake.script(Reply(" ".join(words), chunks=60, chunk_delay=0.12))
+    gate = threading.Event()
+    first = [f"early{i}" for i in range(10)]
+    rest = [f"late{i}" for i in range(20)]
+    fake.script(Reply(" ".join(first), tool_calls=[ToolCall("MemorySearch", {"query": "story"})], chunks=10),
+                gated(Reply(" " + " ".join(rest), chunks=20, chunk_delay=0.05), gate))
     send_message(driver, "Tell me a long story")
-    wait_for(driver, lambda d: "piece5" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
+    wait_for(driver, lambda d: "early9" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
              "the stream did not start")
+    find(driver, ".message.assistant.streaming .tool-card")
     driver.refresh()
+    restored = wait_for(driver, lambda d: _visible(d, ".message.assistant.streaming .text"), "reply not restored")
+    assert restored.text.split() == first
+    assert len(driver.find_elements("css selector", ".log .tool-card")) == 1
+    gate.set()
     reply = reply_finished(driver)
-    text = reply.find_element("css selector", ".text").text
-    assert text.split() == words
+    wait_for(driver, lambda d: "late19" in reply.text, "the rest of the reply did not arrive")
+    assert " ".join(t.text for t in reply.find_elements("css selector", ".text")).split() == first + rest
     assert len(driver.find_elements("css selector", ".log .message.assistant")) == 1
+    assert len(driver.find_elements("css selector", ".log .tool-card")) == 1
     assert "Tell me a long story" in driver.find_element("css selector", ".log .message.user").text
 
 
 def test_follow_up_while_streaming_is_accepted(driver, server, fake):
     sign_in(driver, server, server.admin_key, "#/chat")
-    fake.script(Reply("slow " * 20, chunks=20, chunk_delay=0.15), Reply("got your follow-up"))
+    gate = threading.Event()
+    fake.default = Reply("got your follow-up")
+    fake.script(Reply("thinking", tool_calls=[ToolCall("MemorySearch", {"query": "x"})]),
+                gated(Reply("first answer"), gate))
     send_message(driver, "start something")
     wait_for(driver, lambda d: _visible(d, ".message.assistant.streaming .text"), "no stream")
     send_message(driver, "and one more thing")
     find(driver, ".message.user.followup")
-    wait_for(driver, lambda d: "got your follow-up" in d.find_element("css selector", ".log").text,
-             "the follow-up was not answered")
-    assert any("and one more thing" in str(r.body["messages"]) for r in fake.requests)
+    gate.set()
+    wait_for(driver, lambda d: any("and one more thing" in str(r.body["messages"]) for r in list(fake.requests)),
+             "the follow-up never reached the model")
+    wait_for(driver, lambda d: not d.find_elements("css selector", ".message.assistant.streaming")
+             and "first answer" in d.find_element("css selector", ".log").text, "the run did not finish")
 
 
 class _Empty:
@@ -466,15 +490,20 @@ def test_admin_screens_usage_skills_instances_and_agent_files(driver, server, fa
 @pytest.mark.console_errors_expected  # the browser logs the failed reconnect attempts
 def test_server_restart_mid_stream_resumes_the_reply(driver, server, fake):
     sign_in(driver, server, server.admin_key, "#/chat")
-    words = [f"chunk{i}" for i in range(40)]
-    fake.script(Reply(" ".join(words), chunks=40, chunk_delay=0.15))
+    gate = threading.Event()
+    words = [f"chunk{i}" for i in range(30)]
+    fake.script(Reply("before", tool_calls=[ToolCall("MemorySearch", {"query": "restart"})]),
+                gated(Reply(" ".join(words), chunks=30, chunk_delay=0.1), gate))
     send_message(driver, "Keep going through a restart")
-    wait_for(driver, lambda d: "chunk3" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
+    wait_for(driver, lambda d: "before" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
              "the stream did not start")
-    server.stop(timeout=60)
+    gate.set()
+    server.stop(timeout=60)  # gunicorn lets the run finish (and store its frames) before exiting
     wait_for(driver, lambda d: d.find_element("css selector", ".connection").get_attribute("data-state") != "online",
              "the UI did not notice the server going away")
     server.start()
     reply = reply_finished(driver)
-    assert reply.find_element("css selector", ".text").text.split() == words
+    wait_for(driver, lambda d: "chunk29" in reply.text, "the rest of the reply did not arrive")
+    texts = " ".join(t.text for t in reply.find_elements("css selector", ".text")).split()
+    assert texts == ["before"] + words
     assert len(driver.find_elements("css selector", ".log .message.assistant")) == 1
