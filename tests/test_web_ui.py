@@ -420,6 +420,10 @@ def test_api_key_is_created_shown_once_and_revoked(driver, server):
     wait_for(driver, lambda d: any(r.text.startswith("laptop") and "revoked" in r.text
                                    for r in d.find_elements("css selector", ".keys tr")), "not revoked")
     assert server.get("/api/auth/verify", secret).json()["authenticated"] is False
+    find(driver, ".telegram input[type=number]").send_keys("424242")
+    find(driver, ".telegram button[type=submit]").click()
+    wait_for(driver, lambda d: "424242" in find(d, ".telegram-link").text, "telegram not linked")
+    assert server.get(f"/api/settings/auth/users/{admin_id}/telegram", server.admin_key).json()["telegram_id"] == 424242
     save_screenshot(driver, "users")
 
 
@@ -463,8 +467,12 @@ def test_admin_screens_usage_skills_instances_and_agent_files(driver, server, fa
     save_screenshot(driver, "usage")
     driver.get(f"{server.base_url}/#/skills/new")
     find(driver, "input[name=name]").send_keys("daily-plan")
-    find(driver, "input[name=description]").send_keys("Plans the day")
-    find(driver, "textarea[name=body]").send_keys("Make a plan.")
+    find(driver, "input[name=prompt]").send_keys("plan my day")
+    fake.script(Reply('```json\n{"description": "Plans the day", "body": "Make a plan."}\n```'))
+    find(driver, "button.draft").click()
+    wait_for(driver, lambda d: find(d, "input[name=description]").get_attribute("value") == "Plans the day",
+             "no draft")
+    assert "plan my day" in fake.requests[-1].body["messages"][-1]["content"][0]["text"]
     find(driver, ".settings-form button[type=submit]").click()
     link = wait_for(driver, lambda d: [a for a in d.find_elements("css selector", ".card a") if a.text == "daily-plan"],
                     "skill not listed")[0]

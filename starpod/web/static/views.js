@@ -300,16 +300,17 @@ function telegramBlock(userId, act) {
   const box = h('div', {class: 'telegram'}, h('h3', {text: 'Telegram'}));
   const idInput = h('input', {type: 'number', placeholder: 'Telegram user id', 'aria-label': 'Telegram user id'});
   const username = h('input', {type: 'text', placeholder: 'Username (optional)', 'aria-label': 'Telegram username'});
-  get(`/api/settings/auth/users/${userId}/telegram`).then((link) => {
-    box.append(h('p', {text: `Linked to ${link.username || link.telegram_id}`}),
-      h('button', {type: 'button', class: 'danger', text: 'Unlink', onclick: act(() => del(`/api/settings/auth/users/${userId}/telegram`))}));
-  }, () => {
-    box.append(h('form', {class: 'inline-form', onsubmit: (event) => {
-      event.preventDefault();
-      act(() => put(`/api/settings/auth/users/${userId}/telegram`,
-        {telegram_id: Number(idInput.value), username: username.value || null}))();
-    }}, idInput, username, h('button', {type: 'submit', text: 'Link'})));
-  });
+  const linkedView = (link) => [h('p', {class: 'telegram-link', text: `Linked to ${link.username || link.telegram_id}`}),
+    h('button', {type: 'button', class: 'danger', text: 'Unlink',
+      onclick: act(() => del(`/api/settings/auth/users/${userId}/telegram`))})];
+  const linkForm = () => h('form', {class: 'inline-form', onsubmit: (event) => {
+    event.preventDefault();
+    act(() => put(`/api/settings/auth/users/${userId}/telegram`,
+      {telegram_id: Number(idInput.value), username: username.value || null}))();
+  }}, idInput, username, h('button', {type: 'submit', text: 'Link'}));
+  get(`/api/settings/auth/users/${userId}/telegram`).then(
+    (link) => box.append(...(link.telegram_id ? linkedView(link) : [linkForm()])),
+    (error) => box.append(errorBox(error)));
   return box;
 }
 
@@ -342,6 +343,8 @@ function skillEditor(skill) {
   const name = h('input', {type: 'text', name: 'name', value: skill?.name || '', readOnly: Boolean(skill), 'aria-label': 'Name'});
   const description = h('input', {type: 'text', name: 'description', value: skill?.description || '', 'aria-label': 'Description'});
   const body = h('textarea', {class: 'file-editor', name: 'body', 'aria-label': 'Instructions', value: skill?.body || ''});
+  const idea = h('input', {type: 'text', name: 'prompt', placeholder: 'What should the skill do? (for drafting)',
+    'aria-label': 'What the skill should do'});
   const save = async (event) => {
     event.preventDefault();
     const payload = {name: name.value.trim(), description: description.value, body: body.value};
@@ -352,6 +355,16 @@ function skillEditor(skill) {
       location.hash = '#/skills';
     } catch (error) { replace(message, errorBox(error)); }
   };
+  const draft = async () => {
+    replace(message, h('p', {class: 'muted', text: 'Asking the model for a draft…'}));
+    try {
+      const drafted = await post('/api/settings/skills/generate',
+        {name: name.value.trim(), description: description.value || null, prompt: idea.value || null});
+      description.value = drafted.description;
+      body.value = drafted.body;
+      replace(message);
+    } catch (error) { replace(message, errorBox(error)); }
+  };
   const remove = async () => {
     if (!confirm(`Delete skill ${skill.name}?`)) return;
     try { await del(`/api/settings/skills/${skill.name}`); location.hash = '#/skills'; } catch (error) { replace(message, errorBox(error)); }
@@ -360,8 +373,10 @@ function skillEditor(skill) {
     h('h2', {text: skill ? skill.name : 'New skill'}), message,
     h('form', {class: 'settings-form', onsubmit: save},
       h('label', {text: 'Name'}, name), h('label', {text: 'Description'}, description),
+      h('label', {text: 'Draft with the model'}, idea),
       h('label', {text: 'SKILL.md body'}, body),
       h('div', {class: 'form-actions'}, h('button', {class: 'primary', type: 'submit', text: 'Save'}),
+        h('button', {class: 'draft', type: 'button', text: 'Draft with the model', onclick: draft}),
         skill ? h('button', {class: 'danger', type: 'button', text: 'Delete', onclick: remove}) : null)));
 }
 
