@@ -170,6 +170,23 @@ def test_bad_key_is_refused_and_a_good_key_is_kept(driver, server):
     assert driver.execute_script("return localStorage.getItem('starpod.apiKey')") == server.admin_key
 
 
+@pytest.mark.http_errors_expected
+def test_sign_out_and_a_revoked_key_return_to_the_login_screen(driver, server):
+    admin_id = server.get("/api/auth/verify", server.admin_key).json()["user"]["id"]
+    created = server.request("POST", f"/api/settings/auth/users/{admin_id}/api-keys", server.admin_key,
+                             json={"label": "short-lived"}).json()
+    sign_in(driver, server, created["key"], "#/chat")
+    find(driver, ".topbar .logout").click()
+    find(driver, ".login input[name=api_key]")
+    assert driver.execute_script("return localStorage.getItem('starpod.apiKey')") is None
+    sign_in(driver, server, created["key"], "#/memory")
+    server.request("POST", f"/api/settings/auth/api-keys/{created['meta']['id']}/revoke", server.admin_key)
+    find(driver, ".search input[type=search]").send_keys("anything")
+    find(driver, ".search button").click()
+    error = find(driver, ".login .login-error")
+    assert "no longer valid" in error.text
+
+
 def test_token_in_url_logs_in_once_and_leaves_the_address_bar(driver, server):
     driver.get(f"{server.base_url}/")
     driver.execute_script("localStorage.clear();")

@@ -68,8 +68,24 @@ async function loadWelcome() {
   }
 }
 
+/** A socket that cannot reconnect may have lost its key: the handshake fails alike for both. */
+async function signOutIfKeyRevoked() {
+  try {
+    if (!(await get('/api/auth/verify')).authenticated) window.dispatchEvent(new Event('starpod:unauthorized'));
+  } catch { /* server unreachable: keep reconnecting */ }
+}
+
 function start() {
   const socket = new ChatSocket(() => auth.key);
+  const listening = new AbortController();  // window listeners of this signed-in session
+  const signal = listening.signal;
+  const signOut = (message = '') => {
+    listening.abort();
+    socket.close();
+    logout();
+    history.replaceState(null, '', location.pathname);
+    loginScreen(message);
+  };
   const sidebar = new Sidebar({onNavigate: () => document.body.classList.remove('drawer-open')});
   const chat = new ChatView(socket, {onSessionsChanged: () => sidebar.refresh(), welcome: () => welcome});
   const main = h('main', {class: 'main'});
@@ -80,9 +96,7 @@ function start() {
       onclick: () => document.body.classList.toggle('drawer-open')}),
     h('span', {class: 'brand', text: 'Starpod'}), connection,
     h('span', {class: 'who muted', text: who}),
-    h('button', {class: 'logout', type: 'button', text: 'Sign out', onclick: () => {
-      socket.close(); logout(); location.hash = ''; loginScreen();
-    }}));
+    h('button', {class: 'logout', type: 'button', text: 'Sign out', onclick: () => signOut()}));
   const scrim = h('div', {class: 'scrim', onclick: () => document.body.classList.remove('drawer-open')});
   app.className = 'shell';
   replace(app, header, sidebar.root, scrim, main);
@@ -90,6 +104,7 @@ function start() {
   socket.addEventListener('state', ({detail}) => {
     connection.textContent = `${STATE_LABELS[detail.state]}${detail.detail ? ` ${detail.detail}` : ''}`;
     connection.dataset.state = detail.state;
+    if (detail.state === 'reconnecting') signOutIfKeyRevoked();
   });
   socket.addEventListener('frame', ({detail: frame}) => {
     if (frame.type !== 'notification') return;
@@ -98,12 +113,11 @@ function start() {
       onOpen: frame.session_id ? () => { location.hash = `#/chat/${frame.session_id}`; } : null});
     sidebar.refresh();
   });
-  window.addEventListener('starpod:unauthorized', () => {
-    socket.close(); logout(); loginScreen('Your API key is no longer valid. Please sign in again.');
-  });
+  window.addEventListener('starpod:unauthorized',
+    () => signOut('Your API key is no longer valid. Please sign in again.'), {signal});
   document.addEventListener('keydown', (event) => {
     if (event.key === 'Escape') document.body.classList.remove('drawer-open');
-  });
+  }, {signal});
 
   const route = () => {
     const [screen = 'chat', arg = ''] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
@@ -119,7 +133,7 @@ function start() {
     if (!arg) chat.showNew();
     else if (arg !== chat.sessionId || !chat.log.childElementCount) chat.open(arg);
   };
-  window.addEventListener('hashchange', route);
+  window.addEventListener('hashchange', route, {signal});
 
   const pending = storedRun();
   if (pending?.sessionId) location.hash = `#/chat/${pending.sessionId}`;
