@@ -102,6 +102,17 @@ def sign_in(driver, server, key: str, hash_: str = "") -> None:
              "the socket did not connect")
 
 
+def click_button(driver, selector: str, label: str) -> None:
+    """Click the visible button labelled `label`, retrying while the page re-renders under us."""
+    def attempt(d):
+        buttons = [b for b in d.find_elements("css selector", selector) if b.is_displayed() and b.text == label]
+        if buttons:
+            buttons[-1].click()
+            return True
+        return False
+    wait_for(driver, attempt, f"no {label!r} button")
+
+
 def send_message(driver, text: str) -> None:
     box = find(driver, ".composer-input")
     box.send_keys(text)
@@ -442,6 +453,33 @@ def test_api_key_is_created_shown_once_and_revoked(driver, server):
     wait_for(driver, lambda d: "424242" in find(d, ".telegram-link").text, "telegram not linked")
     assert server.get(f"/api/settings/auth/users/{admin_id}/telegram", server.admin_key).json()["telegram_id"] == 424242
     save_screenshot(driver, "users")
+
+
+def test_users_are_created_promoted_deactivated_and_their_memory_edited(driver, server):
+    from selenium.webdriver.support.ui import Select
+
+    sign_in(driver, server, server.admin_key, "#/users")
+    find(driver, "input[name=display_name]").send_keys("Carol")
+    find(driver, "input[name=email]").send_keys("carol@example.com")
+    find(driver, ".panel form button[type=submit]").click()
+    wait_for(driver, lambda d: "Carol" in find(d, ".user-detail h2").text, "user page not shown")
+    user_id = driver.current_url.rsplit("/", 1)[-1]
+    Select(find(driver, "select[aria-label=Role]")).select_by_value("admin")
+    wait_for(driver, lambda d: server.get(f"/api/settings/auth/users/{user_id}", server.admin_key).json()["role"] == "admin",
+             "role not changed")
+    wait_for(driver, lambda d: find(d, "select[aria-label=Role]").get_attribute("value") == "admin"
+             and d.find_elements("css selector", ".user-detail .keys"), "the page did not show the new role")
+    click_button(driver, ".user-detail button", "Deactivate")
+    wait_for(driver, lambda d: not server.get(f"/api/settings/auth/users/{user_id}", server.admin_key).json()["is_active"],
+             "user not deactivated")
+    wait_for(driver, lambda d: [b for b in d.find_elements("css selector", ".user-detail button") if b.text == "Activate"],
+             "the page did not show the new state")
+    editor = find(driver, ".user-detail textarea.file-editor")
+    wait_for(driver, lambda d: d.find_elements("css selector", ".user-detail .form-status")[-1].text == "", "not loaded")
+    editor.send_keys("Prefers tea.")
+    click_button(driver, ".user-detail .form-actions button", "Save")
+    wait_for(driver, lambda d: "Prefers tea." in server.get(f"/api/settings/users/{user_id}", server.admin_key).json()["user_md"],
+             "USER.md not saved")
 
 
 def test_non_admin_sees_no_admin_screens(driver, server, user_key):

@@ -1,12 +1,12 @@
 // The chat screen: history, streamed replies with tool cards, attachments, resume after reloads.
 
 import {get, post, renderMarkdown} from './api.js';
-import {h, append, replace, formatTime} from './dom.js';
+import {h, replace, formatTime} from './dom.js';
 
 const RUN_STORAGE = 'starpod.run';
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
 
-export function uuid() {
+function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   bytes[6] = (bytes[6] & 0x0f) | 0x40;

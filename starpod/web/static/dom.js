@@ -56,12 +56,12 @@ export function toast(message, {kind = 'info', onOpen = null, ms = 8000} = {}) {
 }
 
 /** A modal dialog (Esc closes it). Returns the <dialog>; `content` is a node or list. */
-export function dialog(title, content, {onClose = null} = {}) {
+export function dialog(title, content) {
   const box = h('dialog', {class: 'dialog'},
     h('header', {}, h('h2', {text: title}),
       h('button', {class: 'icon', type: 'button', 'aria-label': 'Close', text: '×', onclick: () => box.close()})),
     h('div', {class: 'dialog-body'}, content));
-  box.addEventListener('close', () => { box.remove(); if (onClose) onClose(); });
+  box.addEventListener('close', () => box.remove());
   document.body.append(box);
   box.showModal();
   return box;
