@@ -62,6 +62,10 @@ def _file(store: MemoryStore, user_id: str, name: str) -> Path:
     return locate(store.home, name, user_id).path
 
 
+def _is_plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def _daily_log_count(store: MemoryStore, user_id: str) -> int:
     directory = _space(store, user_id) / "memory"
     if not directory.is_dir():
@@ -79,9 +83,10 @@ def _read(path: Path) -> str:
 def list_user_memory(store: MemoryStore) -> list[dict]:
     """Every account (in creation order), then every other space on disk: which files exist."""
     ids = [user.id for user in accounts.list_users()]
-    ids += [user_id for user_id in _space_ids(store) if user_id not in set(ids)]
+    account_ids = set(ids)
+    ids += [user_id for user_id in _space_ids(store) if user_id not in account_ids]
     return [{"id": user_id,
-             **{f"has_{key}": _file(store, user_id, name).is_file() for key, name in FILES.items()},
+             **{f"has_{key}": _is_plain_file(_space(store, user_id) / name) for key, name in FILES.items()},
              "daily_log_count": _daily_log_count(store, user_id)}
             for user_id in ids]
 

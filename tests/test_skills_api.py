@@ -65,6 +65,15 @@ def test_conflicts_and_unknown_names(client, h):
     assert client.put(f"{SKILLS}/nope", json={"body": "x"}, headers=h).status_code == 404
 
 
+def test_damaged_skill_file_is_skipped_in_lists_and_a_clear_error_alone(client, h, home):
+    client.post(SKILLS, json=DEPLOY, headers=h)
+    (home / "skills" / "broken").mkdir()
+    (home / "skills" / "broken" / "SKILL.md").write_bytes(b"---\nname: broken\n---\n\xff\xfe")
+    assert [s["name"] for s in client.get(SKILLS, headers=h).get_json()] == ["deploy"]
+    r = client.get(f"{SKILLS}/broken", headers=h)
+    assert r.status_code == 500 and "cannot be read" in r.get_json()["error"]
+
+
 @pytest.mark.parametrize("name", ["../evil", "a b", "-lead", "x" * 65, "", "dot.name", "sl/ash"])
 def test_invalid_names_are_400_naming_the_field(client, h, name):
     r = client.post(SKILLS, json={**DEPLOY, "name": name}, headers=h)

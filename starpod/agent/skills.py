@@ -7,6 +7,7 @@ REST API both go through this module; writes are atomic and serialised across pr
 """
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
 MAX_SKILL_BYTES = 256 * 1024
+
+log = logging.getLogger(__name__)
 
 
 # Every chat lists the skills for its system prompt; unchanged SKILL.md files are not parsed again.
@@ -42,6 +45,11 @@ class SkillExists(SkillError):
 
 class SkillTooLarge(SkillError):
     status = 413
+
+
+class SkillUnreadable(SkillError):
+    """A SKILL.md on disk that is not UTF-8 text (or not a file): the server's problem, not the request's."""
+    status = 500
 
 
 def _invalid(field: str, message: str) -> SkillError:
@@ -101,11 +109,14 @@ def _render(skill: Skill) -> str:
 
 
 def get_skill(home: Path, name: str) -> Skill | None:
+    """The skill, None when it does not exist; SkillUnreadable for a damaged file."""
     path = _skill_file(home, name)
     try:
         return _parsed.read(path, path, lambda text: _parse(name, text, ""))
     except FileNotFoundError:
         return None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SkillUnreadable(f"Skill '{name}' cannot be read: {exc.__class__.__name__}") from exc
 
 
 def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
@@ -117,7 +128,11 @@ def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if not NAME_RE.match(entry.name) or (only and entry.name not in only):
             continue
-        skill = get_skill(home, entry.name)
+        try:
+            skill = get_skill(home, entry.name)
+        except SkillUnreadable as exc:
+            log.warning("%s", exc)
+            continue
         if skill is not None:
             found.append(skill)
     return found

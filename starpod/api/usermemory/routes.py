@@ -15,6 +15,7 @@ from .schemas import UserMemorySchema, UserMemorySummarySchema, UserMemoryUpdate
 blp = Blueprint("user_memory", __name__, url_prefix="/api/settings/users",
                 description="Per-user memory files (admin)")
 json_body = json_body_for(blp)
+SPACE_UNUSABLE = "The user's space leads outside the data directory (a symlink)"
 
 
 def _store() -> MemoryStore:
@@ -32,6 +33,7 @@ def list_users():
 @blp.route("/<user_id>", methods=["GET"])
 @require_admin
 @blp.response(200, UserMemorySchema)
+@blp.alt_response(400, description=SPACE_UNUSABLE)
 @blp.alt_response(404, description=usermemory.USER_NOT_FOUND)
 def get_user(user_id):
     return usermemory.get_user_memory(_store(), user_id)
