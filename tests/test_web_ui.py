@@ -143,6 +143,9 @@ def test_page_and_assets_are_public_with_security_and_cache_headers(server):
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     csp = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert f"connect-src 'self' ws://127.0.0.1:{server.port} wss://127.0.0.1:{server.port}" in csp
+    odd_host = requests.get(f"{server.base_url}/", headers={"Host": "x; script-src *"}, timeout=30)
+    assert "script-src *" not in odd_host.headers["Content-Security-Policy"]
     assert page.headers["X-Frame-Options"] == "DENY"
     assert page.headers["Referrer-Policy"] == "no-referrer"
     assert "<script" in page.text and not re.search(r"<script>|\sstyle=|\son\w+=", page.text)

@@ -8,6 +8,8 @@ it talks to the public API with the key the user types in, so these routes need 
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Flask, abort, render_template, request
 
 from .assets import AssetStore
@@ -16,19 +18,19 @@ blp = Blueprint("web", __name__, template_folder="templates")
 
 ASSET_PREFIX = "/ui"
 LONG_CACHE = "public, max-age=31536000, immutable"
-CONTENT_SECURITY_POLICY = "; ".join((
+CSP_DIRECTIVES = (
     "default-src 'none'",
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data: blob:",
-    "connect-src 'self'",
+    "connect-src 'self'{sockets}",
     "manifest-src 'self'",
     "base-uri 'none'",
     "form-action 'none'",
     "frame-ancestors 'none'",
-))
+)
+PLAIN_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -37,9 +39,16 @@ SECURITY_HEADERS = {
 assets = AssetStore()
 
 
+def content_security_policy(host: str) -> str:
+    """The CSP; `/ws` of this very host is named too, for browsers whose 'self' leaves out ws:."""
+    sockets = f" ws://{host} wss://{host}" if PLAIN_HOST.match(host) else ""
+    return "; ".join(CSP_DIRECTIVES).format(sockets=sockets)
+
+
 @blp.after_request
 def add_security_headers(response):
     response.headers.update(SECURITY_HEADERS)
+    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
     response.vary.add("Accept-Encoding")
     return response
 
