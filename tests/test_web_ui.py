@@ -270,6 +270,13 @@ def test_attachment_is_previewed_and_sent(driver, server, fake, tmp_path):
     assert any(block.get("type") == "image" for block in blocks)
     assert any("dot.png" in block.get("text", "") for block in blocks)
     assert not driver.find_elements("css selector", ".composer .attachment")
+    driver.execute_script("""
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(['hello'], 'notes.txt', {type: 'text/plain'}));
+        document.querySelector('.chat').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));
+    """)
+    dropped = find(driver, ".composer .attachment .file-name")
+    assert dropped.text == "notes.txt"
 
 
 def gated(reply: Reply, gate: threading.Event):
