@@ -96,6 +96,8 @@ def create_app(config: Config | dict | None = None) -> "Flask":
         api.register_blueprint(blueprint)
     from .api.ws import init_app as init_websocket
     init_websocket(app)
+    from .web import init_app as init_web_ui
+    init_web_ui(app)
     register_error_handlers(app)
     app.before_request(_answer_preflight)
     app.after_request(_add_cors_headers)

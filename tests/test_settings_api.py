@@ -481,7 +481,7 @@ def test_put_refused_when_another_key_is_invalid(client, toml_path):
 # --- access ----------------------------------------------------------------------------------
 
 ROUTES = [("GET", "general"), ("PUT", "general"), ("GET", "models"), ("GET", "memory"), ("PUT", "memory"),
-          ("GET", "cron"), ("PUT", "cron"), ("GET", "channels"), ("PUT", "channels"), ("GET", "frontend"),
+          ("GET", "cron"), ("PUT", "cron"), ("GET", "channels"), ("PUT", "channels"),
           ("PUT", "frontend"), ("GET", "files/SOUL.md"), ("PUT", "files/SOUL.md")]
 
 
@@ -503,6 +503,13 @@ def test_every_route_is_admin_only_and_checks_auth_before_body(client, make_user
     assert user.status_code == 403 and user.get_json() == {"error": "Admin access required"}
     if method == "GET":
         assert client.get(url, headers={"X-API-Key": admin[1]}).status_code == 200
+
+
+def test_every_user_may_read_the_frontend_settings(client, make_user, admin):
+    _, user_key = make_user("user")
+    assert client.get("/api/settings/frontend").status_code == 401
+    answer = client.get("/api/settings/frontend", headers={"X-API-Key": user_key})
+    assert answer.status_code == 200 and set(answer.get_json()) == {"greeting", "prompts"}
 
 
 def test_unmatched_settings_path_is_json_404(client):

@@ -1,4 +1,5 @@
-"""`/api/settings/{general,models,memory,cron,channels,frontend,files/<name>}`, admin only.
+"""`/api/settings/{general,models,memory,cron,channels,frontend,files/<name>}`, admin only
+(except reading `frontend`, which every authenticated user may do).
 
 GETs of agent.toml groups show this worker's live config; a PUT edits the file and returns once the
 new values are in force (other workers pick the new file up on their next request).
@@ -9,7 +10,7 @@ from flask import current_app
 
 from ... import settings
 from ...config import Config
-from ..guards import require_admin
+from ..guards import require_admin, require_user
 from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
@@ -105,10 +106,11 @@ def put_channels(body):
 
 
 @blp.route("/frontend", methods=["GET"])
-@require_admin
+@require_user
 @blp.response(200, FrontendSettingsSchema)
 def get_frontend():
-    """Read from frontend.toml on every call; a missing or malformed file gives the defaults."""
+    """Read from frontend.toml on every call; a missing or malformed file gives the defaults.
+    Any authenticated user may read it: the web UI's welcome screen shows it to everyone."""
     return settings.frontend(_config())
 
 
