@@ -144,6 +144,23 @@ def test_memory_reindex_once_and_search(store, tmp_path):
     assert hits[1].startswith("knowledge/plants.md")
 
 
+def test_cron_add_list_run_remove(store, tmp_path):
+    home, _ = store
+    added = json.loads(ok(starpod("cron", "add", "standup", "0 9 * * MON-FRI", "Plan the day",
+                                  "--timezone", "Europe/Rome", "--json", "--home", home, cwd=tmp_path)).stdout)
+    assert added["schedule"] == {"kind": "cron", "expr": "0 9 * * MON-FRI"} and added["user_id"] is None
+    table = ok(starpod("cron", "list", "--home", home, cwd=tmp_path)).stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "USER", "SCHEDULE"]
+    assert any(line.startswith("standup") and "Europe/Rome" in line for line in table[1:])
+    assert "Queued run" in ok(starpod("cron", "run", "standup", "--home", home, cwd=tmp_path)).stdout
+    bad = starpod("cron", "add", "broken", "not a schedule", "x", "--home", home, cwd=tmp_path)
+    assert bad.returncode == 1 and "starpod: error: schedule.expr" in bad.stderr
+    ok(starpod("cron", "remove", "standup", "--home", home, cwd=tmp_path))
+    names = [job["name"] for job in json.loads(ok(starpod("cron", "list", "--json", "--home", home,
+                                                          cwd=tmp_path)).stdout)]
+    assert "standup" not in names and "broken" not in names
+
+
 def test_doctor_reports_each_check(store, tmp_path):
     home, _ = store
     healthy = ok(starpod("doctor", "--json", "--port", 0, "--home", home, cwd=tmp_path, ANTHROPIC_API_KEY="x"))

@@ -4,11 +4,11 @@ user's."""
 from __future__ import annotations
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from ...scheduler import jobs, store
 from ...scheduler.store import Owners
 from ..guards import caller_is_admin, current_user_id, require_user
+from ..parsing import Blueprint
 from .schemas import (JobCreateSchema, JobSchema, JobUpdateSchema, OwnerQuerySchema, RunSchema, RunsQuerySchema,
                       RunStartedSchema)
 
