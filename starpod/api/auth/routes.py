@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from ... import accounts
-from ..guards import current_principal, read_api_key_header, require_admin
+from ..guards import current_principal, public, read_api_key_header, require_admin
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
                       TelegramLinkUpdateSchema, UserCreateSchema, UserSchema, UserUpdateSchema, VerifySchema)
@@ -20,6 +20,7 @@ def _actor_id() -> str | None:
 
 
 @blp.route("/auth/verify", methods=["GET"])
+@public
 @blp.response(200, VerifySchema)
 def verify():
     """Whether the X-API-Key header holds a valid key; always 200, never rate-limited."""
