@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, request
-from flask_smorest import Api
 
 from . import accounts
 from .config import VERSION, Config
@@ -56,7 +55,7 @@ def _answer_preflight():
 
 def create_app(config: Config | dict | None = None) -> Flask:
     """Build the WSGI app.  `config` is a Config, or keyword overrides for one built from the env."""
-    from .api import OPENAPI_SETTINGS
+    from .api import OPENAPI_SETTINGS, StarpodApi
     from .api.errors import register_error_handlers
     from .api import blueprints
 
@@ -70,7 +69,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     app.config.update(OPENAPI_SETTINGS, API_VERSION=VERSION, STARPOD=config,
                       MAX_CONTENT_LENGTH=config.max_request_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    api = Api(app)
+    api = StarpodApi(app)
     for blueprint in blueprints():
         api.register_blueprint(blueprint)
     from .api.ws import init_app as init_websocket

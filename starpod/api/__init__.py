@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from flask_smorest import Api
 
-api = Api()
+from .schemas import ErrorSchema
+
+
+
+class StarpodApi(Api):
+    """flask-smorest's Api documenting the error bodies the app really sends."""
+    ERROR_SCHEMA = ErrorSchema
+
+
+api = StarpodApi()
 
 OPENAPI_SETTINGS = {
     "API_TITLE": "Starpod",

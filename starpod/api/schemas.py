@@ -26,3 +26,10 @@ class StrictInteger(fields.Integer):
         if isinstance(value, (bool, str)):
             raise self.make_error("invalid")
         return super()._validated(value)
+
+
+class ErrorSchema(BaseSchema):
+    """Every error body (starpod/api/errors.py): a message, plus the failing fields for 422s."""
+    error = fields.String(required=True, metadata={"example": "Not found"})
+    field_messages = fields.Dict(data_key="fields", keys=fields.String(), values=fields.List(fields.String()),
+                                 metadata={"description": "Validation messages by field name"})
