@@ -12,8 +12,12 @@ from .schemas import ErrorSchema
 
 
 class StarpodApi(Api):
-    """flask-smorest's Api documenting the error bodies the app really sends."""
+    """flask-smorest's Api documenting the error bodies the app really sends.
+
+    No catch-all `default` response: each route lists every status it really returns.
+    """
     ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None
 
 
 api = StarpodApi()
