@@ -62,12 +62,13 @@ def operations(schema):
             yield operation
 
 
-def fuzz_operation(operation, mode: GenerationMode, base_url: str, key: str) -> None:
+def fuzz_operation(operation, mode: GenerationMode, base_url: str, key: str, ledger) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES_PER_MODE, derandomize=True, database=None, deadline=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     def run(case):
-        case.call_and_validate(base_url=base_url, headers={"X-API-Key": key}, checks=CHECKS, timeout=60)
+        response = case.call_and_validate(base_url=base_url, headers={"X-API-Key": key}, checks=CHECKS, timeout=60)
+        ledger.capture(f"fuzz {case.method} {case.formatted_path}", response.content)  # streamed: read here
     run()
 
 
@@ -77,7 +78,7 @@ def restore_general_settings(server, saved: dict) -> None:
     assert server.request("PUT", "/api/settings/general", server.admin_key, json=saved).status_code == 200
 
 
-def fuzz_all(server, schema, key: str) -> list[str]:
+def fuzz_all(server, schema, key: str, ledger) -> list[str]:
     failures = []
     general = server.get("/api/settings/general", server.admin_key).json()
     base_url = server.base_url
@@ -85,7 +86,7 @@ def fuzz_all(server, schema, key: str) -> list[str]:
         restore_general_settings(server, general)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
-                fuzz_operation(operation, mode, base_url, key)
+                fuzz_operation(operation, mode, base_url, key, ledger)
             except Unsatisfiable:
                 pass  # nothing to negate: an operation without parameters or body has no invalid input
             except (AssertionError, FailureGroup) as exc:  # every operation's failures go into one report
@@ -93,12 +94,12 @@ def fuzz_all(server, schema, key: str) -> list[str]:
     return failures
 
 
-def test_fuzzing_as_a_user_finds_no_server_error_and_nothing_undocumented(server, schema):
+def test_fuzzing_as_a_user_finds_no_server_error_and_nothing_undocumented(server, schema, secrets_ledger):
     _, created = create_user_with_key(server, label="fuzz user")
-    failures = fuzz_all(server, schema, created["key"])
+    failures = fuzz_all(server, schema, created["key"], secrets_ledger)
     assert not failures, "\n".join(failures)
 
 
-def test_fuzzing_as_an_admin_finds_no_server_error_and_nothing_undocumented(server, schema):
-    failures = fuzz_all(server, schema, server.admin_key)
+def test_fuzzing_as_an_admin_finds_no_server_error_and_nothing_undocumented(server, schema, secrets_ledger):
+    failures = fuzz_all(server, schema, server.admin_key, secrets_ledger)
     assert not failures, "\n".join(failures)

@@ -41,6 +41,8 @@ def parse_frame(text: str) -> tuple[str, dict]:
     """(type, fields) of a client frame, or InvalidFrame saying what is wrong with it."""
     try:
         payload = json.loads(text)
+    except RecursionError:  # nested deeper than the interpreter's stack allows
+        raise InvalidFrame("nested too deeply") from None
     except ValueError as exc:
         raise InvalidFrame(str(exc)) from exc
     if not isinstance(payload, dict):
