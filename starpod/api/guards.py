@@ -21,10 +21,9 @@ from ..accounts import Principal
 from ..errors import StarpodError
 
 MISSING_KEY = "Missing API key \u2014 set X-API-Key header"
-ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 SECURITY_DOC = {"security": [{"ApiKey": []}],
-                "responses": {"401": {"description": "Missing or invalid API key", "content": ERROR_CONTENT},
-                              "429": {"description": "Rate limit exceeded", "content": ERROR_CONTENT}}}
+                "responses": {"401": {"description": "Missing or invalid API key"},
+                              "429": {"description": "Rate limit exceeded"}}}
 
 
 ACCESS_ATTR = "starpod_access"
@@ -97,8 +96,7 @@ def _guard(admin: bool) -> Callable:
         manual = dict(doc.get("manual_doc", {}))
         manual.update(SECURITY_DOC)
         if admin:
-            manual["responses"] = {**SECURITY_DOC["responses"], "403": {"description": "Admin access required",
-                                                                        "content": ERROR_CONTENT}}
+            manual["responses"] = {**SECURITY_DOC["responses"], "403": {"description": "Admin access required"}}
         doc["manual_doc"] = manual
         wrapper._apidoc = doc
         setattr(wrapper, ACCESS_ATTR, ADMIN if admin else USER)

@@ -5,7 +5,7 @@ from flask_smorest import Blueprint
 
 from ... import accounts
 from ..guards import current_principal, public, read_api_key_header, require_admin
-from ..schemas import ErrorSchema, StatusSchema
+from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
                       TelegramLinkUpdateSchema, UserCreateSchema, UserSchema, UserUpdateSchema, VerifySchema)
 
@@ -45,7 +45,7 @@ def list_users():
 @blp.route("/settings/auth/users", methods=["POST"])
 @require_admin
 @blp.arguments(UserCreateSchema)
-@blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON, or a value that fails a semantic check")
+@blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")
 @blp.response(201, UserSchema)
 def create_user(body):
     """Create a user (role `user` unless stated); 409 for an email already in use."""
@@ -55,7 +55,7 @@ def create_user(body):
 @blp.route("/settings/auth/users/<user_id>", methods=["GET"])
 @require_admin
 @blp.response(200, UserSchema)
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(404, description="No user with this id")
 def get_user(user_id):
     return accounts.user_json(accounts.get_user(user_id))
 
@@ -64,8 +64,8 @@ def get_user(user_id):
 @require_admin
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
-@blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON, or a value that fails a semantic check")
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")
+@blp.alt_response(404, description="No user with this id")
 def update_user(body, user_id):
     """Partial update: absent or null fields stay as they are; the last active admin keeps its role."""
     accounts.get_user(user_id)  # 404 before anything else
@@ -75,7 +75,7 @@ def update_user(body, user_id):
 @blp.route("/settings/auth/users/<user_id>/deactivate", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(404, description="No user with this id")
 def deactivate_user(user_id):
     """Soft-disable a user: their keys stop working until reactivation."""
     accounts.set_user_active(user_id, False, actor_id=_actor_id())
@@ -85,7 +85,7 @@ def deactivate_user(user_id):
 @blp.route("/settings/auth/users/<user_id>/activate", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(404, description="No user with this id")
 def activate_user(user_id):
     accounts.set_user_active(user_id, True, actor_id=_actor_id())
     return OK
@@ -103,8 +103,8 @@ def list_api_keys(user_id):
 @require_admin
 @blp.arguments(ApiKeyCreateSchema)
 @blp.response(201, ApiKeyCreatedSchema)
-@blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON, or a value that fails a semantic check")
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")
+@blp.alt_response(404, description="No user with this id")
 def create_api_key(body, user_id):
     """A new key; the plaintext `key` is in this response only."""
     record, key = accounts.create_api_key(user_id, body["label"], actor_id=_actor_id())
@@ -114,7 +114,7 @@ def create_api_key(body, user_id):
 @blp.route("/settings/auth/api-keys/<key_id>/revoke", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
-@blp.alt_response(404, schema=ErrorSchema, description="No API key with this id")
+@blp.alt_response(404, description="No API key with this id")
 def revoke_api_key(key_id):
     """Revoke a key; it stops working at once on every worker."""
     accounts.revoke_api_key(key_id, actor_id=_actor_id())
@@ -134,8 +134,8 @@ def get_telegram_link(user_id):
 @require_admin
 @blp.arguments(TelegramLinkUpdateSchema)
 @blp.response(200, TelegramLinkSchema)
-@blp.alt_response(400, schema=ErrorSchema, description="Malformed JSON, or a value that fails a semantic check")
-@blp.alt_response(404, schema=ErrorSchema, description="No user with this id")
+@blp.alt_response(400, description="Malformed JSON, or a value that fails a semantic check")
+@blp.alt_response(404, description="No user with this id")
 def put_telegram_link(body, user_id):
     """Link a Telegram account (one per user; an account linked elsewhere moves here)."""
     return accounts.telegram_link_json(accounts.link_telegram(user_id, body["telegram_id"], body["username"]))

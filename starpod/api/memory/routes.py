@@ -11,7 +11,6 @@ from flask_smorest import Blueprint
 from ...errors import BadRequest
 from ...memory import MemoryStore, get_store
 from ..guards import current_user_id, require_user
-from ..schemas import ErrorSchema
 from .schemas import ReindexSchema, SearchHitSchema, SearchQuerySchema
 
 blp = Blueprint("memory", __name__, url_prefix="/api/memory", description="Long-term memory search")
@@ -29,7 +28,7 @@ def memory_store() -> MemoryStore:
 @require_user
 @blp.arguments(SearchQuerySchema, location="query")
 @blp.response(200, SearchHitSchema(many=True))
-@blp.alt_response(400, schema=ErrorSchema, description="Empty q")
+@blp.alt_response(400, description="Empty q")
 def search(args):
     """Best matches first; `q` is plain text (quotes, apostrophes and operators are just words)."""
     if not args["q"].strip():

@@ -12,7 +12,7 @@ from ... import settings
 from ...config import Config
 from ..bodies import json_body_for
 from ..guards import require_admin
-from ..schemas import ErrorSchema, StatusSchema
+from ..schemas import StatusSchema
 from .schemas import (ChannelsSettingsSchema, CronSettingsSchema, FileContentSchema, FrontendSettingsSchema,
                       GeneralSchema, GeneralUpdateSchema, MemorySettingsSchema, ModelsSchema)
 
@@ -130,7 +130,7 @@ def put_frontend(body):
 @blp.route("/files/<path:name>", methods=["GET"])
 @require_admin
 @blp.response(200, FileContentSchema)
-@blp.alt_response(400, schema=ErrorSchema, description="Not one of the agent files")
+@blp.alt_response(400, description="Not one of the agent files")
 def get_file(name):
     """SOUL.md, HEARTBEAT.md, BOOT.md or BOOTSTRAP.md; a missing file reads as empty."""
     return {"content": settings.read_agent_file(_config(), name)}
