@@ -3,12 +3,16 @@ logs outside the bootstrap line, hashes and configured provider keys anywhere, a
 in-process store creates."""
 from __future__ import annotations
 
+import secrets
+
 from starpod import accounts
 
 from .secrets_scan import SecretsLedger
 
-KEY = "sp_live_" + "ab" * 20
-OTHER_KEY = "sp_live_" + "cd" * 20
+# Fresh keys: the run-wide scan also reads the logs written here, and a fixed value could be one
+# another test configures.
+KEY = f"sp_live_{secrets.token_hex(20)}"
+OTHER_KEY = f"sp_live_{secrets.token_hex(20)}"
 
 
 def test_a_key_may_appear_in_its_creating_response_only():
