@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from .fake_provider import Reply
 from .proof_support import create_user_with_key, start_proof_server
 
-EXAMPLES_PER_MODE = 8
+EXAMPLES_PER_MODE = 15
 PROVIDER_STATUSES = (502, 503)  # the LLM provider failed or is not configured: answers, not crashes
 
 
