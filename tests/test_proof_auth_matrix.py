@@ -170,3 +170,9 @@ def test_websocket_handshake_refuses_bad_keys_with_json_401_before_the_upgrade(s
             else:
                 ws = websocket.create_connection(url, timeout=30)
                 ws.close()
+
+
+def test_a_new_route_without_marker_or_document_entry_is_caught(openapi):
+    stray = Route("/api/new-thing", "GET", "new.thing", access=None, is_websocket=False)
+    assert classify(stray, openapi) is None
+    assert not is_expected_public("new.thing")
