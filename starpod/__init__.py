@@ -72,9 +72,8 @@ def _answer_preflight():
 def create_app(config: Config | dict | None = None) -> "Flask":
     """Build the WSGI app.  `config` is a Config, or keyword overrides for one built from the env."""
     from flask import Flask
-    from flask_smorest import Api
 
-    from .api import OPENAPI_SETTINGS
+    from .api import OPENAPI_SETTINGS, StarpodApi
     from .api.errors import register_error_handlers
     from .api import blueprints
     from .instances import reconcile_at_start as reconcile_instances
@@ -91,7 +90,7 @@ def create_app(config: Config | dict | None = None) -> "Flask":
                       MAX_CONTENT_LENGTH=config.max_request_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
     app.url_map.merge_slashes = False  # `/api//x` is a JSON 404, not Werkzeug's HTML redirect
-    api = Api(app)
+    api = StarpodApi(app)
     for blueprint in blueprints():
         api.register_blueprint(blueprint)
     from .api.ws import init_app as init_websocket

@@ -7,6 +7,8 @@ from starpod import accounts, create_app
 from starpod.config import Config
 from starpod.db import database
 
+from .secrets_scan import pytest_sessionfinish, secrets_ledger  # noqa: F401  (the run-wide secrets proof)
+
 
 def make_config(home, bootstrap_admin: bool = False, environ: dict | None = None, **overrides) -> Config:
     """A Config for `home` that ignores the developer's real environment (no provider keys leak in)."""

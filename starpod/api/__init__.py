@@ -5,9 +5,39 @@ OpenAPI document served at `/api/openapi.json`.
 """
 from __future__ import annotations
 
+from apispec import BasePlugin
 from flask_smorest import Api
 
-api = Api()
+from .schemas import ErrorSchema
+
+
+
+class ErrorBodiesPlugin(BasePlugin):
+    """Give every documented 4xx/5xx response without a body schema the app's error body."""
+
+    CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        for operation in (operations or {}).values():
+            for status, response in operation.get("responses", {}).items():
+                is_error = str(status)[:1] in ("4", "5")
+                if is_error and isinstance(response, dict) and "content" not in response and "$ref" not in response:
+                    response["content"] = self.CONTENT
+
+
+class StarpodApi(Api):
+    """flask-smorest's Api documenting the error bodies the app really sends.
+
+    No catch-all `default` response: each route lists every status it really returns.
+    """
+    ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def __init__(self, app=None, **kwargs):
+        super().__init__(app, spec_kwargs={"extra_plugins": [ErrorBodiesPlugin()]}, **kwargs)
+
+
+api = StarpodApi()
 
 OPENAPI_SETTINGS = {
     "API_TITLE": "Starpod",

@@ -4,6 +4,10 @@ Order (decisions): route → authentication (401) → rate limit (429) → role 
 guards run before flask-smorest parses the body, so a request without a valid key never learns
 anything about its body.  The caller is available as `current_principal()` (None when auth is
 disabled because no users exist yet).
+
+Every view says who may call it with an access marker: the guards mark theirs `user`/`admin`, and a
+deliberately open view is decorated `@public`.  `access_of(view)` reads it (None = unclassified),
+so tests can prove from the URL map that no route was left open by accident.
 """
 from __future__ import annotations
 
@@ -20,6 +24,21 @@ MISSING_KEY = "Missing API key \u2014 set X-API-Key header"
 SECURITY_DOC = {"security": [{"ApiKey": []}],
                 "responses": {"401": {"description": "Missing or invalid API key"},
                               "429": {"description": "Rate limit exceeded"}}}
+
+
+ACCESS_ATTR = "starpod_access"
+PUBLIC, USER, ADMIN = "public", "user", "admin"
+
+
+def public(view: Callable) -> Callable:
+    """Mark a view as open to everyone, on purpose (no key needed, none checked)."""
+    setattr(view, ACCESS_ATTR, PUBLIC)
+    return view
+
+
+def access_of(view: Callable) -> str | None:
+    """`public`, `user` or `admin` as marked on the view; None when it carries no marker."""
+    return getattr(view, ACCESS_ATTR, None)
 
 
 class AuthFailed(StarpodError):
@@ -80,6 +99,7 @@ def _guard(admin: bool) -> Callable:
             manual["responses"] = {**SECURITY_DOC["responses"], "403": {"description": "Admin access required"}}
         doc["manual_doc"] = manual
         wrapper._apidoc = doc
+        setattr(wrapper, ACCESS_ATTR, ADMIN if admin else USER)
         return wrapper
     return decorator
 

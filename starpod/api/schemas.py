@@ -56,3 +56,11 @@ class MaxBytes(validate.Validator):
         if len(value.encode("utf-8", "surrogatepass")) > self.limit:
             raise ValidationError(f"Longer than {self.limit} bytes.")
         return value
+
+
+class ErrorSchema(BaseSchema):
+    """Every error body (starpod/api/errors.py): a message, plus the failing fields for 422s."""
+    error = fields.String(required=True, metadata={"example": "Not found"})
+    field_messages = fields.Dict(data_key="fields", keys=fields.String(), values=fields.List(fields.String()),
+                                 metadata={"description": "Validation messages by field name"})
+    request_id = fields.String(metadata={"description": "Server errors: the id under which the failure was logged"})

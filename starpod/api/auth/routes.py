@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from ... import accounts
-from ..guards import client_ip, current_principal, read_api_key_header, require_admin
+from ..guards import client_ip, current_principal, public, read_api_key_header, require_admin
 from ..parsing import Blueprint
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
@@ -12,6 +12,9 @@ from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema,
 blp = Blueprint("auth", __name__, url_prefix="/api", description="Users, API keys and Telegram links")
 
 OK = {"status": "ok"}
+BAD_BODY = "Malformed JSON, or a value that fails a semantic check (e.g. an unknown role)"
+NO_USER = "No user with this id"
+LAST_ADMIN = "The last active admin cannot lose its role or be deactivated"
 
 
 def _actor_id() -> str | None:
@@ -20,6 +23,7 @@ def _actor_id() -> str | None:
 
 
 @blp.route("/auth/verify", methods=["GET"])
+@public
 @blp.response(200, VerifySchema)
 @blp.alt_response(429, description="Too many failed verifications from this address")
 def verify():
@@ -46,6 +50,8 @@ def list_users():
 @blp.route("/settings/auth/users", methods=["POST"])
 @require_admin
 @blp.arguments(UserCreateSchema)
+@blp.alt_response(400, description=BAD_BODY)
+@blp.alt_response(409, description="Email already in use")
 @blp.response(201, UserSchema)
 def create_user(body):
     """Create a user (role `user` unless stated); 409 for an email already in use."""
@@ -55,6 +61,7 @@ def create_user(body):
 @blp.route("/settings/auth/users/<user_id>", methods=["GET"])
 @require_admin
 @blp.response(200, UserSchema)
+@blp.alt_response(404, description=NO_USER)
 def get_user(user_id):
     return accounts.user_json(accounts.get_user(user_id))
 
@@ -63,6 +70,9 @@ def get_user(user_id):
 @require_admin
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
+@blp.alt_response(400, description=BAD_BODY)
+@blp.alt_response(404, description=NO_USER)
+@blp.alt_response(409, description=f"Email already in use, or: {LAST_ADMIN}")
 def update_user(body, user_id):
     """Partial update: absent or null fields stay as they are; the last active admin keeps its role."""
     accounts.get_user(user_id)  # 404 before anything else
@@ -72,6 +82,9 @@ def update_user(body, user_id):
 @blp.route("/settings/auth/users/<user_id>/deactivate", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
+@blp.alt_response(400, description="An admin cannot deactivate themselves")
+@blp.alt_response(404, description=NO_USER)
+@blp.alt_response(409, description=LAST_ADMIN)
 def deactivate_user(user_id):
     """Soft-disable a user: their keys stop working until reactivation."""
     accounts.set_user_active(user_id, False, actor_id=_actor_id())
@@ -81,6 +94,7 @@ def deactivate_user(user_id):
 @blp.route("/settings/auth/users/<user_id>/activate", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
+@blp.alt_response(404, description=NO_USER)
 def activate_user(user_id):
     accounts.set_user_active(user_id, True, actor_id=_actor_id())
     return OK
@@ -98,6 +112,8 @@ def list_api_keys(user_id):
 @require_admin
 @blp.arguments(ApiKeyCreateSchema)
 @blp.response(201, ApiKeyCreatedSchema)
+@blp.alt_response(400, description=BAD_BODY)
+@blp.alt_response(404, description=NO_USER)
 def create_api_key(body, user_id):
     """A new key; the plaintext `key` is in this response only."""
     record, key = accounts.create_api_key(user_id, body["label"], actor_id=_actor_id())
@@ -107,6 +123,7 @@ def create_api_key(body, user_id):
 @blp.route("/settings/auth/api-keys/<key_id>/revoke", methods=["POST"])
 @require_admin
 @blp.response(200, StatusSchema)
+@blp.alt_response(404, description="No API key with this id")
 @blp.alt_response(409, description="The last active admin's last usable key")
 def revoke_api_key(key_id):
     """Revoke a key; it stops working at once on every worker.  The last active admin's last usable
@@ -128,6 +145,8 @@ def get_telegram_link(user_id):
 @require_admin
 @blp.arguments(TelegramLinkUpdateSchema)
 @blp.response(200, TelegramLinkSchema)
+@blp.alt_response(400, description=BAD_BODY)
+@blp.alt_response(404, description=NO_USER)
 def put_telegram_link(body, user_id):
     """Link a Telegram account (one per user; an account linked elsewhere moves here)."""
     return accounts.telegram_link_json(accounts.link_telegram(user_id, body["telegram_id"], body["username"]))

@@ -28,6 +28,7 @@ def memory_store() -> MemoryStore:
 @require_user
 @blp.arguments(SearchQuerySchema, location="query")
 @blp.response(200, SearchHitSchema(many=True))
+@blp.alt_response(400, description="Empty q")
 def search(args):
     """Best matches first; `q` is plain text (quotes, apostrophes and operators are just words)."""
     if not args["q"].strip():

@@ -62,6 +62,7 @@ def get_messages(query, session_id):
 @require_user
 @blp.arguments(ReadStateSchema)
 @blp.response(200, OkSchema)
+@blp.alt_response(400, description="Malformed JSON body")
 @blp.alt_response(404, description="Session not found")
 def mark_read(body, session_id):
     """Mark the session read (default) or unread."""

@@ -127,6 +127,7 @@ def put_frontend(body):
 @blp.route("/files/<path:name>", methods=["GET"])
 @require_admin
 @blp.response(200, FileContentSchema)
+@blp.alt_response(400, description="Not one of the agent files")
 def get_file(name):
     """SOUL.md, HEARTBEAT.md, BOOT.md or BOOTSTRAP.md; a missing file reads as empty."""
     return {"content": settings.read_agent_file(_config(), name)}

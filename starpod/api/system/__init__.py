@@ -2,6 +2,7 @@
 from marshmallow import fields
 
 from ...config import VERSION
+from ..guards import public
 from ..parsing import Blueprint
 from ..schemas import BaseSchema
 
@@ -14,6 +15,7 @@ class HealthSchema(BaseSchema):
 
 
 @blp.route("/health", methods=["GET"])
+@public
 @blp.response(200, HealthSchema)
 def health():
     """Liveness check: never authenticated, never rate-limited."""
