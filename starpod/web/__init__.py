@@ -12,6 +12,7 @@ import re
 
 from flask import Blueprint, Flask, abort, render_template, request
 
+from ..api.guards import public
 from .assets import AssetStore
 
 blp = Blueprint("web", __name__, template_folder="templates")
@@ -54,6 +55,7 @@ def add_security_headers(response):
 
 
 @blp.route("/", methods=["GET"])
+@public
 def index():
     """The single page; the app inside routes by the URL fragment."""
     html = render_template("index.html", asset_base=f"{ASSET_PREFIX}/{assets.version}")
@@ -63,6 +65,7 @@ def index():
 
 
 @blp.route(f"{ASSET_PREFIX}/<version>/<path:name>", methods=["GET"])
+@public
 def asset(version: str, name: str):
     """A static file; cached for a year when `version` is the current one."""
     found = assets.get(name)
