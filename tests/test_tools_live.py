@@ -15,7 +15,7 @@ from .support import live_server
 
 API_KEY = "sp_live_" + "ef" * 20
 TOOL_TIMEOUT_SECS = 10
-PROVIDER_TIMEOUT_SECS = 3
+PROVIDER_TIMEOUT_SECS = 5
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +106,4 @@ def test_stalled_provider_ends_at_the_call_deadline(server, fake):
     chat.join(60)
     response = answer["response"]
     assert response.status_code == 502
-    assert response.json() == {"error": "Chat error: API error: request timed out"}
+    assert response.json()["error"] == "Chat error: API error: request timed out"

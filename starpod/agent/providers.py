@@ -272,9 +272,9 @@ class Provider(ABC):
     def stream(self, *, system: str | None, messages: list[dict], tools: list[ToolSpec],
                max_tokens: int, reasoning_effort: str | None = None) -> Iterator[str | ModelTurn]:
         """Text chunks as they arrive, then the complete ModelTurn; ProviderError on failure."""
-        deadline = Deadline(self.request_timeout)
-        module = sdk(sdk_kind(self.name))
+        module = sdk(sdk_kind(self.name))  # a first import may take seconds: not the provider's time
         errors = sdk_errors(module)
+        deadline = Deadline(self.request_timeout)
         attempt = 0
         while True:
             started = False
