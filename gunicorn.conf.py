@@ -28,10 +28,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain."""
+    """On SIGTERM, also close every WebSocket of this worker ("going away") so it can drain; start
+    the worker's Telegram poller candidate (one poller runs across workers)."""
+    from starpod.channels.telegram import start_telegram
     from starpod.realtime.hub import install_shutdown
 
     install_shutdown(worker)
+    start_telegram(worker.wsgi.config["STARPOD"])  # this worker's Telegram poller candidate
 
 
 def worker_exit(server, worker):

@@ -29,6 +29,7 @@ MIGRATIONS = [
     ("0007_instances", _create(models.Instance)),
     ("0005_realtime", _create(models.ChatRun, models.RunEvent, models.RunFollowup, models.Notification)),
     ("0008_leases", _create(models.Lease)),
+    ("0011_telegram", _create(models.TelegramState, models.TelegramUpdate)),
 ]
 
 

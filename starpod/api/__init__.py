@@ -29,4 +29,5 @@ def blueprints() -> list:
     from .memory import blp as memory_blp
     from .settings import blp as settings_blp
     from .system import blp as system_blp
-    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp]
+    from .telegram import blp as telegram_blp
+    return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, telegram_blp]
