@@ -216,6 +216,10 @@ class FakeTelegram:
         limit = int(params.get("limit") or 100)
         deadline = time.monotonic() + wait
         with self.lock:
+            if self.webhook is not None:
+                return 409, {"ok": False, "error_code": 409,
+                             "description": "Conflict: can't use getUpdates method while webhook is active; "
+                                            "use deleteWebhook to delete the webhook first"}
             self._poll_generation += 1
             generation = self._poll_generation
             self.updates = [u for u in self.updates if u["update_id"] >= offset]

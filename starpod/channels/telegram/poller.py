@@ -67,7 +67,14 @@ class Poller:
 
     def poll_once(self) -> None:
         offset = get_offset(self.client.bot_id)
-        for update in self.client.get_updates(offset, LONG_POLL_SECS):
+        try:
+            updates = self.client.get_updates(offset, LONG_POLL_SECS)
+        except self.client.api_error as exc:
+            if exc.error_code != 409 or "webhook" not in (exc.description or ""):
+                raise
+            self.client.delete_webhook()  # a webhook was registered while we are in polling mode
+            return
+        for update in updates:
             self.dispatcher.accept(update)
             advance_offset(self.client.bot_id, update.update_id + 1)
 
