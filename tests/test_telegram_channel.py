@@ -11,6 +11,7 @@ from starpod.channels.telegram.client import client_for
 from starpod.channels.telegram.delivery import send_reply
 from starpod.channels.telegram.formatting import MESSAGE_LIMIT, split_message, to_html
 from starpod.channels.telegram.notifications import deliver_notification
+from starpod.config import ConfigError, parse_agent_config
 from starpod.notify import notification_frame
 
 from .conftest import make_config
@@ -174,6 +175,13 @@ def test_mode_setting_is_validated_and_live(client_app):
     assert kept.status_code == 200
     assert app_client.get("/api/settings/channels", headers=headers).json["telegram"] == {
         "enabled": False, "gap_minutes": 360, "stream_mode": "final_only", "mode": "webhook"}
+
+
+def test_mode_in_agent_toml_is_checked():
+    assert parse_agent_config("[channels.telegram]\nmode = 'webhook'\n").channels.telegram.mode == "webhook"
+    assert parse_agent_config("").channels.telegram.mode == "polling"
+    with pytest.raises(ConfigError, match="channels.telegram.mode"):
+        parse_agent_config("[channels.telegram]\nmode = 'smoke-signals'\n")
 
 
 @pytest.fixture

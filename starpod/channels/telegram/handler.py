@@ -19,12 +19,12 @@ from ...accounts import Principal
 from ...agent.pipeline import ChatRequest, run_chat
 from ...agent.workspace import downloads_dir, workspace_root
 from ...config import Config
-from ...db import database
 from ...errors import BadRequest, StarpodError
 from ...models import Session
 from ...realtime import attachments
 from .client import TelegramClient
 from .delivery import edit_plain, finish_reply, send_plain, send_reply
+from .store import connection
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def handle_update(config: Config, client: TelegramClient, update) -> None:
     message = update.message
     if message is None or message.from_user is None:
         return
-    with database.connection_context():
+    with connection():
         principal = accounts.authenticate_telegram(message.from_user.id)
         if principal is None:
             send_plain(client, message.chat.id, not_linked_text(message))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 
 from ...config import Config
-from ...db import database
 from ...models import TelegramLink, User
 from .client import client_for, is_configured
 from .delivery import send_reply
+from .store import connection
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def notification_text(frame: dict) -> str:
 
 def linked_chats(user_id: str) -> list[int]:
     """Telegram ids linked to `user_id` when that user is active (private chat id = user id)."""
-    with database.connection_context():
+    with connection():
         return [link.telegram_id for link in
                 TelegramLink.select(TelegramLink.telegram_id).join(User)
                 .where((TelegramLink.user == user_id) & (User.is_active == True))]  # noqa: E712

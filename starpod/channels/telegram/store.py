@@ -6,6 +6,7 @@ skipped.  Old claims are pruned now and then; Telegram never redelivers after a 
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import timedelta
 
 from peewee import IntegrityError
@@ -18,13 +19,19 @@ PRUNE_EVERY = 500
 KEEP_CLAIMS = timedelta(days=7)
 
 
+def connection():
+    """A connection for the calling greenlet: the caller's own when it has one open (closing it
+    here would end the caller's transaction), else a fresh one for the block."""
+    return database.connection_context() if database.is_closed() else nullcontext()
+
+
 def _offset_name(bot_id: int) -> str:
     return f"offset:{bot_id}"
 
 
 def get_offset(bot_id: int) -> int:
     """The next update id to ask getUpdates for (0 = whatever Telegram has)."""
-    with database.connection_context():
+    with connection():
         row = TelegramState.get_or_none(TelegramState.name == _offset_name(bot_id))
     return row.value if row else 0
 
@@ -32,7 +39,7 @@ def get_offset(bot_id: int) -> int:
 def advance_offset(bot_id: int, offset: int) -> None:
     """Store `offset` unless a higher one is stored already."""
     name = _offset_name(bot_id)
-    with database.connection_context(), database.atomic("IMMEDIATE"):
+    with connection(), database.atomic("IMMEDIATE"):
         updated = (TelegramState.update(value=offset)
                    .where((TelegramState.name == name) & (TelegramState.value < offset)).execute())
         if not updated and TelegramState.get_or_none(TelegramState.name == name) is None:
@@ -41,7 +48,7 @@ def advance_offset(bot_id: int, offset: int) -> None:
 
 def claim_update(bot_id: int, update_id: int) -> bool:
     """True for the first caller with this update id, False for every later one."""
-    with database.connection_context():
+    with connection():
         try:
             with database.atomic():
                 TelegramUpdate.insert(bot_id=bot_id, update_id=update_id).execute()
