@@ -41,6 +41,7 @@ class Sent:
     text: str
     parse_mode: str | None
     edits: list[tuple[str, str | None]] = field(default_factory=list)
+    sent_at: float = field(default_factory=time.perf_counter)
 
     @property
     def final_text(self) -> str:
@@ -305,6 +306,7 @@ class FakeTelegram:
 def _make_handler(fake: FakeTelegram):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out separately: no delayed-ACK stalls
 
         def log_message(self, *args):
             pass

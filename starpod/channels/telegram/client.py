@@ -18,10 +18,24 @@ log = logging.getLogger(__name__)
 MAX_RATE_LIMIT_RETRIES = 5
 MAX_RETRY_AFTER_SECS = 60
 REQUEST_TIMEOUT_SECS = 30
+HTTP_POOL_SIZE = 64
 
 
 class TelegramNotConfigured(RuntimeError):
     """No TELEGRAM_BOT_TOKEN is set."""
+
+
+def _shared_session():
+    """One keep-alive HTTP session for every greenlet (telebot's default is one per thread, which
+    under gevent means a new connection for every chat greenlet)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=HTTP_POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _telebot(base_url: str):
@@ -30,6 +44,8 @@ def _telebot(base_url: str):
     apihelper.API_URL = base_url + "/bot{0}/{1}"
     apihelper.FILE_URL = base_url + "/file/bot{0}/{1}"
     apihelper.READ_TIMEOUT = REQUEST_TIMEOUT_SECS
+    apihelper.session = _shared_session()
+    apihelper.SESSION_TIME_TO_LIVE = None
     return telebot
 
 

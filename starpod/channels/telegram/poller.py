@@ -76,7 +76,8 @@ class Poller:
             return
         for update in updates:
             self.dispatcher.accept(update)
-            advance_offset(self.client.bot_id, update.update_id + 1)
+        if updates:  # each update is claimed, so a crash before this line repeats none of them
+            advance_offset(self.client.bot_id, max(u.update_id for u in updates) + 1)
 
     def _stop_polling(self) -> None:
         if self.polling:
