@@ -38,7 +38,10 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Let WebSocket chat runs of this worker finish (within the graceful timeout) before exit."""
+    """Let WebSocket chat runs and Telegram updates of this worker finish (within the graceful
+    timeout) before exit."""
+    from starpod.channels.telegram import stop_telegram
     from starpod.realtime.hub import drain
 
+    stop_telegram(max(1.0, worker.cfg.graceful_timeout - 5) / 2)
     drain(max(1.0, worker.cfg.graceful_timeout - 5))

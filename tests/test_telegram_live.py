@@ -31,10 +31,14 @@ def tg():
     fake.stop()
 
 
+def server_env(fake, tg) -> dict:
+    return {**fake.environ(), **tg.environ(TELEGRAM_WEBHOOK_SECRET=SECRET)}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, fake, tg):
     home = tmp_path_factory.mktemp("telegram") / "home"
-    live = LiveServer(home, workers=2, env={**fake.environ(), **tg.environ(TELEGRAM_WEBHOOK_SECRET=SECRET)}).start()
+    live = LiveServer(home, workers=2, env=server_env(fake, tg)).start()
     live.admin_key = live.generated_admin_key()
     yield live
     live.stop()
@@ -237,6 +241,8 @@ def test_webhook_checks_secret_and_answers_each_update_once(server, users, tg):
     assert (refused.status_code, refused.json()) == (401, {"error": "Invalid webhook secret"})
     malformed = post_update(server, {"message": {}})
     assert malformed.status_code == 422 and "update_id" in malformed.json()["fields"]
+    broken = post_update(server, {"update_id": update["update_id"], "message": {"text": "no chat"}})
+    assert broken.status_code == 400 and broken.json()["error"].startswith("Malformed Telegram update")
 
     before = len(tg.sent_to(ALICE_TG))
     first = post_update(server, update)
@@ -255,3 +261,22 @@ def test_switching_back_to_polling_resumes_without_restart(server, users, tg):
     set_channel(server, mode="polling")
     assert ask(tg, ALICE_TG, "polling again").text == "echo: polling again"
     tg.wait_for(lambda: tg.webhook is None, WAIT, "the poller to remove the webhook")
+
+
+# --- restart ---------------------------------------------------------------------------------
+
+def test_restart_neither_loses_nor_repeats_messages(server, users, tg, fake):
+    answered_before = {chat: len(tg.sent_to(chat)) for chat in range(9100, 9130)}
+    server.stop()
+    waiting = list(range(9200, 9205))
+    for sender in waiting:
+        tg.push_text(sender, "sent while the server was down")
+    restarted = LiveServer(server.home, workers=2, env=server_env(fake, tg)).start()
+    try:
+        for sender in waiting:
+            wait_replies(tg, sender, 1)
+        assert ask(tg, ALICE_TG, "after the restart").text == "echo: after the restart"
+        assert all(len(tg.sent_to(sender)) == 1 for sender in waiting)
+        assert {chat: len(tg.sent_to(chat)) for chat in answered_before} == answered_before
+    finally:
+        restarted.stop()

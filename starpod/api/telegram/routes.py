@@ -49,6 +49,7 @@ def require_secret(view):
 @require_secret
 @blp.arguments(WebhookUpdateSchema)
 @blp.response(200, WebhookAnswerSchema)
+@blp.alt_response(400, description="Malformed JSON, or not a Telegram Update")
 @blp.alt_response(401, description="Missing or wrong X-Telegram-Bot-Api-Secret-Token")
 @blp.alt_response(404, description="No bot token, channel disabled, or not in webhook mode")
 def webhook(_body):

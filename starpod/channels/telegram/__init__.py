@@ -7,11 +7,15 @@ Webhook mode needs no poller: `POST /api/telegram/webhook` hands updates to `acc
 from __future__ import annotations
 
 import logging
+import time
 
 from ...config import Config
+from ...errors import BadRequest
 from .client import delete_webhook, is_configured, set_webhook
 
 log = logging.getLogger(__name__)
+
+_running: list = []  # [(poller, greenlet)] of this process, for stop_telegram
 
 
 def start_telegram(config: Config):
@@ -25,7 +29,26 @@ def start_telegram(config: Config):
 
     dispatcher = dispatcher_for(config)
     poller = Poller(config, dispatcher.client, dispatcher)
-    return gevent.spawn(poller.poll_forever)
+    greenlet = gevent.spawn(poller.poll_forever)
+    _running.append((poller, greenlet))
+    return greenlet
+
+
+def stop_telegram(timeout: float) -> None:
+    """gunicorn `worker_exit`: stop polling, hand the lease to another worker at once, and give the
+    updates this worker already took up to `timeout` seconds to be answered.
+
+    Updates fetched but not yet claimed are fetched again by the next poller (the stored offset
+    only moves past claimed ones), and claimed ones are never handled twice."""
+    import gevent
+
+    deadline = time.monotonic() + timeout
+    while _running:
+        poller, greenlet = _running.pop()
+        greenlet.kill()
+        poller.stop()
+        while poller.dispatcher.busy and time.monotonic() < deadline:
+            gevent.sleep(0.1)
 
 
 def webhook_enabled(config: Config) -> bool:
@@ -34,11 +57,16 @@ def webhook_enabled(config: Config) -> bool:
 
 
 def accept_webhook_update(config: Config, payload: dict) -> bool:
-    """Claim one webhook update and queue it for background handling; False if seen before."""
+    """Claim one webhook update and queue it for background handling; False if seen before.
+    BadRequest when the payload is not a Telegram Update (it is not claimed then)."""
     from .dispatch import dispatcher_for
 
     dispatcher = dispatcher_for(config)
-    return dispatcher.accept(dispatcher.client.parse_update(payload))
+    try:
+        update = dispatcher.client.parse_update(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadRequest(f"Malformed Telegram update: {exc!r}") from exc
+    return dispatcher.accept(update)
 
 
-__all__ = ["start_telegram", "set_webhook", "delete_webhook", "webhook_enabled", "accept_webhook_update"]
+__all__ = ["start_telegram", "stop_telegram", "set_webhook", "delete_webhook", "webhook_enabled", "accept_webhook_update"]

@@ -52,7 +52,7 @@ class Poller:
     def step(self) -> None:
         """One round: hand over or wait when not wanted/not ours, else fetch and dispatch."""
         if not polling_wanted(self.config):
-            self._stop_polling()
+            self.stop()
             gevent.sleep(IDLE_CHECK_SECS)
             return
         if not leases.acquire(LEASE_NAME, self.holder, LEASE_TTL_SECS):
@@ -79,9 +79,10 @@ class Poller:
         if updates:  # each update is claimed, so a crash before this line repeats none of them
             advance_offset(self.client.bot_id, max(u.update_id for u in updates) + 1)
 
-    def _stop_polling(self) -> None:
+    def stop(self) -> None:
+        """Stop being the poller: give the lease up so another process can take over at once."""
         if self.polling:
             leases.release(LEASE_NAME, self.holder)
             self.polling = False
-            log.info("telegram poller stopped (channel disabled or in webhook mode)")
+            log.info("telegram poller stopped in this process (%s)", self.holder)
 
