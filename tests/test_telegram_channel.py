@@ -193,3 +193,11 @@ def test_webhook_route_refuses_when_not_in_webhook_mode(client_app):
     app_client, _ = client_app
     answer = app_client.post("/api/telegram/webhook", json={"update_id": 1})
     assert answer.status_code == 404 and answer.json == {"error": "Telegram webhook is not enabled"}
+
+
+def test_openapi_documents_the_webhook(client_app):
+    app_client, _ = client_app
+    spec = app_client.get("/api/openapi.json").json
+    operation = spec["paths"]["/api/telegram/webhook"]["post"]
+    assert {"200", "400", "401", "404", "422"} <= set(operation["responses"])
+    assert spec["components"]["schemas"]["WebhookUpdate"]["required"] == ["update_id"]

@@ -5,6 +5,9 @@ Users: Alice (linked, active), Bob (linked, deactivated); a third sender is not 
 """
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sqlite3
 from datetime import timedelta
 
@@ -222,6 +225,15 @@ def test_one_poller_answers_each_update_once(server, users, tg):
     assert all(tg.delivered[u["update_id"]] == 1 for u in updates)
     assert tg.conflicts == 0  # never two getUpdates at once
     assert server.log_text().count("telegram poller started") == 1
+
+
+def test_a_dead_pollers_lease_is_taken_over(server, users, tg):
+    holders = re.findall(r"telegram poller started in this process \(([^)]+)\)", server.log_text())
+    pid = int(holders[-1].split(":")[1])
+    os.kill(pid, signal.SIGKILL)  # no goodbye: the lease must expire before anyone polls again
+    reply = ask(tg, 9300, "anyone there?")
+    assert str(9300) in reply.text
+    assert len(re.findall(r"telegram poller started", server.log_text())) == len(holders) + 1
 
 
 # --- webhook mode ----------------------------------------------------------------------------
