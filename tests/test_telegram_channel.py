@@ -201,3 +201,9 @@ def test_openapi_documents_the_webhook(client_app):
     operation = spec["paths"]["/api/telegram/webhook"]["post"]
     assert {"200", "400", "401", "404", "422"} <= set(operation["responses"])
     assert spec["components"]["schemas"]["WebhookUpdate"]["required"] == ["update_id"]
+
+
+def test_instances_do_not_inherit_the_bot():
+    from starpod.instances.processes import server_environment
+    parent = {"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_WEBHOOK_SECRET": "s", "PATH": "/bin"}
+    assert server_environment(parent, {}) == {"PATH": "/bin"}
