@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sqlite3
+import time
 from datetime import timedelta
 
 import pytest
@@ -234,6 +235,19 @@ def test_a_dead_pollers_lease_is_taken_over(server, users, tg):
     reply = ask(tg, 9300, "anyone there?")
     assert str(9300) in reply.text
     assert len(re.findall(r"telegram poller started", server.log_text())) == len(holders) + 1
+
+
+def test_disabling_the_channel_stops_polling_without_restart(server, users, tg):
+    stopped = server.log_text().count("telegram poller stopped")
+    set_channel(server, enabled=False)
+    try:
+        tg.wait_for(lambda: server.log_text().count("telegram poller stopped") > stopped, WAIT, "the poller to stop")
+        tg.push_text(9400, "is anybody home?")
+        time.sleep(3)  # a disabled channel never answers, however long we wait
+        assert tg.sent_to(9400) == []
+    finally:
+        set_channel(server, enabled=True)
+    assert str(9400) in wait_replies(tg, 9400, 1)[0].text
 
 
 # --- webhook mode ----------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class LiveReply:
         self.text = ""
         self.shown = ""
         self.message_id: int | None = None
-        self.last_edit = 0.0
+        self.last_edit = float("-inf")
 
     def add(self, delta: str) -> None:
         self.text += delta
