@@ -67,7 +67,7 @@ def not_linked_text(message) -> str:
     username = f" (@{sender.username})" if sender.username else ""
     return (f"This Telegram account is not linked to a Starpod user.\n"
             f"Your Telegram ID: {sender.id}{username}\n"
-            f"Ask an administrator to link it to your account (Settings → Users → Telegram).")
+            f"Ask an administrator to link this ID to your Starpod account.")
 
 
 def close_open_session(chat_id: int, user_id: str) -> int:
