@@ -6,11 +6,16 @@ provider from tests/, which answers at once.  50 linked users send 500 updates i
 latency = update queued → reply received, minus the time the provider spent answering.
 
     /work/venv/bin/python bench/telegram_throughput.py [--updates 500] [--users 50] [--workers 2]
+                                                       [--mode polling|webhook]
+
+In webhook mode the updates are posted to `POST /api/telegram/webhook` by 8 client threads, so
+every worker handles a share of them.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import tempfile
 import time
@@ -27,6 +32,8 @@ from tests.support import live_server  # noqa: E402
 API_KEY = "sp_live_" + "cd" * 20
 FIRST_TELEGRAM_ID = 700_000
 SEQUENTIAL_MESSAGES = 100
+WEBHOOK_SECRET = "bench-secret"
+WEBHOOK_CLIENTS = 8
 TIMEOUT_SECS = 600
 
 
@@ -61,29 +68,47 @@ def wait_for_replies(tg: FakeTelegram, expected: int) -> None:
         time.sleep(0.01)
 
 
-def burst(tg: FakeTelegram, senders: list[int], updates: int) -> tuple[float, list[float]]:
-    """(replies per second, per-message latency in ms) for `updates` queued at once."""
+class Delivery:
+    """How updates reach the server: queued for getUpdates, or posted to the webhook."""
+
+    def __init__(self, tg: FakeTelegram, server, mode: str):
+        self.tg, self.mode = tg, mode
+        self.url = f"{server.base_url}/api/telegram/webhook"
+        self.http = requests.Session()
+        self.http.headers["X-Telegram-Bot-Api-Secret-Token"] = WEBHOOK_SECRET
+        self.pool = ThreadPoolExecutor(WEBHOOK_CLIENTS)
+
+    def send(self, sender: int, text: str) -> None:
+        update = self.tg.make_update(sender, text)
+        if self.mode == "polling":
+            self.tg.push(update)
+        else:
+            self.pool.submit(lambda: self.http.post(self.url, json=update, timeout=30).raise_for_status())
+
+
+def burst(tg: FakeTelegram, delivery: Delivery, senders: list[int], updates: int) -> tuple[float, list[float]]:
+    """(replies per second, per-message latency in ms) for `updates` sent at once."""
     start_count = len(tg.sent)
     queued_at = {}
     started = time.perf_counter()
     for index in range(updates):
         text = f"burst {index}"
         queued_at[f"echo: {text}"] = time.perf_counter()
-        tg.push_text(senders[index % len(senders)], text)
+        delivery.send(senders[index % len(senders)], text)
     wait_for_replies(tg, start_count + updates)
     replies = tg.sent[start_count:]
     elapsed = max(r.sent_at for r in replies) - started
     return updates / elapsed, [(r.sent_at - queued_at[r.text]) * 1000 for r in replies]
 
 
-def added_latency(tg: FakeTelegram, fake: FakeProvider, sender: int, count: int) -> list[float]:
+def added_latency(tg: FakeTelegram, delivery: Delivery, fake: FakeProvider, sender: int, count: int) -> list[float]:
     """Milliseconds each message spent outside the provider, one message in flight at a time."""
     added = []
     for index in range(count):
         text = f"single {index}"
         before = len(tg.sent)
         queued = time.perf_counter()
-        tg.push_text(sender, text)
+        delivery.send(sender, text)
         wait_for_replies(tg, before + 1)
         provider = next(r.provider_seconds for r in reversed(fake.requests)
                         if text in str(r.body["messages"][-1]["content"]))
@@ -96,24 +121,28 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=500)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mode", choices=("polling", "webhook"), default="polling")
     args = parser.parse_args()
 
     fake = FakeProvider().start()
     fake.default = echo
     tg = FakeTelegram().start()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**fake.environ(), **tg.environ(), "STARPOD_API_KEY": API_KEY}
+        env = {**fake.environ(), **tg.environ(TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET), "STARPOD_API_KEY": API_KEY}
         with live_server(Path(tmp) / ".starpod", workers=args.workers, env=env) as server:
             senders = link_users(server, args.users)
+            requests.put(f"{server.base_url}/api/settings/channels", headers={"X-API-Key": API_KEY},
+                         json={"telegram": {"enabled": True, "mode": args.mode}}).raise_for_status()
+            delivery = Delivery(tg, server, args.mode)
             for sender in senders:  # warm up: poller, SDK clients, memory index, one session per user
-                tg.push_text(sender, "warm up")
+                delivery.send(sender, "warm up")
             wait_for_replies(tg, len(senders))
-            rate, burst_latencies = burst(tg, senders, args.updates)
-            added = added_latency(tg, fake, senders[0], SEQUENTIAL_MESSAGES)
+            rate, burst_latencies = burst(tg, delivery, senders, args.updates)
+            added = added_latency(tg, delivery, fake, senders[0], SEQUENTIAL_MESSAGES)
     tg.stop()
     fake.stop()
 
-    print(f"{args.updates} updates from {args.users} linked users, {args.workers} workers (long polling)")
+    print(f"{args.updates} updates from {args.users} linked users, {args.workers} workers, {args.mode} mode")
     print(f"{'measure':<52}{'median':>10}{'p90':>10}")
     print(f"{'burst throughput (replies/s)':<52}{rate:>10.1f}{'':>10}")
     print(f"{'burst: update queued -> reply (ms, incl. queueing)':<52}{statistics.median(burst_latencies):>10.1f}"

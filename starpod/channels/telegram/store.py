@@ -6,7 +6,7 @@ skipped.  Old claims are pruned now and then; Telegram never redelivers after a 
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager
 from datetime import timedelta
 
 from peewee import IntegrityError
@@ -19,10 +19,25 @@ PRUNE_EVERY = 500
 KEEP_CLAIMS = timedelta(days=7)
 
 
+@contextmanager
 def connection():
-    """A connection for the calling greenlet: the caller's own when it has one open (closing it
-    here would end the caller's transaction), else a fresh one for the block."""
-    return database.connection_context() if database.is_closed() else nullcontext()
+    """An open connection for the block: the caller's when one is open (closing it here would end
+    the caller's transaction), else one opened now and returned to the pool afterwards.
+
+    The connection state may be shared by every greenlet of a worker (peewee binds it to the
+    thread-local class that existed when it was imported, before gevent patched threading), so
+    another greenlet may close or reuse it while this block waits on the network: the block then
+    reconnects on its next query, and the connection is not closed while a transaction is open.
+    """
+    if not database.is_closed():
+        yield
+        return
+    database.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        if not database.is_closed() and not database.in_transaction():
+            database.close()
 
 
 def _offset_name(bot_id: int) -> str:
