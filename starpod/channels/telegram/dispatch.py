@@ -1,20 +1,18 @@
-"""Updates handed to background greenlets: chats are served concurrently, each chat one at a time.
+"""Updates handed to background greenlets: chats are served concurrently, each chat in order.
 
 Both delivery modes feed one `Dispatcher` per process after claiming the update id, so a message
-is answered once however it arrived.  Within a process a chat's updates queue up in order; across
-processes (webhook deliveries land on any worker or server) a per-chat database lease keeps two
-runs of one chat from overlapping in its session.
+is answered once however it arrived.  Order holds within a process: with long polling every update
+goes through the poller's process; webhook deliveries of one chat that land on different workers
+may run side by side in the chat's session.
 """
 from __future__ import annotations
 
 import functools
 import logging
 from collections import deque
-from contextlib import contextmanager
 
 import gevent
 
-from ... import leases
 from ...config import Config
 from .client import TelegramClient, client_for
 from .handler import handle_update
@@ -22,36 +20,10 @@ from .store import claim_update
 
 log = logging.getLogger(__name__)
 
-CHAT_LEASE_TTL_SECS = 60.0
-CHAT_LEASE_RETRY_SECS = 0.1
-
 
 def chat_of(update) -> int | None:
     message = update.message
     return message.chat.id if message is not None else None
-
-
-def _keep_renewing(name: str, holder: str) -> None:
-    while True:
-        gevent.sleep(CHAT_LEASE_TTL_SECS / 3)
-        leases.acquire(name, holder, CHAT_LEASE_TTL_SECS)
-
-
-@contextmanager
-def chat_turn(chat: int | None, holder: str):
-    """Hold chat `chat` for this process while its queued updates are handled."""
-    if chat is None:
-        yield
-        return
-    name = f"telegram-chat:{chat}"
-    while not leases.acquire(name, holder, CHAT_LEASE_TTL_SECS):
-        gevent.sleep(CHAT_LEASE_RETRY_SECS)
-    keeper = gevent.spawn(_keep_renewing, name, holder)
-    try:
-        yield
-    finally:
-        keeper.kill()
-        leases.release(name, holder)
 
 
 class Dispatcher:
@@ -59,7 +31,6 @@ class Dispatcher:
         self.config = config
         self.client = client
         self.queues: dict[int | None, deque] = {}
-        self.holder = leases.new_holder_id()
 
     def accept(self, update) -> bool:
         """Claim the update and queue it for its chat; False when it was handled already."""
@@ -77,15 +48,12 @@ class Dispatcher:
     def _drain(self, chat: int | None) -> None:
         queue = self.queues[chat]
         try:
-            with chat_turn(chat, self.holder):
-                while queue:
-                    update = queue.popleft()
-                    try:
-                        handle_update(self.config, self.client, update)
-                    except Exception:
-                        log.exception("telegram update %s failed", update.update_id)
-        except Exception:
-            log.exception("telegram chat %s: %d updates not handled", chat, len(queue))
+            while queue:
+                update = queue.popleft()
+                try:
+                    handle_update(self.config, self.client, update)
+                except Exception:
+                    log.exception("telegram update %s failed", update.update_id)
         finally:
             del self.queues[chat]
 
