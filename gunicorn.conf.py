@@ -45,8 +45,9 @@ def on_starting(server):
 def post_worker_init(worker):
     """Refuse to serve with connection state shared by greenlets; on SIGTERM, also close every
     WebSocket of this worker ("going away") so it can drain; start this worker's cron scheduler
-    candidate (one leader across all workers fires jobs); warm the configured provider SDK in the
-    background once the worker serves."""
+    candidate (one leader across all workers fires jobs) and Telegram poller candidate (one poller
+    runs across workers); warm the configured provider SDK in the background once the worker serves."""
+    from starpod.channels.telegram import start_telegram
     from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
     from starpod.scheduler import start_scheduler
@@ -56,13 +57,17 @@ def post_worker_init(worker):
     config = worker.wsgi.config["STARPOD"]
     install_shutdown(worker)
     start_scheduler(config)
+    start_telegram(config)
     warm_up_in_background(config)
 
 
 def worker_exit(server, worker):
-    """Let WebSocket chat runs of this worker finish (within the graceful timeout) before exit."""
+    """Let WebSocket chat runs and Telegram updates of this worker finish (within the graceful
+    timeout) before exit."""
+    from starpod.channels.telegram import stop_telegram
     from starpod.realtime.hub import drain
     from starpod.scheduler import stop_scheduler
 
     stop_scheduler()
+    stop_telegram(max(1.0, worker.cfg.graceful_timeout - 5) / 2)
     drain(max(1.0, worker.cfg.graceful_timeout - 5))

@@ -91,6 +91,7 @@ class TelegramConfig:
     enabled: bool = True
     gap_minutes: int = 360
     stream_mode: str = "final_only"
+    mode: str = "polling"
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ def split_model_ref(provider: str, model: str) -> tuple[str, str]:
 ENUMS = {
     ("reasoning_effort",): ("low", "medium", "high"),
     ("followup_mode",): ("inject", "queue"),
+    ("channels", "telegram", "mode"): ("polling", "webhook"),
 }
 
 # Lowest allowed value of numeric keys where a smaller one would disable or break a safeguard.
@@ -354,6 +356,8 @@ class Config:
         self.env_base_urls = {"anthropic": _env("ANTHROPIC_BASE_URL", env),
                               "openai": _env("OPENAI_BASE_URL", env)}
         self.telegram_bot_token = _env("TELEGRAM_BOT_TOKEN", env)
+        self.telegram_api_base_url = (_env("TELEGRAM_API_BASE_URL", env) or "https://api.telegram.org").rstrip("/")
+        self.telegram_webhook_secret = _env("TELEGRAM_WEBHOOK_SECRET", env)
         self.instance_backend_url = _env("STARPOD_INSTANCE_BACKEND_URL", env)
         self.bootstrap_admin = True
         self.max_request_bytes = 32 * 1024 * 1024

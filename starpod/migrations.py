@@ -38,6 +38,7 @@ MIGRATIONS = [
     ("0008_leases", _create(models.Lease)),
     ("0009_auth_generation", _create(models.AuthGeneration)),
     ("0010_cron", _cron),
+    ("0011_telegram", _create(models.TelegramState, models.TelegramUpdate)),
 ]
 
 

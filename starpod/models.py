@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from peewee import (AutoField, BigIntegerField, BooleanField, Check, FloatField, ForeignKeyField,
+from peewee import (AutoField, BigIntegerField, BooleanField, Check, CompositeKey, FloatField, ForeignKeyField,
                     IntegerField, Model, TextField)
 
 from .db import database
@@ -344,3 +344,25 @@ class CronState(BaseModel):
 
     class Meta:
         table_name = "cron_state"
+
+
+# --- Telegram channel -----------------------------------------------------------------------
+
+class TelegramState(BaseModel):
+    """Small named values of the Telegram channel, e.g. `offset:<bot id>` (next update to fetch)."""
+    name = TextField(primary_key=True)
+    value = BigIntegerField()
+
+    class Meta:
+        table_name = "telegram_state"
+
+
+class TelegramUpdate(BaseModel):
+    """An update id already taken by some worker: each Telegram update is handled once."""
+    bot_id = BigIntegerField()
+    update_id = BigIntegerField()
+    received_at = TextField(default=now_iso, index=True)
+
+    class Meta:
+        table_name = "telegram_updates"
+        primary_key = CompositeKey("bot_id", "update_id")

@@ -36,6 +36,7 @@ MODELS = {
 EDITABLE_FILES = ("SOUL.md", "HEARTBEAT.md", "BOOT.md", "BOOTSTRAP.md")
 MAX_FILE_BYTES = 1024 * 1024
 STREAM_MODES = ("final_only", "all_messages")
+TELEGRAM_MODES = ("polling", "webhook")
 
 
 def _check(ok: bool, field: str, message: str) -> None:
@@ -169,7 +170,7 @@ def update_cron(config: Config, values: dict) -> AgentConfig:
 def channels(agent: AgentConfig) -> dict:
     telegram = agent.channels.telegram
     return {"telegram": {"enabled": telegram.enabled, "gap_minutes": telegram.gap_minutes,
-                         "stream_mode": telegram.stream_mode}}
+                         "stream_mode": telegram.stream_mode, "mode": telegram.mode}}
 
 
 def update_channels(config: Config, values: dict) -> AgentConfig:
@@ -178,6 +179,9 @@ def update_channels(config: Config, values: dict) -> AgentConfig:
     _check(gap is None or gap >= 1, "telegram.gap_minutes", "telegram.gap_minutes must be >= 1")
     _check(stream_mode is None or stream_mode in STREAM_MODES, "telegram.stream_mode",
            f"telegram.stream_mode must be one of {', '.join(STREAM_MODES)}")
+    mode = telegram.get("mode")
+    _check(mode is None or mode in TELEGRAM_MODES, "telegram.mode",
+           f"telegram.mode must be one of {', '.join(TELEGRAM_MODES)}")
 
     def apply(doc: TOMLDocument) -> None:
         table = _table(_table(doc, "channels", "channels", super_table=True), "telegram", "channels.telegram")
@@ -186,6 +190,8 @@ def update_channels(config: Config, values: dict) -> AgentConfig:
         # Unlike gap_minutes, an absent stream_mode leaves the stored one as it is.
         if stream_mode is not None:
             table["stream_mode"] = stream_mode
+        if mode is not None:
+            table["mode"] = mode
     return edit_agent_toml(config, apply)
 
 

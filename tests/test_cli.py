@@ -161,6 +161,26 @@ def test_cron_add_list_run_remove(store, tmp_path):
     assert "standup" not in names and "broken" not in names
 
 
+def test_telegram_set_and_delete_webhook(store, tmp_path):
+    from .fake_telegram import FakeTelegram
+
+    home, _ = store
+    hook = "https://agent.example/api/telegram/webhook"
+    assert "TELEGRAM_BOT_TOKEN is not set" in starpod("telegram", "set-webhook", hook, "--home", home,
+                                                     cwd=tmp_path).stderr
+    fake = FakeTelegram().start()
+    try:
+        env = fake.environ(TELEGRAM_WEBHOOK_SECRET="s3cret-hook")
+        ok(starpod("telegram", "set-webhook", hook, "--home", home, cwd=tmp_path, **env))
+        assert fake.webhook == {"url": hook, "secret_token": "s3cret-hook"}
+        ok(starpod("telegram", "delete-webhook", "--home", home, cwd=tmp_path, **env))
+        assert fake.webhook is None
+        refused = starpod("telegram", "set-webhook", "http://plain", "--home", home, cwd=tmp_path, **env)
+        assert refused.returncode == 1 and "https://" in refused.stderr
+    finally:
+        fake.stop()
+
+
 def test_doctor_reports_each_check(store, tmp_path):
     home, _ = store
     healthy = ok(starpod("doctor", "--json", "--port", 0, "--home", home, cwd=tmp_path, ANTHROPIC_API_KEY="x"))

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from starpod.db import database, open_database
+from starpod.config import Config
 from starpod.notify import notify
 
 from .fake_provider import Reply
@@ -138,7 +139,7 @@ def test_notifications_reach_only_the_owners_sockets(server, fake, keys):
         assert "scheduled cron job" in json.dumps(request.body["system"])
         open_database(server.home / "db" / "starpod.db")
         try:
-            notify("agent-level", "", "for admins", True, home=server.home)
+            notify("agent-level", "", "for admins", True, config=Config(home=server.home))
         finally:
             database.close_all()
         run_now(server, keys["carol"], "carol-news", "carol-news please")

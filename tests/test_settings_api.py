@@ -16,7 +16,7 @@ GENERAL = {"provider": "openai", "model": "gpt-4o", "max_turns": 50, "max_tokens
 MEMORY = {"half_life_days": 14, "mmr_lambda": 0.5, "vector_search": False, "chunk_size": 800,
           "chunk_overlap": 160, "export_sessions": False}
 CRON = {"default_max_retries": 5, "default_timeout_secs": 3600, "max_concurrent_runs": 4}
-CHANNELS = {"telegram": {"enabled": True, "gap_minutes": 120, "stream_mode": "all_messages"}}
+CHANNELS = {"telegram": {"enabled": True, "gap_minutes": 120, "stream_mode": "all_messages", "mode": "webhook"}}
 
 
 @pytest.fixture
@@ -308,13 +308,13 @@ def test_cron_zero_retries_allowed(client, toml_path):
 
 def test_get_channels_returns_defaults(client, toml_path):
     assert client.get("/api/settings/channels").get_json() == \
-        {"telegram": {"enabled": True, "gap_minutes": 360, "stream_mode": "final_only"}}
+        {"telegram": {"enabled": True, "gap_minutes": 360, "stream_mode": "final_only", "mode": "polling"}}
 
 
 def test_put_channels_updates_toml(client, toml_path):
     assert put(client, "channels", CHANNELS).get_json() == {"status": "ok"}
     telegram = read_toml(toml_path)["channels"]["telegram"]
-    assert telegram == {"enabled": True, "gap_minutes": 120, "stream_mode": "all_messages"}
+    assert telegram == {"enabled": True, "gap_minutes": 120, "stream_mode": "all_messages", "mode": "webhook"}
     assert "[channels.telegram]" in toml_path.read_text()
     assert client.get("/api/settings/channels").get_json() == CHANNELS
 
@@ -324,9 +324,9 @@ def test_put_channels_gap_removed_on_null_stream_mode_kept(client, toml_path):
     put(client, "channels", CHANNELS)
     assert put(client, "channels", {"telegram": {"enabled": False}}).status_code == 200
     telegram = read_toml(toml_path)["channels"]["telegram"]
-    assert telegram == {"allowed_users": [1, 2], "enabled": False, "stream_mode": "all_messages"}
+    assert telegram == {"allowed_users": [1, 2], "enabled": False, "stream_mode": "all_messages", "mode": "webhook"}
     assert client.get("/api/settings/channels").get_json() == \
-        {"telegram": {"enabled": False, "gap_minutes": 360, "stream_mode": "all_messages"}}
+        {"telegram": {"enabled": False, "gap_minutes": 360, "stream_mode": "all_messages", "mode": "webhook"}}
 
 
 def test_put_channels_preserves_other_sections(client, toml_path):
@@ -344,6 +344,8 @@ def test_put_channels_preserves_other_sections(client, toml_path):
     ({"telegram": {"enabled": True, "stream_mode": 3}}, 422, "telegram.stream_mode"),
     ({"telegram": {"enabled": True, "stream_mode": "everything"}}, 400, "telegram.stream_mode"),
     ({"telegram": {"enabled": True, "gap_minutes": 0}}, 400, "telegram.gap_minutes"),
+    ({"telegram": {"enabled": True, "mode": 1}}, 422, "telegram.mode"),
+    ({"telegram": {"enabled": True, "mode": "push"}}, 400, "telegram.mode"),
     ({"telegram": {"enabled": True, "gap_minutes": -5}}, 400, "telegram.gap_minutes"),
 ])
 def test_put_channels_errors(client, toml_path, body, status, field):

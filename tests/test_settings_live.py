@@ -75,7 +75,7 @@ GROUPS = [
     ("memory", {"half_life_days": 14.0, "mmr_lambda": 0.5, "vector_search": False, "chunk_size": 800,
                 "chunk_overlap": 160, "export_sessions": False}),
     ("cron", {"default_max_retries": 5, "default_timeout_secs": 3600, "max_concurrent_runs": 4}),
-    ("channels", {"telegram": {"enabled": False, "gap_minutes": 120, "stream_mode": "all_messages"}}),
+    ("channels", {"telegram": {"enabled": False, "gap_minutes": 120, "stream_mode": "all_messages", "mode": "webhook"}}),
     ("frontend", {"greeting": "Hi!", "prompts": ["What's new?", "Plan my day"]}),
     ("files/SOUL.md", {"content": "# Soul\nYou are Nova.\n"}),
     ("files/HEARTBEAT.md", {"content": "Check the inbox.\n"}),

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from starpod.db import database, open_database
+from starpod.config import Config
 from starpod.notify import notify
 
 from .browser import PHONE, DESKTOP, WAIT_SECS, save_screenshot, start_chromium
@@ -373,7 +374,7 @@ def test_notification_toast_opens_its_session(driver, server, fake):
     sign_in(driver, server, server.admin_key, "#/memory")
     open_database(server.home / "db" / "starpod.db")
     try:
-        notify("daily-digest", session_id, "Your digest is ready", True, home=server.home)
+        notify("daily-digest", session_id, "Your digest is ready", True, config=Config(home=server.home))
     finally:
         database.close_all()
     toast = find(driver, ".toast .toast-body")

@@ -14,6 +14,7 @@ import requests
 import websocket
 
 from starpod.db import database, open_database
+from starpod.config import Config
 from starpod.notify import notify
 
 from .fake_provider import Reply, ToolCall
@@ -420,7 +421,7 @@ def test_notification_reaches_every_client_of_both_workers(server):
     by_worker = connections_on_both_workers(server, count=6)
     open_database(server.home / "db" / "starpod.db")
     try:
-        notify("daily-digest", "sess-1", "x" * 600, True, home=server.home)
+        notify("daily-digest", "sess-1", "x" * 600, True, config=Config(home=server.home))
     finally:
         database.close_all()
     for sockets in by_worker.values():

@@ -64,5 +64,7 @@ def blueprints() -> list:
     from .skills import blp as skills_blp
     from .usermemory import blp as user_memory_blp
     from .cron import blp as cron_blp
+    from .telegram import blp as telegram_blp
     return [system_blp, auth_blp, memory_blp, settings_blp, instances_blp, chat_blp, sessions_blp, usage_blp,
-            render_blp, skills_blp, user_memory_blp, cron_blp]
+            render_blp, skills_blp, user_memory_blp, cron_blp,
+            telegram_blp]

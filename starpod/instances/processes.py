@@ -20,7 +20,8 @@ import psutil
 
 # Environment of the managing server that must not reach an instance: its own identity (data dir,
 # admin key, port, worker count, backend) and gunicorn/systemd hand-over variables.
-PRIVATE_ENV_PREFIXES = ("STARPOD_", "GUNICORN_", "LISTEN_")
+# TELEGRAM_*: an instance is another agent; polling the parent's bot from it would steal its updates.
+PRIVATE_ENV_PREFIXES = ("STARPOD_", "GUNICORN_", "LISTEN_", "TELEGRAM_")
 PRIVATE_ENV_NAMES = {"HOST", "PORT", "WEB_CONCURRENCY"}
 
 # Two create_time readings of one process agree well within this (they derive from boot time + ticks).

@@ -16,7 +16,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..agent.pipeline import Attachment
-from ..config import AttachmentsConfig
+from ..agent.workspace import sandbox_root, user_downloads_dir
+from ..config import AttachmentsConfig, Config
 from ..errors import BadRequest
 from ..home import PRIVATE_FILE_MODE
 
@@ -103,6 +104,13 @@ def _write_new(directory: Path, name: str, content: bytes) -> Path:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
         return path
+
+
+def save_for_sender(config: Config, user_id: str, is_admin: bool, uploads: list[Upload],
+                    contents: list[bytes]) -> tuple[list[Attachment], str]:
+    """`save` into the sender's own private downloads (WebSocket and Telegram uploads alike)."""
+    return save(uploads, contents, user_downloads_dir(config, user_id), sandbox_root(config, user_id, is_admin),
+                config.agent.timezone)
 
 
 def save(uploads: list[Upload], contents: list[bytes], downloads: Path, workspace: Path,

@@ -287,7 +287,7 @@ class Scheduler:
                 return
             if kind != "manual":
                 self._after_occurrence(job, kind, success, summary, now)
-        notify(job.name, session_id if success else "", summary, success, home=self.config.home,
+        notify(job.name, session_id if success else "", summary, success, config=self.config,
                user_id=job.user_id)
         self.waker.ring()  # a slot is free: look for work that waited for one
 

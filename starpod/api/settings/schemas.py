@@ -95,6 +95,7 @@ class TelegramSettingsSchema(BaseSchema):
     gap_minutes = StrictInteger(allow_none=True, load_default=None, validate=I64,
                                 metadata={"description": ">= 1; null removes it (default 360)"})
     stream_mode = _optional_text(metadata={"description": "final_only | all_messages; null keeps the stored one"})
+    mode = _optional_text(metadata={"description": "polling | webhook; null keeps the stored one"})
 
 
 class ChannelsSettingsSchema(BaseSchema):

@@ -24,7 +24,6 @@ from simple_websocket import ConnectionClosed
 from ... import accounts
 from ...accounts import Principal
 from ...agent.pipeline import check_text_size
-from ...agent.workspace import sandbox_root, user_downloads_dir
 from ...config import AgentConfig, Config
 from ...db import database
 from ...errors import BadRequest, StarpodError, client_message, new_request_id
@@ -212,11 +211,9 @@ class Connection:
         if self.hub.draining:
             raise BadRequest("Server is shutting down")
         uploads = [attachments.Upload(**item) for item in fields["attachments"]]
-        agent = self.config.agent
-        contents = attachments.validate(uploads, agent.attachments)
-        spec.attachments, spec.prompt_notes = attachments.save(
-            uploads, contents, user_downloads_dir(self.config, spec.user_id),
-            sandbox_root(self.config, spec.user_id, spec.is_admin), agent.timezone)
+        contents = attachments.validate(uploads, self.config.agent.attachments)
+        spec.attachments, spec.prompt_notes = attachments.save_for_sender(
+            self.config, spec.user_id, spec.is_admin, uploads, contents)
         self._follow(self.hub.runs.start(spec), 0)
 
     def _resume(self, fields: dict) -> None:

@@ -1,0 +1,4 @@
+"""Telegram route: `POST /api/telegram/webhook` receives updates in webhook mode."""
+from .routes import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,1 @@
+"""Messaging channels that reach the agent from outside the HTTP API (Telegram)."""
