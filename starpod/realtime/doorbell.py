@@ -73,12 +73,38 @@ class Doorbell:
             self._peers_read_at = now
         return self._peers
 
+    def peer_gone(self, worker_id: str) -> bool:
+        """True when the process behind `worker_id` certainly stopped: its doorbell refuses rings
+        (killed without cleaning up), or it has none and no process has its pid.  False when it is
+        alive or that cannot be told (a reused pid, no doorbells in this directory)."""
+        path = self.directory / f"{worker_id}{SUFFIX}"
+        try:
+            self._sender.sendto(b"\x01", str(path))  # a ring only wakes a live peer: harmless
+            return False
+        except (BlockingIOError, InterruptedError):
+            return False  # its queue is full: someone is there, just busy
+        except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED:
+                path.unlink(missing_ok=True)
+                return True
+            return exc.errno == errno.ENOENT and not _pid_alive(worker_id.split("-", 1)[0])
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
             self.path.unlink(missing_ok=True)
         self._sender.close()
+
+
+def _pid_alive(pid_hex: str) -> bool:
+    try:
+        os.kill(int(pid_hex, 16), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OSError):  # not a pid, or someone else's process
+        return True
+    return True
 
 
 def _bells(directory: Path) -> list[Path]:
