@@ -7,9 +7,9 @@ message is stored, the interrupted run is closed and replays to a `stream_end` s
 instance is running as recorded, and no lock is left behind.
 
 The kill lands mid-operation by events, not by timing: the chat's provider streams far slower than
-the test proceeds, the settings loop has answered PUTs, the reindex is held between two of its
-batches by this test taking memory.db's write lock, and the pause is held after its SIGSTOP by
-this test taking starpod.db's write lock (the server waits for both locks) until the kill.
+the test proceeds, the settings loop has answered PUTs, the pause is held after its SIGSTOP by this
+test taking starpod.db's write lock (the server waits for it) until the kill, and the kill follows
+the reindex's first committed batch (of many).
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ BULK_FILES = 6000
 DATABASES = ("starpod.db", "memory.db")
 
 
-def wait_until(condition, what: str, timeout: float = DEADLINE_SECS):
+def wait_until(condition, what: str, timeout: float = DEADLINE_SECS, interval: float = 0.05):
     """Poll `condition` until it returns something truthy (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.01)
+        time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
@@ -94,37 +94,22 @@ def post_in_background(server: LiveServer, path: str, key: str, **kwargs) -> thr
     return thread
 
 
-def write_bulk_memory(home: Path) -> Path:
+def write_bulk_memory(home: Path) -> None:
     directory = home / "knowledge" / "bulk"
     directory.mkdir(parents=True, exist_ok=True)
     body = "A line about write-ahead logs, atomic renames and crash safety.\n" * 12
     for i in range(BULK_FILES):
         (directory / f"note-{i:04d}.md").write_text(f"# Note {i}\ncrashproof{i}\n{body}")
-    return directory
 
 
-def indexed_bulk_files(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM files WHERE source LIKE '%bulk/note-%'").fetchone()[0]
+def indexed_bulk_files(memory_db: Path) -> int:
+    return query(memory_db, "SELECT COUNT(*) FROM files WHERE source LIKE '%bulk/note-%'")[0][0]
 
 
 def stored_run_frames(db: Path, session_id: str) -> int:
     """Frames stored for the run that streams `session_id` (0 before its stream_start is stored)."""
     return query(db, "SELECT COUNT(*) FROM chat_run_events WHERE run_id IN "
                      "(SELECT run_id FROM chat_run_events WHERE session_id = ?)", session_id)[0][0]
-
-
-def hold_reindex_between_batches(memory_db: Path) -> tuple[sqlite3.Connection, int]:
-    """Wait until the reindex has committed some batches, then take memory.db's write lock (the
-    reindex's next batch waits for it).  Returns the connection holding it and how many bulk files
-    are indexed at that moment."""
-    conn = sqlite3.connect(memory_db, timeout=30, isolation_level=None)
-    try:
-        wait_until(lambda: indexed_bulk_files(conn) > 0, "the reindex to commit its first batch")
-        conn.execute("BEGIN IMMEDIATE")
-    except BaseException:
-        conn.close()
-        raise
-    return conn, indexed_bulk_files(conn)
 
 
 def hold_pause_after_its_sigstop(server: LiveServer, key: str, db: Path) -> sqlite3.Connection:
@@ -160,6 +145,18 @@ def instance_row(db: Path) -> tuple[str, str, int | None, int]:
     return query(db, "SELECT id, status, pid, port FROM instances")[0]
 
 
+def wait_for_running_instance(server: LiveServer, key: str, db: Path) -> None:
+    """The instance being created answers (its first start may outlast the create request)."""
+    wait_until(lambda: query(db, "SELECT id FROM instances"), "the instance record")
+    instance_id = instance_row(db)[0]
+    wait_until(lambda: server.get(f"/api/instances/{instance_id}", key).json()["status"] == "running",
+               "the instance to run")
+
+
+def running_runs(db: Path) -> list[tuple]:
+    return query(db, "SELECT id FROM chat_runs WHERE status = 'running'")
+
+
 def kill_instance(db: Path) -> None:
     """Cleanup: the instance's server runs in its own session, so the server's kill spares it."""
     rows = query(db, "SELECT pid FROM instances WHERE pid IS NOT NULL") if db.exists() else []
@@ -185,7 +182,7 @@ def start_streaming_chat(server: LiveServer, key: str) -> tuple[websocket.WebSoc
 def crash(tmp_path_factory, fake):
     """Kill the server mid-everything, restart it, and hand the tests what happened."""
     home = tmp_path_factory.mktemp("durability") / "home"
-    starpod_db = home / "db" / "starpod.db"
+    starpod_db, memory_db = home / "db" / "starpod.db", home / "db" / "memory.db"
     fake.script(Reply(STREAM_TEXT, chunks=600, chunk_delay=0.05))
     server = LiveServer(home, workers=2, env=fake.environ()).start()
     restarted = None
@@ -203,26 +200,27 @@ def crash(tmp_path_factory, fake):
 
         write_bulk_memory(home)
         creating.join(DEADLINE_SECS)
-        assert instance_row(starpod_db)[1] == "running", instance_row(starpod_db)
-        reindex = post_in_background(server, "/api/memory/reindex", key)
-        locks = []
+        wait_for_running_instance(server, key, starpod_db)
+        pause_lock = hold_pause_after_its_sigstop(server, key, starpod_db)
         try:
-            memory_lock, indexed_at_kill = hold_reindex_between_batches(home / "db" / "memory.db")
-            locks.append(memory_lock)
-            locks.append(hold_pause_after_its_sigstop(server, key, starpod_db))
+            reindex = post_in_background(server, "/api/memory/reindex", key)
+            wait_until(lambda: indexed_bulk_files(memory_db) > 0, "the reindex's first batch", interval=0.005)
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait(DEADLINE_SECS)
         finally:
-            for lock in locks:
-                lock.rollback()
-                lock.close()
+            pause_lock.rollback()
+            pause_lock.close()
+        indexed_at_kill = indexed_bulk_files(memory_db)
         ws.close()
         writer.join(DEADLINE_SECS)
         reindex.join(DEADLINE_SECS)
 
         restarted = LiveServer(home, workers=2, env=fake.environ()).start()
         yield {"home": home, "server": restarted, "key": key, "session_id": session_id, "writer": writer,
-               "general": general, "indexed_at_kill": indexed_at_kill}
+               "general": general, "indexed_at_kill": indexed_at_kill,
+               "agent_toml": (home / "config" / "agent.toml").read_text(),
+               "general_after": restarted.get("/api/settings/general", key),
+               "running_after": running_runs(starpod_db)}
     finally:
         server.stop()
         if restarted:
@@ -240,8 +238,8 @@ def test_the_kill_landed_mid_reindex(crash):
 
 
 def test_agent_toml_is_valid_and_holds_a_written_value(crash):
-    toml = tomllib.loads((crash["home"] / "config" / "agent.toml").read_text())
-    response = crash["server"].get("/api/settings/general", crash["key"])
+    toml = tomllib.loads(crash["agent_toml"])
+    response = crash["general_after"]
     assert response.status_code == 200, response.text
     writer = crash["writer"]
     in_flight = writer.attempted[len(writer.acknowledged):]  # sent, unanswered when the server died
@@ -255,15 +253,12 @@ def test_user_message_is_stored(crash):
     assert [(m["role"], m["content"]) for m in response.json()][0] == ("user", USER_TEXT)
 
 
-def running_runs(crash) -> list[tuple]:
-    return query(crash["home"] / "db" / "starpod.db", "SELECT id FROM chat_runs WHERE status = 'running'")
-
-
 def test_interrupted_run_is_closed_once_realtime_starts(crash):
-    assert running_runs(crash), "the killed run should still be recorded as running"
+    starpod_db = crash["home"] / "db" / "starpod.db"
+    assert crash["running_after"], "the killed run should still be recorded as running"
     ws = websocket.create_connection(f"{crash['server'].ws_url}/ws?token={crash['key']}", timeout=DEADLINE_SECS)
     try:
-        wait_until(lambda: not running_runs(crash), "the interrupted run to be closed", CLOSE_SECS)
+        wait_until(lambda: not running_runs(starpod_db), "the interrupted run to be closed", CLOSE_SECS)
     finally:
         ws.close()
 
@@ -285,7 +280,7 @@ def test_interrupted_run_replays_to_an_interrupted_end(crash):
     assert streamed and STREAM_TEXT.startswith(streamed) and streamed != STREAM_TEXT
     end = run_frames[-1]
     assert (end["session_id"], end["is_error"], end["errors"]) == (session_id, True, [INTERRUPTED])
-    assert not running_runs(crash)
+    assert not running_runs(crash["home"] / "db" / "starpod.db")
 
 
 def test_instance_paused_mid_crash_runs_as_recorded(crash):
