@@ -78,16 +78,17 @@ class Doorbell:
         (killed without cleaning up), or it has none and no process has its pid.  False when it is
         alive or that cannot be told (a reused pid, no doorbells in this directory)."""
         path = self.directory / f"{worker_id}{SUFFIX}"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            self._sender.sendto(b"\x01", str(path))  # a ring only wakes a live peer: harmless
+            probe.connect(str(path))  # succeeds while someone is bound to it; sends nothing
             return False
-        except (BlockingIOError, InterruptedError):
-            return False  # its queue is full: someone is there, just busy
         except OSError as exc:
             if exc.errno == errno.ECONNREFUSED:
                 path.unlink(missing_ok=True)
                 return True
             return exc.errno == errno.ENOENT and not _pid_alive(worker_id.split("-", 1)[0])
+        finally:
+            probe.close()
 
     def close(self) -> None:
         if self._sock is not None:
