@@ -16,7 +16,8 @@ Reconciliation policy (records vs. processes):
 - at server start: a `running`/`creating` instance whose process is gone is started again on its
   port (status `creating`, then `running` once its `/api/health` answers); a `paused` one whose
   process is gone becomes `stopped` (POST restart brings it back); a live process is adopted
-  as it is; a live process of a `stopped`/`error` instance, or of a directory without a record,
+  as it is (and resumed unless `paused`: a crash can cut a pause short after the SIGSTOP); a live
+  process of a `stopped`/`error` instance, or of a directory without a record,
   is terminated.  Data directories are never removed.
 - on reads (list/get/health): a `creating` instance whose health answers becomes `running`; one
   whose process died unexpectedly becomes `error` (POST restart starts it again).
@@ -219,8 +220,11 @@ class LocalBackend(InstanceBackend):
             self._forget_process(record, record.status)
         elif process is None and record.status in LIVE:
             self._revive(record, paths, at_start)
-        elif process is not None and record.status == "creating" and self._probe(record):
-            self._save(record, status="running")
+        elif process is not None and record.status != "paused":
+            if at_start:  # a pause cut short by a crash may have frozen it without recording so
+                processes.signal_group(record.pid, signal.SIGCONT)
+            if record.status == "creating" and self._probe(record):
+                self._save(record, status="running")
         return record
 
     def _revive(self, record: Instance, paths: InstancePaths, at_start: bool) -> None:

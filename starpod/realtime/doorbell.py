@@ -73,12 +73,39 @@ class Doorbell:
             self._peers_read_at = now
         return self._peers
 
+    def peer_gone(self, worker_id: str) -> bool:
+        """True when the process behind `worker_id` certainly stopped: its doorbell refuses rings
+        (killed without cleaning up), or it has none and no process has its pid.  False when it is
+        alive or that cannot be told (a reused pid, no doorbells in this directory)."""
+        path = self.directory / f"{worker_id}{SUFFIX}"
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(str(path))  # succeeds while someone is bound to it; sends nothing
+            return False
+        except OSError as exc:
+            if exc.errno == errno.ECONNREFUSED:
+                path.unlink(missing_ok=True)
+                return True
+            return exc.errno == errno.ENOENT and not _pid_alive(worker_id.split("-", 1)[0])
+        finally:
+            probe.close()
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
             self.path.unlink(missing_ok=True)
         self._sender.close()
+
+
+def _pid_alive(pid_hex: str) -> bool:
+    try:
+        os.kill(int(pid_hex, 16), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OSError):  # not a pid, or someone else's process
+        return True
+    return True
 
 
 def _bells(directory: Path) -> list[Path]:

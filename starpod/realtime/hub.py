@@ -3,7 +3,8 @@
 `get_hub(config)` creates it lazily inside the worker (never in the gunicorn master).  Its listener
 greenlet wakes on every doorbell ring (and at least once a second): it releases followers of runs
 executing in other workers and fans new notifications out to every local client.  A second
-greenlet keeps the heartbeats of local runs fresh and prunes old runs and notifications.
+greenlet keeps the heartbeats of local runs fresh, closes runs whose worker died and prunes old
+runs and notifications.
 On SIGTERM, clients are closed with "going away" so gunicorn can stop, and running runs get until
 the graceful timeout to finish (`drain`).
 """
@@ -88,9 +89,9 @@ class Hub:
     def _upkeep(self) -> None:
         last_prune = 0.0
         while True:
-            gevent.sleep(HEARTBEAT_SECS)
             try:
                 self.runs.heartbeat()
+                self.runs.close_orphans()  # at start too: runs a crashed server left open
                 if time.monotonic() - last_prune > PRUNE_SECS:
                     last_prune = time.monotonic()
                     self.runs.prune()
@@ -99,6 +100,7 @@ class Hub:
                         Notification.delete().where(Notification.created_at < cutoff).execute()
             except PeeweeException:
                 log.warning("realtime upkeep failed", exc_info=True)
+            gevent.sleep(HEARTBEAT_SECS)
 
     def stop(self) -> None:
         gevent.killall(self._greenlets)

@@ -341,8 +341,22 @@ class RunManager:
             changed.wait(POLL_SECS)
 
     def _orphaned(self, run: ChatRun) -> bool:
+        """Nobody executes `run`: not this worker, and its worker's heartbeat is stale or that
+        worker is known to be gone (after a crash and restart, at once rather than a minute later)."""
+        if run.id in self.local:
+            return False
         beat = parse_rfc3339(run.heartbeat_at)
-        return run.id not in self.local and (beat is None or beat < utcnow() - ORPHAN_AFTER)
+        return beat is None or beat < utcnow() - ORPHAN_AFTER or self.doorbell.peer_gone(run.worker_id)
+
+    def close_orphans(self) -> int:
+        """Close every running run nobody executes any more (its worker died); returns how many."""
+        with database.connection_context():
+            running = list(ChatRun.select(ChatRun.id, ChatRun.worker_id, ChatRun.heartbeat_at)
+                           .where(ChatRun.status == RUNNING))
+        orphans = [run.id for run in running if self._orphaned(run)]
+        for run_id in orphans:
+            self.interrupt(run_id)
+        return len(orphans)
 
     def interrupt(self, run_id: str, force: bool = False) -> None:
         """Close a run nobody is executing any more: end its open stream and mark it finished."""
