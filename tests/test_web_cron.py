@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from .fake_provider import Reply
+from .browser import save_screenshot
 from .test_web_ui import (click_button, clean_browser, driver, find, server, sign_in,  # noqa: F401  (fixtures)
                           user_key, wait_for)
 
@@ -69,6 +70,7 @@ def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake
     row = wait_for(driver, lambda d: job_row(d, "daily-digest"), "the new job is not listed")
     assert "0 9 * * MON-FRI" in row.text and "enabled" in row.text
     assert row.find_element("css selector", ".next-run").text != "—"
+    save_screenshot(driver, "cron-jobs")
 
     row.find_element("css selector", "a").click()
     find(driver, ".cron-job h2")
@@ -93,7 +95,10 @@ def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake
     click_button(driver, ".cron-job button", "Run now")
     wait_for(driver, lambda d: d.find_elements("css selector", ".runs .badge.status-success"), "the run did not succeed")
     assert "digest-done" in find(driver, ".runs .run-result").text
-    find(driver, ".runs .open-session").click()
+    driver.execute_script("document.querySelector('.cron-job').scrollTop = 0")
+    save_screenshot(driver, "cron-job")
+    # a script click: the notification toasts in the corner may cover the link
+    driver.execute_script("arguments[0].click()", find(driver, ".runs .open-session"))
     wait_for(driver, lambda d: "#/chat/" in d.current_url, "the run's session did not open")
     wait_for(driver, lambda d: any("digest-done" in m.text for m in d.find_elements("css selector", ".log .message.assistant")),
              "the run's reply is not in the chat view")
@@ -122,10 +127,13 @@ def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server,
 
     sign_in(driver, server, server.admin_key, "#/cron")
     wait_for(driver, lambda d: {"bob-reminder", "admin-report"} <= set(listed_names(d)), "admins see every job")
-    assert job_row(driver, "bob-reminder").find_element("css selector", ".owner").text == bob["id"]
+    wait_for(driver, lambda d: job_row(d, "bob-reminder").find_element("css selector", ".owner").text == "Bob",
+             "the owner's name is not shown")
     from selenium.webdriver.support.ui import Select
 
     picker = find(driver, ".cron select")
     wait_for(driver, lambda d: len(Select(picker).options) > 1, "no users to filter by")
     Select(picker).select_by_value(bob["id"])
     wait_for(driver, lambda d: listed_names(d) == ["bob-reminder"], "the user filter did not apply")
+    job_row(driver, "bob-reminder").find_element("css selector", "a").click()
+    wait_for(driver, lambda d: "Owner Bob" in d.find_element("css selector", ".facts").text, "another user's job did not open")

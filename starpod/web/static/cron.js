@@ -4,7 +4,7 @@
 import {del, get, post, put, session as auth} from './api.js';
 import {dialog, h, replace, toast} from './dom.js';
 import {errorBox, settingsForm} from './forms.js';
-import {loading, userPicker} from './views.js';
+import {loading, userName, userPicker} from './views.js';
 
 const RUNS_SHOWN = 20;
 const POLL_MS = 2000;
@@ -103,7 +103,6 @@ function enabledBadge(job) {
   return h('span', {class: `badge ${job.enabled ? 'enabled' : 'disabled'}`, text: job.enabled ? 'enabled' : 'disabled'});
 }
 
-const owner = (job) => job.user_id || 'agent';
 
 // --- list ------------------------------------------------------------------------------
 
@@ -113,8 +112,10 @@ function jobList() {
   const show = async () => {
     const query = picker.value ? `?user_id=${encodeURIComponent(picker.value)}` : '';
     try {
-      const jobs = await get(`/api/cron/jobs${query}`);
-      replace(body, jobs.length ? jobsTable(jobs) : h('p', {class: 'muted', text: 'No scheduled jobs yet.'}));
+      const [jobs, users] = await Promise.all([get(`/api/cron/jobs${query}`), picker.users]);
+      const names = new Map(users.map((user) => [user.id, userName(user)]));
+      const owner = (job) => (job.user_id ? names.get(job.user_id) || job.user_id : 'agent');
+      replace(body, jobs.length ? jobsTable(jobs, owner) : h('p', {class: 'muted', text: 'No scheduled jobs yet.'}));
     } catch (error) {
       replace(body, errorBox(error));
     }
@@ -127,7 +128,7 @@ function jobList() {
     body);
 }
 
-function jobsTable(jobs) {
+function jobsTable(jobs, owner) {
   const headings = ['Name', auth.isAdmin ? 'Owner' : null, 'Schedule', 'Timezone', 'Status', 'Next run', 'Last run',
     'Last error'].filter(Boolean);
   return h('table', {class: 'table jobs'}, h('thead', {}, h('tr', {}, headings.map((t) => h('th', {text: t})))),
@@ -163,24 +164,31 @@ function runsTable(runs) {
         : null)))));
 }
 
-function jobFacts(job) {
+function jobFacts(job, ownerName) {
   const retry = job.retry_count ? `retry ${job.retry_count} at ${when(job.retry_at)}` : null;
   const rows = [['Schedule', h('code', {text: describeSchedule(job.schedule)})], ['Timezone', job.timezone],
     ['Status', enabledBadge(job)], ['Next run', when(job.next_run_at)], ['Last run', when(job.last_run_at)],
-    ['Pending retry', retry], ['Last error', job.last_error], auth.isAdmin ? ['Owner', owner(job)] : null];
+    ['Pending retry', retry], ['Last error', job.last_error], auth.isAdmin ? ['Owner', ownerName] : null];
   return h('table', {class: 'table facts'}, h('tbody', {}, rows.filter((row) => row && row[1]).map(([label, value]) =>
     h('tr', {}, h('th', {text: label}), h('td', {}, value)))));
 }
 
+/** Admins: the name of the job's owner ('agent' for agent-level jobs). */
+async function ownerOf(job) {
+  if (!auth.isAdmin) return null;
+  if (!job.user_id) return 'agent';
+  return userName(await get(`/api/settings/auth/users/${encodeURIComponent(job.user_id)}`).catch(() => ({id: job.user_id})));
+}
+
 async function jobDetail(address) {
   let job = await get(jobUrl(address));
-  const runs = await get(jobUrl(job, '/runs', {limit: RUNS_SHOWN}));
+  const [runs, ownerName] = await Promise.all([get(jobUrl(job, '/runs', {limit: RUNS_SHOWN})), ownerOf(job)]);
   const message = h('div');
-  const facts = h('div', {}, jobFacts(job));
+  const facts = h('div');
   const runsBox = h('div', {}, runsTable(runs));
   const toggle = h('button', {class: 'toggle', type: 'button'});
   const showJob = () => {
-    replace(facts, jobFacts(job));
+    replace(facts, jobFacts(job, ownerName));
     toggle.textContent = job.enabled ? 'Disable' : 'Enable';
   };
   let pollTimer = null;

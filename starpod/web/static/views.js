@@ -94,13 +94,15 @@ function usageByUser(users) {
       h('td', {text: tokens(u)}), h('td', {text: `$${u.cost_usd.toFixed(4)}`})))));
 }
 
-/** Admins: a user filter ('All users' or one user) calling `onChange`; hidden for everyone else. */
+export const userName = (user) => user.display_name || user.email || user.id;
+
+/** Admins: a user filter ('All users' or one user) calling `onChange`; hidden for everyone else.
+ * `picker.users` is the promise of the users listed (none for non-admins or when they cannot load). */
 export function userPicker(onChange) {
   const picker = h('select', {'aria-label': 'User', hidden: !auth.isAdmin, onchange: onChange});
-  if (auth.isAdmin) {
-    get('/api/settings/auth/users').then((users) => replace(picker, h('option', {value: '', text: 'All users'}),
-      users.map((u) => h('option', {value: u.id, text: u.display_name || u.email || u.id}))), () => {});
-  }
+  picker.users = auth.isAdmin ? get('/api/settings/auth/users').catch(() => []) : Promise.resolve([]);
+  picker.users.then((users) => users.length && replace(picker, h('option', {value: '', text: 'All users'}),
+    users.map((u) => h('option', {value: u.id, text: userName(u)}))));
   return picker;
 }
 
