@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from .fake_provider import Reply
-from .browser import save_screenshot
+from .browser import DESKTOP, PHONE, save_screenshot
 from .test_web_ui import (click_button, clean_browser, driver, find, server, sign_in,  # noqa: F401  (fixtures)
                           user_key, wait_for)
 
@@ -93,7 +93,8 @@ def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake
     wait_for(driver, lambda d: "enabled" in d.find_element("css selector", ".facts").text, "not enabled again")
 
     click_button(driver, ".cron-job button", "Run now")
-    wait_for(driver, lambda d: d.find_elements("css selector", ".runs .badge.status-success"), "the run did not succeed")
+    wait_for(driver, lambda d: d.find_elements("css selector", ".runs .badge.status-success"), "the run did not succeed",
+             timeout=90)
     assert "digest-done" in find(driver, ".runs .run-result").text
     driver.execute_script("document.querySelector('.cron-job').scrollTop = 0")
     save_screenshot(driver, "cron-job")
@@ -135,5 +136,11 @@ def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server,
     wait_for(driver, lambda d: len(Select(picker).options) > 1, "no users to filter by")
     Select(picker).select_by_value(bob["id"])
     wait_for(driver, lambda d: listed_names(d) == ["bob-reminder"], "the user filter did not apply")
+
+    driver.set_window_size(*PHONE)  # the wide table scrolls inside its box, the page does not
+    wait_for(driver, lambda d: d.execute_script("return innerWidth") < 500, "the window did not shrink")
+    assert driver.execute_script("const panel = document.querySelector('.cron');"
+                                 "return panel.scrollWidth <= panel.clientWidth")
+    driver.set_window_size(*DESKTOP)
     job_row(driver, "bob-reminder").find_element("css selector", "a").click()
     wait_for(driver, lambda d: "Owner Bob" in d.find_element("css selector", ".facts").text, "another user's job did not open")

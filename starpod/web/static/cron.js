@@ -131,14 +131,14 @@ function jobList() {
 function jobsTable(jobs, owner) {
   const headings = ['Name', auth.isAdmin ? 'Owner' : null, 'Schedule', 'Timezone', 'Status', 'Next run', 'Last run',
     'Last error'].filter(Boolean);
-  return h('table', {class: 'table jobs'}, h('thead', {}, h('tr', {}, headings.map((t) => h('th', {text: t})))),
+  return h('div', {class: 'table-scroll'}, h('table', {class: 'table jobs'}, h('thead', {}, h('tr', {}, headings.map((t) => h('th', {text: t})))),
     h('tbody', {}, jobs.map((job) => h('tr', {dataset: {jobName: job.name}},
       h('td', {}, h('a', {href: jobHash(job), text: job.name})),
       auth.isAdmin ? h('td', {class: 'owner', text: owner(job)}) : null,
       h('td', {}, h('code', {text: describeSchedule(job.schedule)})),
       h('td', {text: job.timezone}), h('td', {}, enabledBadge(job)),
       h('td', {class: 'next-run', text: when(job.next_run_at)}), h('td', {class: 'last-run', text: when(job.last_run_at)}),
-      h('td', {class: 'job-error', text: job.last_error || ''})))));
+      h('td', {class: 'job-error', text: job.last_error || ''}))))));
 }
 
 function createDialog(onCreated) {
@@ -154,14 +154,14 @@ function createDialog(onCreated) {
 
 function runsTable(runs) {
   if (!runs.length) return h('p', {class: 'muted', text: 'No runs yet.'});
-  return h('table', {class: 'table runs'},
+  return h('div', {class: 'table-scroll'}, h('table', {class: 'table runs'},
     h('thead', {}, h('tr', {}, ['Started', 'Status', 'Finished', 'Result', ''].map((t) => h('th', {text: t})))),
     h('tbody', {}, runs.map((run) => h('tr', {dataset: {runId: run.id}},
       h('td', {text: when(run.started_at)}),
       h('td', {}, h('span', {class: `badge status-${run.status}`, text: run.status})),
       h('td', {text: when(run.completed_at)}), h('td', {class: 'run-result', text: run.result_summary || ''}),
       h('td', {}, run.session_id ? h('a', {class: 'open-session', href: `#/chat/${run.session_id}`, text: 'Open session'})
-        : null)))));
+        : null))))));
 }
 
 function jobFacts(job, ownerName) {
