@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from .fake_provider import Reply
 from .browser import DESKTOP, PHONE, save_screenshot
+from .fake_provider import Reply
 from .test_web_ui import (click_button, clean_browser, driver, find, server, sign_in,  # noqa: F401  (fixtures)
                           user_key, wait_for)
 
@@ -22,6 +22,12 @@ def field_input(driver, name: str):
 
 def field_error(driver, name: str) -> str:
     return driver.find_element("css selector", f'.field[data-field="{name}"] .field-error').text
+
+
+def shown_schedule_inputs(driver) -> list[str]:
+    fields = driver.find_elements("css selector", '.dialog .field[data-field^="schedule."]')
+    fields = [field for field in fields if field.get_attribute("data-field") != "schedule.kind"]
+    return [field.get_attribute("data-field") for field in fields if field.is_displayed()]
 
 
 def job_row(driver, name: str):
@@ -43,19 +49,29 @@ def accept_confirmation(driver) -> None:
 
 def create_job(server, key: str, name: str) -> dict:
     created = server.request("POST", "/api/cron/jobs", key,
-                             json={"name": name, "prompt": "hello", "schedule": {"kind": "interval", "every_ms": 3600000}})
+                             json={"name": name, "prompt": "hello",
+                                   "schedule": {"kind": "interval", "every_ms": 3600000}})
     assert created.status_code == 201, created.text
     return created.json()
 
 
 @pytest.mark.http_errors_expected
 def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake):
+    from selenium.webdriver.support.ui import Select
+
     fake.default = Reply("digest-done: three new items")
     sign_in(driver, server, server.admin_key, "#/cron")
     click_button(driver, ".panel button", "New job")
     field_input(driver, "name").send_keys("daily-digest")
     field_input(driver, "prompt").send_keys("Summarize my inbox")
-    assert not find(driver, ".dialog").find_element("css selector", '[data-field="schedule.every_ms"]').is_displayed()
+    kind = Select(field_input(driver, "schedule.kind"))
+    wait_for(driver, lambda d: shown_schedule_inputs(d) == ["schedule.expr"], "a new job is not a cron job")
+    assert kind.first_selected_option.get_attribute("value") == "cron"
+    kind.select_by_value("one_shot")
+    wait_for(driver, lambda d: shown_schedule_inputs(d) == ["schedule.at"], "the one-shot input is not the one shown")
+    kind.select_by_value("interval")
+    wait_for(driver, lambda d: shown_schedule_inputs(d) == ["schedule.every_ms"], "the interval input is not shown")
+    kind.select_by_value("cron")
     expr = field_input(driver, "schedule.expr")
     expr.send_keys("99 * * * *")
     click_button(driver, ".dialog button", "Save")
@@ -93,15 +109,16 @@ def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake
     wait_for(driver, lambda d: "enabled" in d.find_element("css selector", ".facts").text, "not enabled again")
 
     click_button(driver, ".cron-job button", "Run now")
-    wait_for(driver, lambda d: d.find_elements("css selector", ".runs .badge.status-success"), "the run did not succeed",
-             timeout=90)
+    wait_for(driver, lambda d: d.find_elements("css selector", ".runs .badge.status-success"),
+             "the run did not succeed", timeout=90)
     assert "digest-done" in find(driver, ".runs .run-result").text
     driver.execute_script("document.querySelector('.cron-job').scrollTop = 0")
     save_screenshot(driver, "cron-job")
     # a script click: the notification toasts in the corner may cover the link
     driver.execute_script("arguments[0].click()", find(driver, ".runs .open-session"))
     wait_for(driver, lambda d: "#/chat/" in d.current_url, "the run's session did not open")
-    wait_for(driver, lambda d: any("digest-done" in m.text for m in d.find_elements("css selector", ".log .message.assistant")),
+    wait_for(driver, lambda d: any("digest-done" in reply.text
+                                   for reply in d.find_elements("css selector", ".log .message.assistant")),
              "the run's reply is not in the chat view")
 
     driver.back()
@@ -114,6 +131,8 @@ def test_job_is_created_fixed_listed_edited_run_and_deleted(driver, server, fake
 
 
 def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server, user_key):
+    from selenium.webdriver.support.ui import Select
+
     bob = server.get("/api/auth/verify", user_key).json()["user"]
     create_job(server, user_key, "bob-reminder")
     create_job(server, server.admin_key, "admin-report")
@@ -130,8 +149,6 @@ def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server,
     wait_for(driver, lambda d: {"bob-reminder", "admin-report"} <= set(listed_names(d)), "admins see every job")
     wait_for(driver, lambda d: job_row(d, "bob-reminder").find_element("css selector", ".owner").text == "Bob",
              "the owner's name is not shown")
-    from selenium.webdriver.support.ui import Select
-
     picker = find(driver, ".cron select")
     wait_for(driver, lambda d: len(Select(picker).options) > 1, "no users to filter by")
     Select(picker).select_by_value(bob["id"])
@@ -143,4 +160,5 @@ def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server,
                                  "return panel.scrollWidth <= panel.clientWidth")
     driver.set_window_size(*DESKTOP)
     job_row(driver, "bob-reminder").find_element("css selector", "a").click()
-    wait_for(driver, lambda d: "Owner Bob" in d.find_element("css selector", ".facts").text, "another user's job did not open")
+    wait_for(driver, lambda d: "Owner Bob" in d.find_element("css selector", ".facts").text,
+             "another user's job did not open")
