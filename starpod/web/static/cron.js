@@ -103,7 +103,6 @@ function enabledBadge(job) {
   return h('span', {class: `badge ${job.enabled ? 'enabled' : 'disabled'}`, text: job.enabled ? 'enabled' : 'disabled'});
 }
 
-
 // --- list ------------------------------------------------------------------------------
 
 function jobList() {
