@@ -2,6 +2,7 @@
 
 import {get, login, logout, session as auth} from './api.js';
 import {ChatView, storedRun} from './chat.js';
+import {cronView} from './cron.js';
 import {h, replace, toast} from './dom.js';
 import {Sidebar} from './sidebar.js';
 import {ChatSocket} from './socket.js';
@@ -120,12 +121,12 @@ function start() {
   }, {signal});
 
   const route = () => {
-    const [screen = 'chat', arg = ''] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    const [screen = 'chat', arg = '', owner = ''] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
     sidebar.drawNav(`#/${screen}`);
     sidebar.setActive(screen === 'chat' ? arg || null : null);
     if (ADMIN_SCREENS.has(screen) && !auth.isAdmin) return replace(main, adminOnly());
     const screens = {
-      memory: memoryView, usage: usageView, settings: () => settingsView(arg),
+      memory: memoryView, usage: usageView, settings: () => settingsView(arg), cron: () => cronView(arg, owner),
       users: () => usersView(arg), skills: () => skillsView(arg), instances: instancesView,
     };
     if (screens[screen]) return replace(main, screens[screen]());

@@ -18,11 +18,13 @@ function control(field) {
   const id = `field-${field.name.replace(/\W/g, '-')}`;
   if (field.type === 'checkbox') return h('input', {type: 'checkbox', id, name: field.name});
   if (field.type === 'select') {
-    return h('select', {id, name: field.name}, field.options.map((option) =>
-      h('option', {value: option, text: option === '' ? '(not set)' : option})));
+    return h('select', {id, name: field.name}, field.options.map((option) => {
+      const [value, label] = Array.isArray(option) ? option : [option, option === '' ? '(not set)' : option];
+      return h('option', {value, text: label});
+    }));
   }
   if (field.type === 'lines' || field.type === 'textarea') return h('textarea', {id, name: field.name, rows: 5});
-  const attrs = {id, name: field.name, type: field.type === 'text' ? 'text' : 'number'};
+  const attrs = {id, name: field.name, type: field.type === 'text' ? 'text' : 'number', placeholder: field.placeholder};
   if (field.type === 'float') attrs.step = 'any';
   if (field.list) attrs.list = field.list;
   return h('input', attrs);
@@ -44,7 +46,8 @@ function getValue(input, field) {
   return raw;
 }
 
-/** A form screen: `load()` gives the values, `save(values)` stores them (throws ApiError). */
+/** A form screen: `load()` gives the values, `save(values)` stores them (throws ApiError).
+ * Select options are values or [value, label] pairs; a form without `title` has no heading. */
 export function settingsForm({title, fields, load, save, extra = null}) {
   const status = h('p', {class: 'form-status', role: 'status'});
   const rows = fields.map((field) => {
@@ -71,9 +74,10 @@ export function settingsForm({title, fields, load, save, extra = null}) {
     }
   }}, rows.map((r) => r.row), h('div', {class: 'form-actions'},
     h('button', {class: 'primary', type: 'submit', text: 'Save'}), status));
-  const root = h('section', {class: 'panel'}, h('h2', {text: title}), extra, form);
+  const root = h('section', {class: 'panel'}, title ? h('h2', {text: title}) : null, extra, form);
   load().then((values) => {
     for (const {field, input} of rows) setValue(input, field, readPath(values, field.name));
+    form.dispatchEvent(new Event('change'));  // listeners of the form see the loaded values
   }, (error) => { status.textContent = error.message; status.classList.add('error'); });
   return root;
 }

@@ -25,7 +25,7 @@ export class Sidebar {
   }
 
   drawNav(current) {
-    const links = [['#/chat', 'Chat'], ['#/memory', 'Memory'], ['#/usage', 'Usage']];
+    const links = [['#/chat', 'Chat'], ['#/memory', 'Memory'], ['#/cron', 'Scheduled jobs'], ['#/usage', 'Usage']];
     if (auth.isAdmin) {
       links.push(['#/settings', 'Settings'], ['#/users', 'Users & keys'], ['#/skills', 'Skills'],
         ['#/instances', 'Instances']);

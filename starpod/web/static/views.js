@@ -1,4 +1,4 @@
-// Screens besides chat: memory search, usage chart, settings, users & keys, skills, instances.
+// Screens besides chat and cron: memory search, usage chart, settings, users & keys, skills, instances.
 
 import {del, get, post, put, session as auth} from './api.js';
 import {copyText, dialog, h, replace, toast} from './dom.js';
@@ -12,7 +12,7 @@ export function adminOnly() {
 }
 
 /** Wrap async screen code: shows "Loading…" then the result, or the error in place. */
-function loading(render) {
+export function loading(render) {
   const root = h('div', {class: 'loading', text: 'Loading…'});
   render().then((node) => root.replaceWith(node), (error) => replace(root, errorBox(error)));
   return root;
@@ -94,9 +94,21 @@ function usageByUser(users) {
       h('td', {text: tokens(u)}), h('td', {text: `$${u.cost_usd.toFixed(4)}`})))));
 }
 
+export const userName = (user) => user.display_name || user.email || user.id;
+
+/** Admins: a user filter ('All users' or one user) calling `onChange`; hidden for everyone else.
+ * `picker.users` is the promise of the users listed (none for non-admins or when they cannot load). */
+export function userPicker(onChange) {
+  const picker = h('select', {'aria-label': 'User', hidden: !auth.isAdmin, onchange: onChange});
+  picker.users = auth.isAdmin ? get('/api/settings/auth/users').catch(() => []) : Promise.resolve([]);
+  picker.users.then((users) => users.length && replace(picker, h('option', {value: '', text: 'All users'}),
+    users.map((u) => h('option', {value: u.id, text: userName(u)}))));
+  return picker;
+}
+
 export function usageView() {
   const body = h('div');
-  const userSelect = h('select', {'aria-label': 'User', hidden: !auth.isAdmin});
+  const userSelect = userPicker(() => show());
   const show = async () => {
     const user = userSelect.value ? `&user_id=${encodeURIComponent(userSelect.value)}` : '';
     try {
@@ -110,11 +122,6 @@ export function usageView() {
       replace(body, errorBox(error));
     }
   };
-  userSelect.addEventListener('change', show);
-  if (auth.isAdmin) {
-    get('/api/settings/auth/users').then((users) => replace(userSelect, h('option', {value: '', text: 'All users'}),
-      users.map((u) => h('option', {value: u.id, text: u.display_name || u.email || u.id}))), () => {});
-  }
   show();
   return h('section', {class: 'panel'}, h('h2', {text: 'Usage'}), userSelect, body);
 }
