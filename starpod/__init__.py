@@ -29,7 +29,7 @@ def configure_logging() -> None:
 def prepare_storage(config: Config) -> None:
     """Create the data directory, open and migrate the database, bootstrap the first admin."""
     ensure_home(config.home)
-    db = open_database(config.db_path)
+    db = open_database(config.db_path, config.database_url)
     migrate(db)
     accounts.reset_process_state(config.db_dir / "auth.generation")
     handed_key = take_bootstrap_key(config.home)  # always taken, so it never stays on disk

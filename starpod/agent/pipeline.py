@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from .. import sessions
 from ..config import Config
-from ..db import database
+from ..db import database, write_transaction
 from ..errors import BadRequest
 from ..memory import get_store
 from ..memory.paths import validate_user_id
@@ -104,7 +104,7 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     agent = config.agent
     provider = make_provider(config)
     channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
-    with database.atomic("IMMEDIATE"):
+    with write_transaction(sessions.resolution_lock(channel, key, request.user_id)):
         resolution = sessions.resolve_session(channel, key, request.user_id, request.text,
                                               sessions.gap_minutes(channel, agent),
                                               on_auto_close=lambda closed: _export_closed(config, closed))
