@@ -74,7 +74,15 @@ def is_postgresql_url(url: str | None) -> bool:
     return bool(url) and url.split(":", 1)[0].lower() in POSTGRES_SCHEMES
 
 
-def open_postgresql(url: str, max_connections: int | None = None) -> PooledPsycopg3Database:
+class StarpodPostgresqlDatabase(PooledPsycopg3Database):
+    """Pooled psycopg 3 PostgreSQL whose column types hold what SQLite's do: 64-bit integers and
+    double-precision floats (PostgreSQL's defaults for them, INTEGER and REAL, are narrower and
+    would round epoch seconds), so the same models mean the same data on both engines."""
+    field_types = {**PooledPsycopg3Database.field_types,
+                   "AUTO": "BIGSERIAL", "INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"}
+
+
+def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPostgresqlDatabase:
     """A bounded pool of psycopg 3 connections to the PostgreSQL database named by `url`."""
     if not is_postgresql_url(url):
         raise ValueError("DATABASE_URL must start with postgresql:// or postgres:// (unset it for SQLite)")
@@ -82,7 +90,7 @@ def open_postgresql(url: str, max_connections: int | None = None) -> PooledPsyco
     name = params.pop("database", None)
     if not name:
         raise ValueError("DATABASE_URL names no database (postgresql://user@host:port/NAME)")
-    return PooledPsycopg3Database(
+    return StarpodPostgresqlDatabase(
         name,
         max_connections=max_connections or max_pg_connections(),
         stale_timeout=STALE_SECS,
@@ -111,6 +119,13 @@ def placeholders(sql: str, db=None) -> str:
     """
     target = database if db is None else db
     return sql if target.param == "?" else _with_param(sql, target.param)
+
+
+def insert_returning_id(sql: str, params: tuple) -> int:
+    """Run the `?`-placeholder INSERT `sql` on the shared database; the new row's `id`."""
+    if is_postgresql():
+        return database.execute_sql(placeholders(sql + ' RETURNING "id"'), params).fetchone()[0]
+    return database.execute_sql(sql, params).lastrowid
 
 
 class _PostgresWriteTransaction:

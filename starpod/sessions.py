@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from peewee import fn
 
 from .config import AgentConfig
-from .db import database, placeholders, write_transaction
+from .db import database, insert_returning_id, placeholders, write_transaction
 from .errors import NotFound
 from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -161,7 +161,7 @@ def mark_read(session: Session, is_read: bool) -> None:
 
 def add_message(session_id: str, role: str, content: str) -> int:
     """Store a display row; returns its id."""
-    return _execute("message", (session_id, role, content, now_iso())).lastrowid
+    return insert_returning_id(_statements()["message"], (session_id, role, content, now_iso()))
 
 
 def add_user_message(session: Session, text: str) -> int:
@@ -180,7 +180,7 @@ def tool_result_row(tool_use_id: str, content: str, is_error: bool) -> str:
 
 
 def add_transcript(session_id: str, kind: str, data: dict) -> int:
-    return _execute("transcript", (session_id, kind, json.dumps(data), now_iso())).lastrowid
+    return insert_returning_id(_statements()["transcript"], (session_id, kind, json.dumps(data), now_iso()))
 
 
 def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
@@ -210,7 +210,8 @@ def usage_summary(session_id: str) -> dict:
                             fn.COUNT(UsageStat.id))
            .where(UsageStat.session == session_id).tuples().get())
     keys = ("input_tokens", "output_tokens", "cache_read", "cache_write", "cost_usd", "total_turns")
-    return dict(zip(keys, row))
+    # Plain int/float: PostgreSQL sums integers as NUMERIC (Decimal in Python).
+    return {key: float(value) if key == "cost_usd" else int(value) for key, value in zip(keys, row)}
 
 
 def record_compaction(session_id: str, pre_tokens: int, summary: str, messages_compacted: int,
