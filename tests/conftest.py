@@ -32,19 +32,34 @@ def pytest_ignore_collect(collection_path: Path, config):
     return None
 
 
+def _require_postgresql() -> None:
+    """Skip with the reason when PostgreSQL is unreachable; fail instead under CI."""
+    reason = pgtest.unreachable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI requires PostgreSQL", pytrace=False)
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def module_database():
     """Under the PostgreSQL switch: this module's fresh database, dropped afterwards."""
     if not pgtest.requested():
         yield None
         return
-    reason = pgtest.unreachable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI requires PostgreSQL", pytrace=False)
-        pytest.skip(reason)
+    _require_postgresql()
     yield pgtest.start_module()
     pgtest.end_module()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A fresh PostgreSQL database of its own (whatever engine the run uses otherwise), for tests
+    that need PostgreSQL itself."""
+    _require_postgresql()
+    db = pgtest.ModuleDatabase().create()
+    yield db
+    db.drop()
 
 
 def make_config(home, bootstrap_admin: bool = False, environ: dict | None = None, **overrides) -> Config:

@@ -3,8 +3,6 @@ without losing a row (counts and checksums), the copy serves on the new engine, 
 target is refused unless forced."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from starpod import accounts, create_app, leases, ratelimit, sessions
@@ -13,21 +11,7 @@ from starpod.dbcopy import CopyError, all_models, copy_database, migrate_url, op
 from starpod.migrations import MIGRATIONS
 from starpod.models import Message, Session, User
 
-from . import pgtest
 from .conftest import make_config
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """A fresh PostgreSQL database for this module (whatever engine the run uses otherwise)."""
-    reason = pgtest.unreachable_reason()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI requires PostgreSQL", pytrace=False)
-        pytest.skip(reason)
-    db = pgtest.ModuleDatabase().create()
-    yield db
-    db.drop()
 
 
 def _populate(home) -> dict:

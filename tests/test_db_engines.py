@@ -1,0 +1,144 @@
+"""Engine choice from DATABASE_URL, PostgreSQL under gevent, and write transactions that serialise
+writers of the same resource only."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psycopg
+import pytest
+
+from starpod.db import (POOL_WAIT_SECS, is_postgresql, max_pg_connections, open_database, open_postgresql,
+                        write_transaction)
+
+from .support import REPO
+
+DEADLINE_SECS = 60
+
+
+def test_postgres_urls_and_pool_bound(tmp_path):
+    db = open_postgresql("postgres://someone:p%40ss@db.example:6543/starpod?sslmode=require",
+                         max_connections=7)
+    assert is_postgresql(db)
+    assert db.database == "starpod"
+    assert db.connect_params == {"user": "someone", "password": "p@ss", "host": "db.example", "port": 6543,
+                                 "sslmode": "require"}
+    assert db._max_connections == 7 and db._wait_timeout == POOL_WAIT_SECS
+    assert max_pg_connections({}) == 20
+    assert max_pg_connections({"STARPOD_DB_MAX_CONNECTIONS": "5"}) == 5
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(ValueError, match="STARPOD_DB_MAX_CONNECTIONS"):
+            max_pg_connections({"STARPOD_DB_MAX_CONNECTIONS": bad})
+    with pytest.raises(ValueError, match="names no database"):
+        open_postgresql("postgresql://127.0.0.1:5432")
+    with pytest.raises(ValueError, match="postgresql://"):
+        open_postgresql("mysql://127.0.0.1/x")
+    assert not is_postgresql(open_database(tmp_path / "db" / "starpod.db", None))
+
+
+GREENLETS = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()  # as gunicorn's gevent worker does before loading the app
+    import sys
+    import gevent
+    from starpod.db import open_postgresql
+
+    db = open_postgresql(sys.argv[1], max_connections=4)
+
+    def blocked():
+        with db.connection_context():
+            db.execute_sql("SELECT pg_advisory_lock(4242)")
+            db.execute_sql("SELECT pg_advisory_unlock(4242)")
+        print("blocked query done", flush=True)
+
+    def quick():
+        with db.connection_context():
+            assert db.execute_sql("SELECT 40 + 2").fetchone()[0] == 42
+        print("quick query done", flush=True)
+
+    slow = gevent.spawn(blocked)
+    gevent.sleep(0)
+    gevent.spawn(quick).join()
+    slow.join()
+""")
+
+
+def _wait_for_line(process: subprocess.Popen, wanted: str) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + DEADLINE_SECS
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line.strip())
+        if line.strip() == wanted:
+            return seen
+    raise AssertionError(f"never saw {wanted!r}; output so far: {seen}")
+
+
+def test_a_query_waiting_on_the_server_does_not_stall_other_greenlets(postgres):
+    """One greenlet waits on a lock this test holds; another greenlet's query must still complete.
+
+    If the driver blocked the gevent hub while waiting, the second query could never run and the
+    lock would never be released (the test would see no line and fail at its deadline).
+    """
+    url = postgres.url_for("greenlets")
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        process = subprocess.Popen([sys.executable, "-c", GREENLETS, url], cwd=REPO, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert _wait_for_line(process, "quick query done")[0] == "quick query done"
+            holder.execute("SELECT pg_advisory_unlock(4242)")
+            _wait_for_line(process, "blocked query done")
+            assert process.wait(DEADLINE_SECS) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def _waiting_advisory_locks(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as observer:
+        return observer.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                ).fetchone()[0]
+
+
+def test_write_transactions_serialise_per_resource(postgres):
+    url = postgres.url_for("locks")
+    db = open_postgresql(url, max_connections=4)
+    holding, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def hold(resource: str) -> None:
+        with db.connection_context(), write_transaction(resource, db=db):
+            holding.set()
+            release.wait(DEADLINE_SECS)
+        finished.append(f"held {resource}")
+
+    def take(resource: str) -> None:
+        with db.connection_context(), write_transaction(resource, "another", db=db):
+            finished.append(f"took {resource}")
+
+    holder = threading.Thread(target=hold, args=("lease:cron",))
+    holder.start()
+    assert holding.wait(DEADLINE_SECS)
+    other = threading.Thread(target=take, args=("lease:telegram",))
+    other.start()
+    other.join(DEADLINE_SECS)
+    assert finished == ["took lease:telegram"]  # a different resource is not held up
+
+    same = threading.Thread(target=take, args=("lease:cron",))
+    same.start()
+    deadline = time.monotonic() + DEADLINE_SECS
+    while _waiting_advisory_locks(url) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _waiting_advisory_locks(url) == 1 and "took lease:cron" not in finished  # it waits
+    release.set()
+    holder.join(DEADLINE_SECS)
+    same.join(DEADLINE_SECS)
+    assert finished == ["took lease:telegram", "held lease:cron", "took lease:cron"]
+    db.close_all()
