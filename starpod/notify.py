@@ -14,6 +14,7 @@ from pathlib import Path
 from .db import database
 from .models import Notification
 from .realtime.doorbell import ring, run_dir
+from .realtime.pgbell import announce
 from .sessions import truncate_utf8
 
 PREVIEW_MAX_BYTES = 500
@@ -32,3 +33,4 @@ def notify(job_name: str, session_id: str, result_preview: str, success: bool, *
     with database.connection_context() if database.is_closed() else nullcontext():
         Notification.create(frame=json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
     ring(run_dir(home))
+    announce()

@@ -142,3 +142,36 @@ def test_write_transactions_serialise_per_resource(postgres):
     same.join(DEADLINE_SECS)
     assert finished == ["took lease:telegram", "held lease:cron", "took lease:cron"]
     db.close_all()
+
+
+LISTENER = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import sys
+    from starpod.db import open_database
+    from starpod.realtime import pgbell
+
+    db = open_database(None, sys.argv[1])
+    pgbell.listen("me", lambda: print("rung", flush=True))
+""")
+
+
+def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
+    """`announce` on one server reaches `listen` on another (here: another process)."""
+    from starpod.realtime import pgbell
+    url = postgres.url_for("bells")
+    open_database(tmp_path / "unused.db", url)
+    process = subprocess.Popen([sys.executable, "-c", LISTENER, url], cwd=REPO, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        rung = threading.Event()
+        threading.Thread(target=lambda: rung.set() if process.stdout.readline().strip() == "rung" else None,
+                         daemon=True).start()
+        deadline = time.monotonic() + DEADLINE_SECS
+        while not rung.is_set() and time.monotonic() < deadline:
+            pgbell.announce("someone-else")  # repeated: the listener may not be listening yet
+            rung.wait(0.2)
+        assert rung.is_set(), "the listener never woke"
+    finally:
+        process.kill()
+        process.wait()
