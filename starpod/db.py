@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import functools
 import os
+import selectors
+import sys
+import threading
 from pathlib import Path
 
+import peewee
 from peewee import DatabaseProxy
 from playhouse.db_url import parse as parse_url
 from playhouse.pool import PooledSqliteDatabase
@@ -86,17 +90,47 @@ def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPost
     """A bounded pool of psycopg 3 connections to the PostgreSQL database named by `url`."""
     if not is_postgresql_url(url):
         raise ValueError("DATABASE_URL must start with postgresql:// or postgres:// (unset it for SQLite)")
+    _cooperate_with_gevent()
     params = parse_url(url, unquote_password=True, unquote_user=True)
     name = params.pop("database", None)
     if not name:
         raise ValueError("DATABASE_URL names no database (postgresql://user@host:port/NAME)")
-    return StarpodPostgresqlDatabase(
+    concrete = StarpodPostgresqlDatabase(
         name,
         max_connections=max_connections or max_pg_connections(),
         stale_timeout=STALE_SECS,
         timeout=POOL_WAIT_SECS,
         **params,
     )
+    concrete._state = _connection_state()
+    return concrete
+
+
+def _connection_state():
+    """Peewee's per-thread connection state, built on `threading.local` as it is *now*.
+
+    Peewee's own class subclasses the `threading.local` of import time; imported in gunicorn's
+    master, that is a real thread-local even in a gevent worker, and every greenlet of the worker
+    would share one connection (interleaving their transactions).  Once gevent has patched
+    threading, this class is greenlet-local.
+    """
+    local_class = type("_ConnectionLocal", (peewee._ConnectionState, threading.local), {})
+    return local_class()
+
+
+def _cooperate_with_gevent() -> None:
+    """Make psycopg wait for the server through gevent when gevent has patched this process.
+
+    psycopg picks its wait functions when first imported.  gunicorn's master imports it (via
+    peewee) before a gevent worker patches `select`, so the worker would keep the C wait, which
+    blocks every greenlet of the worker for as long as a query runs.  Pick again once patched.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("select"):
+        return
+    from psycopg import waiting
+    waiting.wait = waiting.wait_poll  # looks up select.poll at call time: gevent's
+    waiting.DefaultSelector = selectors.DefaultSelector  # used by connect; bound at import
 
 
 def is_postgresql(db=None) -> bool:

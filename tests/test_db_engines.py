@@ -2,6 +2,7 @@
 writers of the same resource only."""
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import textwrap
@@ -40,11 +41,11 @@ def test_postgres_urls_and_pool_bound(tmp_path):
 
 
 GREENLETS = textwrap.dedent("""
-    from gevent import monkey
-    monkey.patch_all()  # as gunicorn's gevent worker does before loading the app
     import sys
+    from starpod.db import open_postgresql  # imports psycopg first, as gunicorn's master does
+    from gevent import monkey
+    monkey.patch_all()  # then the gevent worker patches, then the app opens its database
     import gevent
-    from starpod.db import open_postgresql
 
     db = open_postgresql(sys.argv[1], max_connections=4)
 
@@ -66,15 +67,22 @@ GREENLETS = textwrap.dedent("""
 """)
 
 
-def _wait_for_line(process: subprocess.Popen, wanted: str) -> list[str]:
+def _lines(process: subprocess.Popen) -> queue.Queue:
+    """The process's output lines, read by a thread so that waiting for one can time out."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in process.stdout], daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue, wanted: str) -> list[str]:
     seen = []
     deadline = time.monotonic() + DEADLINE_SECS
     while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line.strip())
-        if line.strip() == wanted:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        if seen[-1] == wanted:
             return seen
     raise AssertionError(f"never saw {wanted!r}; output so far: {seen}")
 
@@ -91,9 +99,10 @@ def test_a_query_waiting_on_the_server_does_not_stall_other_greenlets(postgres):
         process = subprocess.Popen([sys.executable, "-c", GREENLETS, url], cwd=REPO, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            assert _wait_for_line(process, "quick query done")[0] == "quick query done"
+            lines = _lines(process)
+            assert "blocked query done" not in _wait_for_line(lines, "quick query done")
             holder.execute("SELECT pg_advisory_unlock(4242)")
-            _wait_for_line(process, "blocked query done")
+            _wait_for_line(lines, "blocked query done")
             assert process.wait(DEADLINE_SECS) == 0
         finally:
             if process.poll() is None:
@@ -145,11 +154,11 @@ def test_write_transactions_serialise_per_resource(postgres):
 
 
 LISTENER = textwrap.dedent("""
-    from gevent import monkey
-    monkey.patch_all()
     import sys
     from starpod.db import open_database
     from starpod.realtime import pgbell
+    from gevent import monkey
+    monkey.patch_all()
 
     db = open_database(None, sys.argv[1])
     pgbell.listen("me", lambda: print("rung", flush=True))
@@ -164,14 +173,15 @@ def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
     process = subprocess.Popen([sys.executable, "-c", LISTENER, url], cwd=REPO, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        rung = threading.Event()
-        threading.Thread(target=lambda: rung.set() if process.stdout.readline().strip() == "rung" else None,
-                         daemon=True).start()
+        lines, seen = _lines(process), []
         deadline = time.monotonic() + DEADLINE_SECS
-        while not rung.is_set() and time.monotonic() < deadline:
+        while "rung" not in seen and time.monotonic() < deadline:
             pgbell.announce("someone-else")  # repeated: the listener may not be listening yet
-            rung.wait(0.2)
-        assert rung.is_set(), "the listener never woke"
+            try:
+                seen.append(lines.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        assert "rung" in seen, f"the listener never woke; its output: {seen}"
     finally:
         process.kill()
         process.wait()
