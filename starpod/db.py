@@ -38,6 +38,7 @@ PRAGMAS = {
 }
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+SQLITE_LOCK_TYPES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 MAX_CONNECTIONS_ENV = "STARPOD_DB_MAX_CONNECTIONS"
 DEFAULT_PG_MAX_CONNECTIONS = 20  # per process; PostgreSQL's own default limit is 100 in all
 POOL_WAIT_SECS = 30  # how long a greenlet waits for a free pooled connection before failing
@@ -84,6 +85,12 @@ class StarpodPostgresqlDatabase(PooledPsycopg3Database):
     would round epoch seconds), so the same models mean the same data on both engines."""
     field_types = {**PooledPsycopg3Database.field_types,
                    "AUTO": "BIGSERIAL", "INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"}
+
+    def begin(self, isolation_level=None):
+        if isinstance(isolation_level, str) and isolation_level.upper() in SQLITE_LOCK_TYPES:
+            raise TypeError(f'atomic("{isolation_level}") is SQLite only: use '
+                            'starpod.db.write_transaction(<resource>) for a read-then-write transaction')
+        return super().begin(isolation_level)
 
 
 def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPostgresqlDatabase:

@@ -110,6 +110,17 @@ def test_a_query_waiting_on_the_server_does_not_stall_other_greenlets(postgres):
             process.wait()
 
 
+def test_sqlite_lock_types_are_refused_on_postgresql_with_the_remedy(postgres):
+    db = open_postgresql(postgres.url_for("lock-types"), max_connections=2)
+    with db.connection_context():
+        with pytest.raises(TypeError, match="write_transaction"):
+            with db.atomic("IMMEDIATE"):
+                pass
+        with db.atomic("SERIALIZABLE"):  # PostgreSQL's own levels still work
+            assert db.execute_sql("SELECT 1").fetchone() == (1,)
+    db.close_all()
+
+
 def _waiting_advisory_locks(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as observer:
         return observer.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
