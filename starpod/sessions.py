@@ -1,8 +1,8 @@
 """Chat sessions: channel-aware resolution, titles, display history, transcripts and usage.
 
-Plain domain logic over the session models (no Flask).  Resolution runs in one IMMEDIATE
-transaction, so two workers receiving the same channel key at once continue one session instead
-of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
+Plain domain logic over the session models (no Flask).  Resolution runs in one write
+transaction (`db.write_transaction`), so two workers receiving the same channel key at once
+continue one session instead of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
 listing/reading for a non-admin viewer only ever returns that viewer's sessions.
 """
 from __future__ import annotations
