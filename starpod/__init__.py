@@ -37,7 +37,7 @@ def prepare_storage(config: Config, log_new_key: bool = True) -> str | None:
     unless `log_new_key` is false (the caller shows it itself).
     """
     ensure_home(config.home)
-    db = open_database(config.db_path)
+    db = open_database(config.db_path, config.database_url)
     migrate(db)
     accounts.reset_process_state(config.db_dir / "auth.generation")
     handed_key = take_bootstrap_key(config.home)  # always taken, so it never stays on disk

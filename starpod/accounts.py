@@ -22,7 +22,7 @@ from peewee import IntegrityError
 
 from .authcache import AuthCache, key_digest
 from .concurrency import run_blocking
-from .db import database
+from .db import database, placeholders, write_transaction
 from .errors import BadRequest, Conflict, NotFound, StarpodError
 from .models import ApiKey, AuthAuditLog, AuthGeneration, TelegramLink, User
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -33,6 +33,7 @@ KEY_PREFIX = "sp_live_"
 ROLES = ("admin", "user")
 LAST_USED_WRITE_INTERVAL = 60.0  # seconds between last_used_at writes for one key per process
 FAILURE_WINDOW = timedelta(minutes=1)
+USERS_LOCK = "users"  # write-transaction resource of role/activity changes and the bootstrap
 
 _hasher = argon2.using(type="id", memory_cost=19456, rounds=2, parallelism=1, digest_size=32, salt_size=16)
 
@@ -206,7 +207,7 @@ def update_user(user_id: str, email: str | None = None, display_name: str | None
     if role is not None:
         _check_role(role)
     try:
-        with database.atomic("IMMEDIATE"):
+        with write_transaction(USERS_LOCK):
             user = get_user(user_id)
             if role is not None and role != user.role and role != "admin":
                 _guard_last_admin(user)
@@ -231,7 +232,7 @@ def update_user(user_id: str, email: str | None = None, display_name: str | None
 def set_user_active(user_id: str, active: bool, actor_id: str | None = None) -> User:
     if not active and actor_id == user_id:
         raise BadRequest("Cannot deactivate yourself")
-    with database.atomic("IMMEDIATE"):
+    with write_transaction(USERS_LOCK):
         user = get_user(user_id)
         if not active:
             _guard_last_admin(user)
@@ -283,7 +284,7 @@ def _guard_last_admin_key(key: ApiKey) -> None:
 
 def revoke_api_key(key_id: str, actor_id: str | None = None) -> ApiKey:
     """Revoke a key; revoking twice keeps the first revocation time."""
-    with database.atomic("IMMEDIATE"):
+    with write_transaction(USERS_LOCK):
         key = ApiKey.get_or_none(ApiKey.id == key_id)
         if key is None:
             raise NotFound("API key not found")
@@ -347,7 +348,7 @@ def _key_state_sql() -> str:
 
 def _read_key_state(key_id: str) -> tuple[Principal | None, str | None]:
     """(owner if the key is not revoked and the owner is active, the key's expiry)."""
-    row = database.execute_sql(_key_state_sql(), (key_id,)).fetchone()
+    row = database.execute_sql(placeholders(_key_state_sql()), (key_id,)).fetchone()
     if row is None:
         return None, None
     revoked_at, expires_at, user_id, role, display_name, is_active = row
@@ -434,7 +435,7 @@ def link_telegram(user_id: str, telegram_id: int, username: str | None) -> Teleg
     account away from any other user."""
     if telegram_id <= 0:
         raise BadRequest("telegram_id must be a positive integer")
-    with database.atomic("IMMEDIATE"):
+    with write_transaction("telegram_links"):
         user = get_user(user_id)
         TelegramLink.delete().where((TelegramLink.user == user.id) | (TelegramLink.telegram_id == telegram_id)).execute()
         link = TelegramLink.create(telegram_id=telegram_id, user=user, username=username, linked_at=now_iso())
@@ -466,7 +467,7 @@ def bootstrap_admin(import_key: str | None) -> str | None:
     Returns the plaintext key when this call generated one (the caller logs it once), None when
     users already existed or the key was imported.
     """
-    with database.atomic("IMMEDIATE"):
+    with write_transaction(USERS_LOCK):
         if User.select().exists():
             return None
         now = now_iso()

@@ -359,6 +359,7 @@ class Config:
         self.telegram_api_base_url = (_env("TELEGRAM_API_BASE_URL", env) or "https://api.telegram.org").rstrip("/")
         self.telegram_webhook_secret = _env("TELEGRAM_WEBHOOK_SECRET", env)
         self.instance_backend_url = _env("STARPOD_INSTANCE_BACKEND_URL", env)
+        self.database_url = _env("DATABASE_URL", env)  # unset: SQLite under db_dir
         self.bootstrap_admin = True
         self.max_request_bytes = 32 * 1024 * 1024
         for key, value in overrides.items():

@@ -1,20 +1,34 @@
-"""The one Peewee database every part of Starpod shares: SQLite under `<home>/db/`, WAL mode.
+"""The one Peewee database every part of Starpod shares.
+
+`DATABASE_URL` chooses the engine: unset means SQLite under `<home>/db/` (WAL mode, the embedded
+default); `postgresql://…` (or the `postgres://` alias) means PostgreSQL through psycopg 3, which
+yields to other greenlets while it waits on the server when gevent has patched the process.
 
 `database` is a proxy bound at start-up by `open_database`.  Connections are pooled and local to
 the running thread or greenlet; web requests close theirs at teardown, background work wraps
 itself in `database.connection_context()`.
 
-Waiting for another process's lock never blocks a gevent worker: SQLite's busy timeout is 0 and
-connects, BEGINs and autocommit statements are retried cooperatively (see lockwait).  Explicit
-transactions are BEGIN IMMEDIATE, so a transaction takes the write lock (waiting cooperatively)
-up front instead of failing half-way when it first writes.
+Waiting for another process's SQLite lock never blocks a gevent worker: SQLite's busy timeout is
+0 and connects, BEGINs and autocommit statements are retried cooperatively (see lockwait).
+Explicit SQLite transactions are BEGIN IMMEDIATE, so a transaction takes the write lock (waiting
+cooperatively) up front instead of failing half-way when it first writes.
+
+Statements are written with `?` placeholders and passed through `placeholders()`; transactions
+that read and then write take `write_transaction(<resource>…)`, which serialises writers of the
+same resources on either engine.
 """
 from __future__ import annotations
 
+import functools
+import os
+import selectors
+import sys
 from pathlib import Path
 
 from peewee import DatabaseProxy
+from playhouse.db_url import parse as parse_url
 from playhouse.pool import PooledSqliteDatabase
+from playhouse.postgres_ext import PooledPsycopg3Database
 
 from .lockwait import retry_while_locked
 
@@ -27,6 +41,20 @@ PRAGMAS = {
     "synchronous": "normal",
     "cache_size": -16000,
 }
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+SQLITE_LOCK_TYPES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
+MAX_CONNECTIONS_ENV = "STARPOD_DB_MAX_CONNECTIONS"
+DEFAULT_PG_MAX_CONNECTIONS = 20  # per process; PostgreSQL's own default limit is 100 in all
+POOL_WAIT_SECS = 30  # how long a greenlet waits for a free pooled connection before failing
+STALE_SECS = 300
+
+
+def open_database(path: Path, url: str | None = None):
+    """Bind the shared proxy to PostgreSQL at `url` when given, else to the SQLite file at `path`."""
+    concrete = open_postgresql(url) if url else open_sqlite(path)
+    database.initialize(concrete)
+    return concrete
 
 
 class CooperativeSqliteDatabase(PooledSqliteDatabase):
@@ -51,20 +79,144 @@ class CooperativeSqliteDatabase(PooledSqliteDatabase):
         return retry_while_locked(lambda: execute(sql, params))
 
 
-def open_database(path: Path) -> CooperativeSqliteDatabase:
-    """Bind the shared proxy to the SQLite file at `path` and return the concrete database."""
+def open_sqlite(path: Path) -> CooperativeSqliteDatabase:
+    """A pooled SQLite database over the file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    concrete = CooperativeSqliteDatabase(
+    return CooperativeSqliteDatabase(
         str(path),
         pragmas=PRAGMAS,
         lock_type="IMMEDIATE",
         max_connections=256,
-        stale_timeout=300,
-        timeout=30,  # waiting for a free pooled connection
+        stale_timeout=STALE_SECS,
+        timeout=POOL_WAIT_SECS,
         check_same_thread=False,
     )
-    database.initialize(concrete)
+
+
+def max_pg_connections(environ=os.environ) -> int:
+    """The pool bound per process: `STARPOD_DB_MAX_CONNECTIONS`, default 20."""
+    raw = environ.get(MAX_CONNECTIONS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_PG_MAX_CONNECTIONS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{MAX_CONNECTIONS_ENV} must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def is_postgresql_url(url: str | None) -> bool:
+    return bool(url) and url.split(":", 1)[0].lower() in POSTGRES_SCHEMES
+
+
+class StarpodPostgresqlDatabase(PooledPsycopg3Database):
+    """Pooled psycopg 3 PostgreSQL whose column types hold what SQLite's do: 64-bit integers and
+    double-precision floats (PostgreSQL's defaults for them, INTEGER and REAL, are narrower and
+    would round epoch seconds), so the same models mean the same data on both engines."""
+    field_types = {**PooledPsycopg3Database.field_types,
+                   "AUTO": "BIGSERIAL", "INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"}
+
+    def begin(self, isolation_level=None):
+        if isinstance(isolation_level, str) and isolation_level.upper() in SQLITE_LOCK_TYPES:
+            raise TypeError(f'atomic("{isolation_level}") is SQLite only: use '
+                            'starpod.db.write_transaction(<resource>) for a read-then-write transaction')
+        return super().begin(isolation_level)
+
+
+def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPostgresqlDatabase:
+    """A bounded pool of psycopg 3 connections to the PostgreSQL database named by `url`."""
+    if not is_postgresql_url(url):
+        raise ValueError("DATABASE_URL must start with postgresql:// or postgres:// (unset it for SQLite)")
+    _cooperate_with_gevent()
+    params = parse_url(url, unquote_password=True, unquote_user=True)
+    name = params.pop("database", None)
+    if not name:
+        raise ValueError("DATABASE_URL names no database (postgresql://user@host:port/NAME)")
+    concrete = StarpodPostgresqlDatabase(
+        name,
+        max_connections=max_connections or max_pg_connections(),
+        stale_timeout=STALE_SECS,
+        timeout=POOL_WAIT_SECS,
+        **params,
+    )
     return concrete
+
+
+def _cooperate_with_gevent() -> None:
+    """Make psycopg wait for the server through gevent when gevent has patched this process.
+
+    psycopg picks its wait functions when first imported.  gunicorn's master imports it (via
+    peewee) before a gevent worker patches `select`, so the worker would keep the C wait, which
+    blocks every greenlet of the worker for as long as a query runs.  Pick again once patched.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("select"):
+        return
+    from psycopg import waiting
+    waiting.wait = waiting.wait_poll  # looks up select.poll at call time: gevent's
+    waiting.DefaultSelector = selectors.DefaultSelector  # used by connect; bound at import
+
+
+def is_postgresql(db=None) -> bool:
+    """Whether `db` (default: the shared database) is PostgreSQL."""
+    target = database.obj if db is None else db
+    if isinstance(target, DatabaseProxy):
+        target = target.obj
+    return isinstance(target, PooledPsycopg3Database)
+
+
+@functools.lru_cache(maxsize=256)
+def _with_param(sql: str, param: str) -> str:
+    return sql.replace("?", param)
+
+
+def placeholders(sql: str, db=None) -> str:
+    """`sql` written with `?` placeholders, in the placeholder style of `db` (default: the shared one).
+
+    Only for statements whose text holds no literal `?`.
+    """
+    target = database if db is None else db
+    return sql if target.param == "?" else _with_param(sql, target.param)
+
+
+def insert_returning_id(sql: str, params: tuple) -> int:
+    """Run the `?`-placeholder INSERT `sql` on the shared database; the new row's `id`."""
+    if is_postgresql():
+        return database.execute_sql(placeholders(sql + ' RETURNING "id"'), params).fetchone()[0]
+    return database.execute_sql(sql, params).lastrowid
+
+
+class _PostgresWriteTransaction:
+    """A transaction holding a transaction-scoped advisory lock per resource named."""
+
+    def __init__(self, db, resources: tuple[str, ...]):
+        self.db = db
+        self.resources = sorted(set(resources))  # one order everywhere: no lock-order deadlocks
+        self.atomic = db.atomic()
+
+    def __enter__(self):
+        self.atomic.__enter__()
+        try:
+            for resource in self.resources:
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (resource,))
+        except BaseException as exc:
+            self.atomic.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self.atomic
+
+    def __exit__(self, exc_type, exc, tb):
+        return self.atomic.__exit__(exc_type, exc, tb)
+
+
+def write_transaction(*resources: str, db=None):
+    """A transaction in which a read-then-write on `resources` cannot interleave with another's.
+
+    SQLite: BEGIN IMMEDIATE (the one database-wide write lock).  PostgreSQL: a plain transaction
+    plus an advisory lock per resource name held until it ends, so writers of different resources
+    proceed in parallel.  Every writer of a resource must name it the same way.
+    """
+    target = database if db is None else db
+    if is_postgresql(target):
+        return _PostgresWriteTransaction(target, resources)
+    return target.atomic("IMMEDIATE")
 
 
 def close_connection(_exc=None) -> None:

@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 
-from .db import database
+from .db import database, write_transaction
 from .models import Lease
 
 
@@ -23,7 +23,7 @@ def new_holder_id() -> str:
 def acquire(name: str, holder: str, ttl: float) -> bool:
     """Take or renew lease `name` for `ttl` seconds; True if `holder` holds it afterwards."""
     now = time.time()
-    with database.connection_context(), database.atomic("IMMEDIATE"):
+    with database.connection_context(), write_transaction(f"lease:{name}"):
         renewed = (Lease.update(holder=holder, expires_at=now + ttl)
                    .where((Lease.name == name) & ((Lease.holder == holder) | (Lease.expires_at < now)))
                    .execute())
@@ -37,7 +37,7 @@ def acquire(name: str, holder: str, ttl: float) -> bool:
 
 def release(name: str, holder: str) -> None:
     """Give lease `name` up at once (if `holder` holds it), so a successor need not wait for expiry."""
-    with database.connection_context(), database.atomic("IMMEDIATE"):
+    with database.connection_context(), write_transaction(f"lease:{name}"):
         Lease.delete().where((Lease.name == name) & (Lease.holder == holder)).execute()
 
 

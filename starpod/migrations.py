@@ -1,4 +1,5 @@
-"""Versioned, idempotent schema migrations, applied at start-up under an exclusive lock.
+"""Versioned, idempotent schema migrations, applied at start-up under an exclusive lock,
+on SQLite and PostgreSQL alike.
 
 Each migration has a unique name and runs once per database; the names applied are recorded in
 `schema_migrations`.  Append new migrations at the end of MIGRATIONS; never edit an applied one.
@@ -10,6 +11,7 @@ import logging
 from peewee import Database
 
 from . import models
+from .db import placeholders, write_transaction
 from .timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -43,18 +45,22 @@ MIGRATIONS = [
 
 
 def migrate(db: Database) -> list[str]:
-    """Apply every migration not yet recorded; safe to call from several processes at once."""
+    """Apply every migration not yet recorded; safe to call from several processes (or servers) at once.
+
+    The same migrations run on SQLite and PostgreSQL.  The write transaction makes concurrent
+    callers migrate one after another; on PostgreSQL the DDL is part of it and commits with it.
+    """
     applied_now = []
     with db.connection_context():
-        db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-        # BEGIN IMMEDIATE takes the write lock, so concurrent workers migrate one after another.
-        with db.atomic("IMMEDIATE"):
+        with write_transaction("schema_migrations", db=db):
+            db.execute_sql("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
             done = {row[0] for row in db.execute_sql("SELECT name FROM schema_migrations")}
             for name, apply in MIGRATIONS:
                 if name in done:
                     continue
                 apply(db)
-                db.execute_sql("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, now_iso()))
+                db.execute_sql(placeholders("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", db),
+                               (name, now_iso()))
                 applied_now.append(name)
     if applied_now:
         log.info("applied migrations: %s", ", ".join(applied_now))

@@ -16,6 +16,7 @@ from .config import Config
 from .db import database
 from .models import Notification
 from .realtime.doorbell import ring, run_dir
+from .realtime.pgbell import announce
 from .sessions import truncate_utf8
 
 PREVIEW_MAX_BYTES = 500
@@ -37,5 +38,6 @@ def notify(job_name: str, session_id: str, result_preview: str, success: bool, *
         Notification.create(frame=json.dumps(frame, ensure_ascii=False, separators=(",", ":")),
                             user_id=user_id)
     ring(run_dir(config.home))
+    announce()
     if user_id is not None:
         deliver_notification(config, user_id, frame)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from peewee import fn
 
-from .db import database
+from .db import write_transaction
 from .models import RateLimitHit
 
 
@@ -31,7 +31,7 @@ def check(user_id: str, max_requests: int, window_secs: float, now_us: int | Non
         return Verdict(True)
     now_us = _now_us() if now_us is None else now_us
     window_us = int(window_secs * 1_000_000)
-    with database.atomic("IMMEDIATE"):
+    with write_transaction(f"rate_limit:{user_id}"):
         RateLimitHit.delete().where(
             (RateLimitHit.user_id == user_id) & (RateLimitHit.at <= now_us - window_us)).execute()
         count, oldest = (RateLimitHit.select(fn.COUNT(RateLimitHit.id), fn.MIN(RateLimitHit.at))

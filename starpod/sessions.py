@@ -1,8 +1,8 @@
 """Chat sessions: channel-aware resolution, titles, display history, transcripts and usage.
 
-Plain domain logic over the session models (no Flask).  Resolution runs in one IMMEDIATE
-transaction, so two workers receiving the same channel key at once continue one session instead
-of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
+Plain domain logic over the session models (no Flask).  Resolution runs in one write
+transaction (`db.write_transaction`), so two workers receiving the same channel key at once
+continue one session instead of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
 listing/reading for a non-admin viewer only ever returns that viewer's sessions.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from peewee import fn
 
 from .config import AgentConfig
-from .db import database
+from .db import database, insert_returning_id, placeholders, write_transaction
 from .errors import NotFound
 from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -45,7 +45,7 @@ def _insert(model, *fields) -> str:
 def _statements() -> dict[str, str]:
     return {
         "open_session": f"SELECT * FROM {_table(Session)} WHERE channel = ? AND channel_session_key = ? "
-                        "AND user_id = ? AND is_closed = 0 ORDER BY last_message_at DESC LIMIT 1",
+                        "AND user_id = ? AND is_closed = FALSE ORDER BY last_message_at DESC LIMIT 1",
         "touch": f"UPDATE {_table(Session)} SET last_message_at = ?, message_count = message_count + 1 "
                  "WHERE id = ?",
         "message": _insert(Message, "session", "role", "content", "timestamp"),
@@ -60,7 +60,7 @@ def _statements() -> dict[str, str]:
 
 
 def _execute(name: str, params: tuple):
-    return database.execute_sql(_statements()[name], params)
+    return database.execute_sql(placeholders(_statements()[name]), params)
 
 
 def truncate_utf8(text: str, max_bytes: int, suffix: str = "...") -> str:
@@ -98,6 +98,11 @@ class Resolution:
     closed_session_id: str | None = None
 
 
+def resolution_lock(channel: str, key: str, user_id: str) -> str:
+    """The write-transaction resource that serialises resolving one (channel, key, user)."""
+    return f"session:{channel}:{key}:{user_id}"
+
+
 def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | None,
                     on_auto_close: Callable[[Session], None] | None = None) -> Resolution:
     """Find or create the session for (channel, key, user), touch it and apply the title rule.
@@ -108,8 +113,8 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     now = utcnow()
     stamp = to_rfc3339(now)
     closed: Session | None = None
-    with database.atomic("IMMEDIATE"):
-        current = next(iter(Session.raw(_statements()["open_session"], channel, key, user_id)), None)
+    with write_transaction(resolution_lock(channel, key, user_id)):
+        current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
         if current is not None and gap is not None:
             last = parse_rfc3339(current.last_message_at) or now
             if now - last >= timedelta(minutes=gap):
@@ -156,7 +161,7 @@ def mark_read(session: Session, is_read: bool) -> None:
 
 def add_message(session_id: str, role: str, content: str) -> int:
     """Store a display row; returns its id."""
-    return _execute("message", (session_id, role, content, now_iso())).lastrowid
+    return insert_returning_id(_statements()["message"], (session_id, role, content, now_iso()))
 
 
 def add_user_message(session: Session, text: str) -> int:
@@ -175,7 +180,7 @@ def tool_result_row(tool_use_id: str, content: str, is_error: bool) -> str:
 
 
 def add_transcript(session_id: str, kind: str, data: dict) -> int:
-    return _execute("transcript", (session_id, kind, json.dumps(data), now_iso())).lastrowid
+    return insert_returning_id(_statements()["transcript"], (session_id, kind, json.dumps(data), now_iso()))
 
 
 def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
@@ -205,7 +210,8 @@ def usage_summary(session_id: str) -> dict:
                             fn.COUNT(UsageStat.id))
            .where(UsageStat.session == session_id).tuples().get())
     keys = ("input_tokens", "output_tokens", "cache_read", "cache_write", "cost_usd", "total_turns")
-    return dict(zip(keys, row))
+    # Plain int/float: PostgreSQL sums integers as NUMERIC (Decimal in Python).
+    return {key: float(value) if key == "cost_usd" else int(value) for key, value in zip(keys, row)}
 
 
 def record_compaction(session_id: str, pre_tokens: int, summary: str, messages_compacted: int,

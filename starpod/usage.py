@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from peewee import fn
+from peewee import SQL, fn
 
 from .models import Session, UsageStat
 from .timeutil import utcnow
@@ -28,7 +28,8 @@ def _add(total: dict, row: dict) -> None:
 
 def _rows(since: str, user_id: str | None) -> list[dict]:
     """Sums per (day, model, user) of the runs stamped at or after `since`."""
-    day = fn.SUBSTR(UsageStat.timestamp, 1, 10)
+    # Literal bounds: with bound ones PostgreSQL cannot tell the grouped expression is the selected one.
+    day = fn.SUBSTR(UsageStat.timestamp, SQL("1"), SQL("10"))
     query = (UsageStat
              .select(day.alias("day"), UsageStat.model, Session.user_id,
                      fn.SUM(UsageStat.input_tokens).alias("input_tokens"),
@@ -42,7 +43,9 @@ def _rows(since: str, user_id: str | None) -> list[dict]:
     if user_id is not None:
         query = query.where(Session.user_id == user_id)
     rows = query.group_by(day, UsageStat.model, Session.user_id).dicts()
-    return [{**row, "model": row["model"] or "unknown", "cost_usd": float(row["cost_usd"] or 0.0)} for row in rows]
+    # int(): PostgreSQL sums integers as NUMERIC (Decimal in Python).
+    return [{**row, **{name: int(row[name]) for name in COUNTERS if name != "cost_usd"},
+             "model": row["model"] or "unknown", "cost_usd": float(row["cost_usd"] or 0.0)} for row in rows]
 
 
 def usage_report(days: int, user_id: str | None) -> dict:

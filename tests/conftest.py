@@ -1,5 +1,12 @@
-"""Shared fixtures: a fresh app per test (real storage in a temp STARPOD_HOME), users and keys."""
+"""Shared fixtures: a fresh app per test (real storage in a temp STARPOD_HOME), users and keys.
+
+`STARPOD_TEST_DATABASE=postgresql` runs the modules in POSTGRESQL_MODULES on PostgreSQL instead
+of SQLite (tests/pgtest.py) and leaves the others out.
+"""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -8,10 +15,60 @@ from starpod.config import Config
 from starpod.db import database
 
 from .secrets_scan import pytest_sessionfinish, secrets_ledger  # noqa: F401  (the run-wide secrets proof)
+from . import pgtest
+
+# Every module that touches the relational database.
+POSTGRESQL_MODULES = {
+    "test_agent_chat.py", "test_agent_live.py", "test_agent_sessions.py", "test_agent_tools.py",
+    "test_auth_api.py", "test_auth_live.py", "test_auth_store.py", "test_db_copy.py", "test_db_engines.py",
+    "test_instances_local.py", "test_leases.py", "test_memory_api.py", "test_settings_api.py",
+    "test_scale_out.py", "test_settings_live.py", "test_skills_api.py", "test_tools_live.py", "test_usage_api.py",
+    "test_usermemory_api.py", "test_webapi_live.py", "test_ws_live.py", "test_ws_shutdown.py",
+}
+
+
+def pytest_ignore_collect(collection_path: Path, config):
+    if pgtest.requested() and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.name not in POSTGRESQL_MODULES
+    return None
+
+
+def _require_postgresql() -> None:
+    """Skip with the reason when PostgreSQL is unreachable; fail instead under CI."""
+    reason = pgtest.unreachable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI requires PostgreSQL", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_database():
+    """Under the PostgreSQL switch: this module's fresh database, dropped afterwards."""
+    if not pgtest.requested():
+        yield None
+        return
+    _require_postgresql()
+    yield pgtest.start_module()
+    pgtest.end_module()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A fresh PostgreSQL database of its own (whatever engine the run uses otherwise), for tests
+    that need PostgreSQL itself."""
+    _require_postgresql()
+    db = pgtest.ModuleDatabase().create()
+    yield db
+    db.drop()
 
 
 def make_config(home, bootstrap_admin: bool = False, environ: dict | None = None, **overrides) -> Config:
-    """A Config for `home` that ignores the developer's real environment (no provider keys leak in)."""
+    """A Config for `home` that ignores the developer's real environment (no provider keys leak in).
+
+    Its database is the test run's engine: SQLite in `home`, or `home`'s PostgreSQL schema.
+    """
+    overrides.setdefault("database_url", pgtest.database_url_for(home))
     return Config(home=home, environ=environ or {}, bootstrap_admin=bootstrap_admin, **overrides)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from . import pgtest
+
 REPO = Path(__file__).resolve().parent.parent
 GENERATED_KEY_RE = re.compile(r"save this! (sp_live_[0-9a-f]{40})")
 
@@ -49,6 +51,10 @@ class LiveServer:
         environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         environ.update({"PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
                         "STARPOD_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        environ.pop("DATABASE_URL", None)  # the test run's engine, never the developer's database
+        database_url = pgtest.database_url_for(self.home)
+        if database_url:
+            environ["DATABASE_URL"] = database_url
         environ.update(env or {})
         bin_dir = Path(sys.executable).parent
         environ["PATH"] = f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import requests
 
+from . import pgtest
 from .support import REPO, LiveServer
 
 ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logfile - --access-logformat 'ACCESS %(p)s %(U)s %(s)s'"}
@@ -52,7 +53,8 @@ def test_imported_admin_key_works_and_is_not_logged(tmp_path):
     finally:
         server.stop()
     assert (tmp_path / "home" / "config" / "agent.toml").is_file()
-    assert (tmp_path / "home" / "db" / "starpod.db").is_file()
+    on_postgresql = pgtest.database_url_for(tmp_path / "home") is not None
+    assert (tmp_path / "home" / "db" / "starpod.db").is_file() != on_postgresql  # DATABASE_URL: no SQLite file
 
 
 def test_revoked_key_is_refused_by_every_worker(tmp_path):

@@ -17,6 +17,7 @@ from starpod.db import database, open_database
 from starpod.config import Config
 from starpod.notify import notify
 
+from . import pgtest
 from .fake_provider import Reply, ToolCall
 from .support import LiveServer
 
@@ -419,7 +420,7 @@ def test_run_continues_and_is_stored_when_nobody_listens(server, fake):
 
 def test_notification_reaches_every_client_of_both_workers(server):
     by_worker = connections_on_both_workers(server, count=6)
-    open_database(server.home / "db" / "starpod.db")
+    open_database(server.home / "db" / "starpod.db", pgtest.database_url_for(server.home))
     try:
         notify("daily-digest", "sess-1", "x" * 600, True, config=Config(home=server.home))
     finally:

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 from .. import sessions
 from ..config import Config
-from ..db import database
+from ..db import database, write_transaction
 from ..errors import BadRequest, PayloadTooLarge, new_request_id
 from ..memory import get_store
 from ..memory.paths import validate_user_id
@@ -113,6 +113,12 @@ def _stream_end(session_id: str, outcome: Outcome) -> dict:
             "is_error": outcome.is_error, "errors": list(outcome.errors), "text": outcome.text}
 
 
+def _user_message_transaction(request: ChatRequest):
+    """The write transaction that resolves the request's session and stores its message."""
+    channel, key = sessions.channel_and_key(request.channel_id, request.channel_session_key, request.user_id)
+    return write_transaction(sessions.resolution_lock(channel, key, request.user_id))
+
+
 def _store_user_message(request: ChatRequest, config: Config, auto_closed: list):
     """Resolve (or open) the request's session and store its `user` row; returns the session.
 
@@ -131,7 +137,7 @@ def record_unstarted(request: ChatRequest, config: Config) -> str:
     """Store the user's message of a valid request whose run could not start (e.g. no provider
     key), so the session shows what was asked; returns the session id."""
     auto_closed: list = []
-    with database.atomic("IMMEDIATE"):
+    with _user_message_transaction(request):
         session_id = _store_user_message(request, config, auto_closed).id
     _export_all_closed(config, auto_closed)
     return session_id
@@ -142,7 +148,7 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     _validate(request, config)
     provider = make_provider(config)
     auto_closed: list = []
-    with database.atomic("IMMEDIATE"):
+    with _user_message_transaction(request):
         session = _store_user_message(request, config, auto_closed)
         conversation = Conversation(session.id)
         sent, kept = _first_turn(request)

@@ -3,7 +3,8 @@
 A process that stored something other workers must see (run events, a notification) rings every
 doorbell; each worker drains its socket and re-reads the database.  A ring carries no data, so a
 lost or coalesced ring costs nothing: readers always ask the database what is new.  Doorbells of
-processes that died are removed by the first ring that finds them refused.
+processes that died are removed by the first ring that finds them refused.  Other servers on the
+same PostgreSQL database are reached through `pgbell` (LISTEN/NOTIFY).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import secrets
 import socket
 import time
 from pathlib import Path
+
+from .pgbell import announce
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,12 @@ class Doorbell:
 
     def ring_others(self) -> None:
         ring(self.directory, exclude=self.path, sender=self._sender, peers=self._peer_paths())
+        announce(self.worker_id)  # the workers of other servers (PostgreSQL only)
+
+    def ring_self(self) -> None:
+        """Wake this process's own waiter (for wake-ups that arrive by other means)."""
+        if self._sock is not None:
+            ring(self.directory, sender=self._sender, peers=[self.path])
 
     def _peer_paths(self) -> list[Path]:
         now = time.monotonic()

@@ -23,9 +23,10 @@ from peewee import PeeweeException, fn
 
 from ..accounts import Principal
 from ..config import Config
-from ..db import database
+from ..db import database, is_postgresql
 from ..models import Notification
 from ..timeutil import to_rfc3339, utcnow
+from . import pgbell
 from .doorbell import Doorbell, run_dir
 from .runs import POLL_SECS, RunManager
 
@@ -64,6 +65,8 @@ class Hub:
         with database.connection_context():
             self._notified_up_to = Notification.select(fn.MAX(Notification.id)).scalar() or 0
         self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._upkeep)]
+        if is_postgresql():  # other servers' rings arrive as notifications
+            self._greenlets.append(gevent.spawn(pgbell.listen, self.doorbell.worker_id, self.doorbell.ring_self))
 
     def _listen(self) -> None:
         while True:

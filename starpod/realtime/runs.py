@@ -27,7 +27,7 @@ from peewee import PeeweeException
 
 from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
 from ..config import Config
-from ..db import database
+from ..db import database, placeholders, write_transaction
 from ..errors import StarpodError, client_message, new_request_id
 from ..models import ChatRun, RunEvent, RunFollowup
 from ..timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -43,6 +43,11 @@ MAX_BATCH = 2000
 STORE_ATTEMPTS = 5
 INTERRUPTED = "Run interrupted: the server stopped before it finished"
 INSERT_EVENTS = f"INSERT INTO {RunEvent._meta.table_name} (run_id, seq, session_id, frame) VALUES (?, ?, ?, ?)"
+
+
+def run_lock(run_id: str) -> str:
+    """The write-transaction resource of one run's status and follow-ups."""
+    return f"run:{run_id}"
 
 
 @dataclass
@@ -224,7 +229,7 @@ class RunManager:
 
     def add_followup(self, run_id: str, mode: str, spec: RunSpec) -> bool:
         """Store a follow-up for a running run; False when the run has finished meanwhile."""
-        with database.connection_context(), database.atomic("IMMEDIATE"):
+        with database.connection_context(), write_transaction(run_lock(run_id)):
             running = ChatRun.select().where((ChatRun.id == run_id) & (ChatRun.status == RUNNING)).exists()
             if running:
                 RunFollowup.create(run=run_id, mode=mode, text=spec.text, user_id=spec.user_id,
@@ -238,7 +243,7 @@ class RunManager:
                    & (RunFollowup.mode == "inject"))
         if not RunFollowup.select().where(pending).exists():
             return []
-        with database.atomic("IMMEDIATE"):
+        with write_transaction(run_lock(run_id)):
             rows = list(RunFollowup.select().where(pending).order_by(RunFollowup.id))
             RunFollowup.update(status="claimed").where(RunFollowup.id.in_([r.id for r in rows])).execute()
         return [row.text for row in rows]
@@ -262,7 +267,8 @@ class RunManager:
     def _store(self, ops: list) -> list:
         for attempt in range(STORE_ATTEMPTS):
             try:
-                with database.connection_context(), database.atomic("IMMEDIATE"):
+                finished = [run_lock(payload) for kind, payload, _ in ops if kind == "finish"]
+                with database.connection_context(), write_transaction(*finished):
                     return self._apply(ops)
             except PeeweeException:
                 log.warning("storing %d run events failed (attempt %d)", len(ops), attempt + 1, exc_info=True)
@@ -273,7 +279,7 @@ class RunManager:
     def _apply(self, ops: list) -> list:
         events = [payload for kind, payload, _ in ops if kind == "event"]
         if events:  # one prepared statement: building a Peewee insert per batch costs more than the write
-            database.cursor().executemany(INSERT_EVENTS, events)
+            database.cursor().executemany(placeholders(INSERT_EVENTS), events)
         for run_id, _, session_id, _ in events:
             if session_id:
                 self._forget_older_runs(session_id, run_id)
@@ -360,7 +366,7 @@ class RunManager:
 
     def interrupt(self, run_id: str, force: bool = False) -> None:
         """Close a run nobody is executing any more: end its open stream and mark it finished."""
-        with database.connection_context(), database.atomic("IMMEDIATE"):
+        with database.connection_context(), write_transaction(run_lock(run_id)):
             run = ChatRun.get_or_none(ChatRun.id == run_id)
             if run is None or run.status == FINISHED or not (force or self._orphaned(run)):
                 return

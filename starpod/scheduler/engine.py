@@ -25,7 +25,7 @@ from peewee import PeeweeException
 
 from .. import leases
 from ..config import Config
-from ..db import database
+from ..db import database, write_transaction
 from ..models import CronJob, CronRun
 from ..notify import notify
 from ..realtime.doorbell import Doorbell, ring, run_dir
@@ -184,7 +184,7 @@ class Scheduler:
             pending = list(CronRun.select().where(CronRun.status == "pending")
                            .order_by(CronRun.requested_at).limit(self._slots()))
         for run in pending:
-            with database.connection_context(), database.atomic("IMMEDIATE"):
+            with database.connection_context(), write_transaction(f"cron_run:{run.id}"):
                 claimed = (CronRun.update(status="running", started_at=now, holder=self.holder)
                            .where((CronRun.id == run.id) & (CronRun.status == "pending")).execute())
                 if claimed:
@@ -214,7 +214,7 @@ class Scheduler:
 
     def _claim_occurrence(self, job_id: str, instant_field, instant: float, now: float) -> str | None:
         """Clear the instant we read (only if it is still that value) and record a running run."""
-        with database.connection_context(), database.atomic("IMMEDIATE"):
+        with database.connection_context(), write_transaction(f"cron_job:{job_id}"):
             claimed = (CronJob.update({instant_field: None, CronJob.last_run_at: now})
                        .where((CronJob.id == job_id) & (instant_field == instant)).execute())
             if not claimed:
@@ -281,7 +281,7 @@ class Scheduler:
         now = self.clock()
         if not self._finish_run(run_id, success, session_id, summary):
             return
-        with database.connection_context(), database.atomic("IMMEDIATE"):
+        with database.connection_context(), write_transaction(f"cron_job:{job_id}"):
             job = CronJob.get_or_none(CronJob.id == job_id)
             if job is None:
                 return

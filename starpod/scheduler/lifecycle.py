@@ -11,7 +11,7 @@ import os
 import uuid
 
 from ..config import Config
-from ..db import database
+from ..db import database, write_transaction
 from ..models import CronJob, CronState
 from ..errors import Conflict
 from ..settings import read_agent_file, write_agent_file
@@ -49,7 +49,7 @@ def boot_id() -> str:
 
 def claim_boot(start_id: str) -> bool:
     """True for exactly one caller per deployment start."""
-    with database.connection_context(), database.atomic("IMMEDIATE"):
+    with database.connection_context(), write_transaction(BOOT_STATE_KEY):
         changed = (CronState.update(value=start_id)
                    .where((CronState.key == BOOT_STATE_KEY) & (CronState.value != start_id)).execute())
         if changed:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from peewee import IntegrityError
 
-from ...db import database
+from ...db import database, write_transaction
 from ...models import TelegramState, TelegramUpdate
 from ...timeutil import to_rfc3339, utcnow
 
@@ -54,7 +54,7 @@ def get_offset(bot_id: int) -> int:
 def advance_offset(bot_id: int, offset: int) -> None:
     """Store `offset` unless a higher one is stored already."""
     name = _offset_name(bot_id)
-    with connection(), database.atomic("IMMEDIATE"):
+    with connection(), write_transaction(name):
         updated = (TelegramState.update(value=offset)
                    .where((TelegramState.name == name) & (TelegramState.value < offset)).execute())
         if not updated and TelegramState.get_or_none(TelegramState.name == name) is None:
