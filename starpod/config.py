@@ -355,6 +355,7 @@ class Config:
                               "openai": _env("OPENAI_BASE_URL", env)}
         self.telegram_bot_token = _env("TELEGRAM_BOT_TOKEN", env)
         self.instance_backend_url = _env("STARPOD_INSTANCE_BACKEND_URL", env)
+        self.database_url = _env("DATABASE_URL", env)  # unset: SQLite under db_dir
         self.bootstrap_admin = True
         self.max_request_bytes = 32 * 1024 * 1024
         for key, value in overrides.items():
