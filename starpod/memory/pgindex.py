@@ -105,9 +105,10 @@ class PostgresIndex(MemoryIndex):
         return " & ".join(f"({phrase})" for phrase in phrases)
 
     def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
+        text = chunk.text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         # All four columns are searchable, as in the FTS5 table.
-        words = " ".join(tokenize(f"{source} {chunk.text} {chunk.line_start} {chunk.line_end}"))
-        return (*super()._chunk_row(rowid, source, owner, chunk), words[:MAX_INDEXED_CHARS])
+        words = " ".join(tokenize(f"{source} {text} {chunk.line_start} {chunk.line_end}"))
+        return rowid, source, text, chunk.line_start, chunk.line_end, owner, words[:MAX_INDEXED_CHARS]
 
     @contextmanager
     def reindex_lock(self) -> Iterator[None]:
