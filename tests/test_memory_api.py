@@ -1,4 +1,5 @@
-"""`GET /api/memory/search` and `POST /api/memory/reindex`: in-process app and real gunicorn workers."""
+"""`GET /api/memory/search` and `POST /api/memory/reindex`: in-process app and real gunicorn workers,
+with the memory index on each engine (SQLite, PostgreSQL: `memory_engine`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,14 @@ import pytest
 
 from starpod.memory import get_store
 
+from .conftest import make_config
+from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
 from .support import live_server
+
+
+@pytest.fixture
+def config(home, memory_engine):
+    return make_config(home, database_url=memory_engine.url_for(home))
 
 
 def store_of(app):
@@ -90,11 +98,11 @@ def test_openapi_documents_memory_routes(client):
 ADMIN_KEY = "sp_live_" + "ab" * 20
 
 
-def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
+def test_two_workers_start_reindex_concurrently_and_restart(tmp_path, memory_engine):
     home = tmp_path / ".starpod"
     (home / "knowledge").mkdir(parents=True)
     (home / "knowledge" / "before.md").write_text("okapi placed before the first start")
-    env = {"STARPOD_API_KEY": ADMIN_KEY}
+    env = {"STARPOD_API_KEY": ADMIN_KEY, "DATABASE_URL": memory_engine.url_for(home) or ""}
     key = ADMIN_KEY
     with live_server(home, workers=2, env=env) as server:
         get = lambda q: server.get("/api/memory/search", key, params={"q": q, "limit": 100})  # noqa: E731
@@ -116,10 +124,11 @@ def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
         assert "memory reindex done" in server.log_text()
 
 
-def test_cli_reindex(app, capsys):
+def test_cli_reindex(app, capsys, monkeypatch):
     from starpod.cli import main
 
     home = app.config["STARPOD"].home
+    monkeypatch.setenv("DATABASE_URL", app.config["STARPOD"].database_url or "")
     (home / "knowledge" / "cli.md").write_text("cassowary from the command line")
     assert main(["--home", str(home), "memory", "reindex"]) == 0
     assert "1 indexed" in capsys.readouterr().out
