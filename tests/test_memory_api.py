@@ -135,3 +135,26 @@ def test_cli_reindex(app, capsys, monkeypatch):
     assert main(["--home", str(home), "memory", "reindex", "--full"]) == 0
     assert " 0 removed" in capsys.readouterr().out
     assert [h.path for h in store_of(app).search("cassowary", None)] == ["knowledge/cli.md"]
+
+
+def test_doctor_checks_the_index_on_its_engine(app, capsys, monkeypatch, memory_engine):
+    import json
+
+    from starpod.cli import main
+
+    home = app.config["STARPOD"].home
+    store_of(app).write("knowledge/doc.md", "checked by the doctor")
+
+    def memory_check() -> dict:
+        main(["--home", str(home), "doctor", "--json", "--port", "0"])
+        return next(c for c in json.loads(capsys.readouterr().out) if c["check"] == "memory index")
+
+    monkeypatch.setenv("DATABASE_URL", app.config["STARPOD"].database_url or "")
+    check = memory_check()
+    assert check["status"] == "ok"
+    assert check["detail"] == ("memory.db: integrity ok" if memory_engine.name == "sqlite"
+                               else f"PostgreSQL: {store_of(app).index.chunk_count()} chunks")
+    if memory_engine.name == "postgresql":
+        monkeypatch.setenv("DATABASE_URL", memory_engine.url + "_absent")
+        check = memory_check()
+        assert check["status"] == "FAIL" and "does not exist" in check["detail"]

@@ -275,6 +275,10 @@ class MemoryIndex(ABC):
                 f"WHERE {self.MATCH_SQL} AND rowid > ? AND owner IN ({marks}) ORDER BY score LIMIT ?",
                 (*rank_binds, match, bound[0] if bound else -1, *owners, fetch)).fetchall()
 
+    def has_tables(self) -> bool:
+        with self.connection() as conn:
+            return self._has_table(conn, "memory_meta")
+
     def chunk_count(self) -> int:
         with self.connection() as conn:
             return conn.execute("SELECT count(*) FROM memory_fts").fetchone()[0]
