@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -487,3 +490,41 @@ def test_postgresql_query_is_built_from_tokens_only():
     assert index.match_query("user's foo-bar NOT a.md") == "('user' <-> 's') & ('foo' <-> 'bar') & ('not') & ('a' <-> 'md')"
     assert index.match_query('\' " * ( ) : & | ! <-> \\') == ""
     assert tokenize("Crème BRÛLÉE 東京 naïve_x ça") == ["creme", "brulee", "東京", "naive", "x", "ca"]
+
+
+REPO = str(Path(__file__).resolve().parent.parent)
+GEVENT_PROBE = """
+import sys
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from starpod.memory.pgindex import PostgresIndex
+
+index = PostgresIndex(sys.argv[1])
+state = {"querying": False, "ticks": 0}
+
+def ticker():
+    while True:
+        gevent.sleep(0.01)
+        state["ticks"] += state["querying"]
+
+def slow_query():
+    with index.connection() as conn:
+        state["querying"] = True
+        conn.execute("SELECT pg_sleep(2)")
+        state["querying"] = False
+
+gevent.spawn(ticker)
+gevent.spawn(slow_query).join()
+index.close()
+print(state["ticks"])
+"""
+
+
+def test_postgresql_waits_let_other_greenlets_run(tmp_path, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    probe = subprocess.run([sys.executable, "-c", GEVENT_PROBE, memory_engine.url_for(tmp_path)],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert probe.returncode == 0, probe.stderr
+    assert int(probe.stdout) >= 3  # a blocking wait would let the ticker run 0 times during the query
