@@ -28,6 +28,7 @@ pooled per process; each is used by one thread/greenlet at a time.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -89,6 +90,7 @@ class MemoryIndex(ABC):
         self._idle: list = []
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
     # --- engine hooks ------------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class MemoryIndex(ABC):
     @contextmanager
     def connection(self) -> Iterator:
         with self._lock:
+            if self._pid != os.getpid():  # inherited over a fork: the parent's connections are not ours
+                self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
