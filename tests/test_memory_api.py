@@ -13,9 +13,16 @@ from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
 from .support import live_server
 
 
+def engine_env(engine, home) -> dict:
+    """DATABASE_URL for `home`'s index on `engine` (nothing for SQLite: the run's default applies)."""
+    url = engine.url_for(home)
+    return {"DATABASE_URL": url} if url else {}
+
+
 @pytest.fixture
 def config(home, memory_engine):
-    return make_config(home, database_url=memory_engine.url_for(home))
+    overrides = {"database_url": url} if (url := memory_engine.url_for(home)) else {}
+    return make_config(home, **overrides)
 
 
 def store_of(app):
@@ -102,7 +109,7 @@ def test_two_workers_start_reindex_concurrently_and_restart(tmp_path, memory_eng
     home = tmp_path / ".starpod"
     (home / "knowledge").mkdir(parents=True)
     (home / "knowledge" / "before.md").write_text("okapi placed before the first start")
-    env = {"STARPOD_API_KEY": ADMIN_KEY, "DATABASE_URL": memory_engine.url_for(home) or ""}
+    env = {"STARPOD_API_KEY": ADMIN_KEY, **engine_env(memory_engine, home)}
     key = ADMIN_KEY
     with live_server(home, workers=2, env=env) as server:
         get = lambda q: server.get("/api/memory/search", key, params={"q": q, "limit": 100})  # noqa: E731

@@ -528,3 +528,25 @@ def test_postgresql_waits_let_other_greenlets_run(tmp_path, memory_engine):
                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
     assert probe.returncode == 0, probe.stderr
     assert int(probe.stdout) >= 3  # a blocking wait would let the ticker run 0 times during the query
+
+
+def test_sqlite_index_of_the_previous_schema_is_rebuilt(tmp_path):
+    import sqlite3
+
+    home = tmp_path / "h"
+    (home / "db").mkdir(parents=True)
+    old = sqlite3.connect(home / "db" / "memory.db")
+    old.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('schema_version', '3');"
+                      "CREATE TABLE files (id INTEGER PRIMARY KEY, source TEXT);"
+                      "CREATE VIRTUAL TABLE memory_fts USING fts5(source, chunk_text, line_start, line_end, owner UNINDEXED);"
+                      "INSERT INTO memory_fts VALUES ('gone.md', 'stale wombat', 1, 1, '');")
+    old.close()
+    (home / "kept.md").write_text("fresh wombat")
+    store = MemoryStore(home, MemoryConfig)
+    store.open()
+    assert sources(store.search("wombat", None)) == ["kept.md"]
+    with store.index.connection() as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not {"meta", "files"} & tables
+    store.close()
