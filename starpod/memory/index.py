@@ -109,8 +109,9 @@ class MemoryIndex(ABC):
     def _create_storage(self) -> None:
         """Whatever must exist before the tables can be created (a directory, a search config)."""
 
+    @abstractmethod
     def _clear_chunks(self, conn) -> None:
-        conn.execute("DELETE FROM memory_fts")
+        """Delete every chunk (inside the caller's transaction), the engine's fastest way."""
 
     @abstractmethod
     def match_query(self, text: str) -> str:
@@ -133,12 +134,15 @@ class MemoryIndex(ABC):
         """Create the tables; an index of another schema version is dropped (reindex rebuilds it)."""
         self._create_storage()
         with self.transaction() as conn:
-            if _schema_version(self, conn) != SCHEMA_VERSION:
+            if self._schema_version(conn) != SCHEMA_VERSION:
                 for table in (*TABLES, *self.OBSOLETE_TABLES):
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in _statements(self.SCHEMA):
                     conn.execute(statement)
                 self.set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+    def _schema_version(self, conn) -> str | None:
+        return self.read_meta(conn, "schema_version") if self._has_table(conn, "memory_meta") else None
 
     def close(self) -> None:
         with self._lock:
@@ -349,12 +353,6 @@ def open_index(home: Path, database_url: str | None = None) -> MemoryIndex:
         from .pgindex import PostgresIndex
         return PostgresIndex(database_url)
     return SqliteIndex(home / "db" / "memory.db", home / "db" / "memory.lock")
-
-
-def _schema_version(index: MemoryIndex, conn) -> str | None:
-    if not index._has_table(conn, "memory_meta"):
-        return None
-    return index.read_meta(conn, "schema_version")
 
 
 def _delete_chunks(conn, file_id: int, keep: int = 0) -> None:
