@@ -7,7 +7,9 @@ of it in per-user spaces), then reports:
 - median and p95 search latency for selective terms (≤ 100 hits) and common terms (≥ 10k hits),
   and for common terms with the RANK_CAP shortcut switched off (for comparison).
 
-    python bench/memory_search.py [--chunks 100000] [--dir PATH] [--queries 300]
+    python bench/memory_search.py [--chunks 100000] [--dir PATH] [--queries 300] [--database-url URL]
+
+`--database-url postgresql://…` measures the PostgreSQL index (in that database) instead of SQLite.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from starpod.config import MemoryConfig  # noqa: E402
 from starpod.memory import MemoryStore, index  # noqa: E402
-from starpod.memory.scoring import fts_query  # noqa: E402
 
 LINES_PER_FILE = 650          # ≈ 40 chunks of 1600 bytes with 320 bytes of overlap
 CHUNKS_PER_FILE = 40
@@ -77,8 +78,8 @@ def latencies(store: MemoryStore, queries: list[str]) -> tuple[float, float]:
 
 def hit_count(store: MemoryStore, term: str) -> int:
     with store.index.connection() as conn:
-        return conn.execute("SELECT count(*) FROM memory_fts WHERE memory_fts MATCH ? AND owner IN ('', 'u1')",
-                            (fts_query(term),)).fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM memory_fts WHERE {store.index.MATCH_SQL} AND owner IN ('', 'u1')",
+                            (store.index.match_query(term),)).fetchone()[0]
 
 
 def main() -> None:
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--dir", type=Path, default=None, help="data directory (default: a temp dir)")
+    parser.add_argument("--database-url", default=None, help="a postgresql:// URL: benchmark the PostgreSQL index")
     args = parser.parse_args()
     rng = random.Random(42)
     root = (args.dir or Path(tempfile.mkdtemp(prefix="starpod-bench-"))) / ".starpod"
@@ -98,7 +100,7 @@ def main() -> None:
     time.sleep(2.1)  # let every mtime leave the racy window, as on any real restart
 
     settings = MemoryConfig()
-    store = MemoryStore(root, lambda: settings)
+    store = MemoryStore(root, lambda: settings, args.database_url)
     store.open()
     started = time.perf_counter()
     stats = store.reindex(full=True)
@@ -108,7 +110,7 @@ def main() -> None:
           f"in {seconds:.2f} s = {stats['bytes'] / 1e6 / seconds:.1f} MB/s")
     store.close()
 
-    restart = MemoryStore(root, lambda: settings)
+    restart = MemoryStore(root, lambda: settings, args.database_url)
     started = time.perf_counter()
     stats = restart.open()
     print(f"incremental restart, nothing changed: {time.perf_counter() - started:.3f} s "

@@ -1,4 +1,5 @@
-"""`GET /api/memory/search` and `POST /api/memory/reindex`: in-process app and real gunicorn workers."""
+"""`GET /api/memory/search` and `POST /api/memory/reindex`: in-process app and real gunicorn workers,
+with the memory index on each engine (SQLite, PostgreSQL: `memory_engine`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -7,7 +8,21 @@ import pytest
 
 from starpod.memory import get_store
 
+from .conftest import make_config
+from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
 from .support import live_server
+
+
+def engine_env(engine, home) -> dict:
+    """DATABASE_URL for `home`'s index on `engine` (nothing for SQLite: the run's default applies)."""
+    url = engine.url_for(home)
+    return {"DATABASE_URL": url} if url else {}
+
+
+@pytest.fixture
+def config(home, memory_engine):
+    overrides = {"database_url": url} if (url := memory_engine.url_for(home)) else {}
+    return make_config(home, **overrides)
 
 
 def store_of(app):
@@ -90,11 +105,11 @@ def test_openapi_documents_memory_routes(client):
 ADMIN_KEY = "sp_live_" + "ab" * 20
 
 
-def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
+def test_two_workers_start_reindex_concurrently_and_restart(tmp_path, memory_engine):
     home = tmp_path / ".starpod"
     (home / "knowledge").mkdir(parents=True)
     (home / "knowledge" / "before.md").write_text("okapi placed before the first start")
-    env = {"STARPOD_API_KEY": ADMIN_KEY}
+    env = {"STARPOD_API_KEY": ADMIN_KEY, **engine_env(memory_engine, home)}
     key = ADMIN_KEY
     with live_server(home, workers=2, env=env) as server:
         get = lambda q: server.get("/api/memory/search", key, params={"q": q, "limit": 100})  # noqa: E731
@@ -116,13 +131,37 @@ def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
         assert "memory reindex done" in server.log_text()
 
 
-def test_cli_reindex(app, capsys):
+def test_cli_reindex(app, capsys, monkeypatch):
     from starpod.cli import main
 
     home = app.config["STARPOD"].home
+    monkeypatch.setenv("DATABASE_URL", app.config["STARPOD"].database_url or "")
     (home / "knowledge" / "cli.md").write_text("cassowary from the command line")
     assert main(["--home", str(home), "memory", "reindex"]) == 0
     assert "1 indexed" in capsys.readouterr().out
     assert main(["--home", str(home), "memory", "reindex", "--full"]) == 0
     assert " 0 removed" in capsys.readouterr().out
     assert [h.path for h in store_of(app).search("cassowary", None)] == ["knowledge/cli.md"]
+
+
+def test_doctor_checks_the_index_on_its_engine(app, capsys, monkeypatch, memory_engine):
+    import json
+
+    from starpod.cli import main
+
+    home = app.config["STARPOD"].home
+    store_of(app).write("knowledge/doc.md", "checked by the doctor")
+
+    def memory_check() -> dict:
+        main(["--home", str(home), "doctor", "--json", "--port", "0"])
+        return next(c for c in json.loads(capsys.readouterr().out) if c["check"] == "memory index")
+
+    monkeypatch.setenv("DATABASE_URL", app.config["STARPOD"].database_url or "")
+    check = memory_check()
+    assert check["status"] == "ok"
+    assert check["detail"] == ("memory.db: integrity ok" if memory_engine.name == "sqlite"
+                               else f"PostgreSQL: {store_of(app).index.chunk_count()} chunks")
+    if memory_engine.name == "postgresql":
+        monkeypatch.setenv("DATABASE_URL", memory_engine.url + "_absent")
+        check = memory_check()
+        assert check["status"] == "FAIL" and "does not exist" in check["detail"]

@@ -1,9 +1,15 @@
-"""Memory store: chunker, path validation, decay, spaces, search, reindex, restart, two processes."""
+"""Memory store: chunker, path validation, decay, spaces, search, reindex, restart, two processes.
+
+Everything that touches the index runs on both engines (SQLite FTS5 and PostgreSQL, `memory_engine`).
+"""
 from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -11,20 +17,23 @@ from starpod.config import MemoryConfig
 from starpod.errors import StarpodError
 from starpod.memory import MemoryStore, chunk_text
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
+from starpod.memory.pgindex import PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
 from starpod.memory.store import cap_bytes
 
+from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
 
-def open_store(home, **settings) -> MemoryStore:
+
+def open_store(home, engine, **settings) -> MemoryStore:
     config = MemoryConfig(**settings)
-    store = MemoryStore(home, lambda: config)
+    store = MemoryStore(home, lambda: config, engine.url_for(home))
     store.open()
     return store
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = open_store(tmp_path / ".starpod")
+def store(tmp_path, memory_engine):
+    store = open_store(tmp_path / ".starpod", memory_engine)
     yield store
     store.close()
 
@@ -160,12 +169,12 @@ def test_search_prefers_recent_daily_log(store):
 
 # --- store behaviour ---------------------------------------------------------------------------
 
-def test_seeding_and_bootstrap(store):
+def test_seeding_and_bootstrap(store, memory_engine):
     config_dir = store.home / "config"
     for name in ("SOUL.md", "HEARTBEAT.md", "BOOT.md", "BOOTSTRAP.md"):
         assert (config_dir / name).is_file()
     assert not (config_dir / "USER.md").exists()
-    assert (store.home / "db" / "memory.db").is_file()
+    assert (store.home / "db" / "memory.db").is_file() == (memory_engine.name == "sqlite")
     context = store.bootstrap_context(None)
     assert context.startswith("--- SOUL.md ---\n") and "Aster" in context and "USER.md" not in context
     assert not store.has_bootstrap()
@@ -214,8 +223,8 @@ def test_bootstrap_sees_changes_made_by_other_processes(store):
     assert "# User Profile" in store.bootstrap_context("alice")  # recreated from the default
 
 
-def test_bootstrap_cap_is_byte_and_char_safe(tmp_path):
-    store = open_store(tmp_path / "h", bootstrap_file_cap=500)
+def test_bootstrap_cap_is_byte_and_char_safe(tmp_path, memory_engine):
+    store = open_store(tmp_path / "h", memory_engine, bootstrap_file_cap=500)
     store.write("SOUL.md", "é" * 5000)
     soul = store.bootstrap_context(None).split("\n", 1)[1]
     assert len(soul.encode()) <= 500 and set(soul) == {"é"}
@@ -244,8 +253,8 @@ def indexed_chunks(store, source):
 
 
 @pytest.mark.parametrize("size, overlap", [(200, 50), (60, 0), (1, 0), (1600, 320)])
-def test_appends_index_exactly_what_a_full_rebuild_would(tmp_path, size, overlap):
-    store = open_store(tmp_path / ".starpod", chunk_size=size, chunk_overlap=overlap)
+def test_appends_index_exactly_what_a_full_rebuild_would(tmp_path, memory_engine, size, overlap):
+    store = open_store(tmp_path / ".starpod", memory_engine, chunk_size=size, chunk_overlap=overlap)
     today = datetime.now().strftime("%Y-%m-%d")
     source = f"memory/{today}.md"
     for i in range(40):
@@ -332,17 +341,17 @@ def test_reindex_picks_up_hand_edits_deletions_and_renames(store):
     assert store.search("octopus", None) == [] and sources(store.search("squidy", None)) == ["edit.md"]
 
 
-def test_restart_keeps_everything_searchable_and_skips_unchanged(tmp_path):
+def test_restart_keeps_everything_searchable_and_skips_unchanged(tmp_path, memory_engine):
     home = tmp_path / "h"
-    store = open_store(home)
+    store = open_store(home, memory_engine)
     store.write("knowledge/a.md", "persistent platypus")
     store.append_daily("daily platypus", "alice")
     store.close()
     old = datetime.now().timestamp() - 3600
     for path in home.rglob("*.md"):
         os.utime(path, (old, old))
-    store = open_store(home)  # reindexes: the new mtimes are re-hashed once
-    again = MemoryStore(home, MemoryConfig)
+    store = open_store(home, memory_engine)  # reindexes: the new mtimes are re-hashed once
+    again = MemoryStore(home, MemoryConfig, memory_engine.url_for(home))
     again.index.open()
     stats = again.reindex()
     assert stats["indexed"] == 0 and stats["unchanged"] == stats["files"] >= 6
@@ -352,10 +361,10 @@ def test_restart_keeps_everything_searchable_and_skips_unchanged(tmp_path):
     again.close()
 
 
-def test_changed_chunk_settings_rebuild_index(tmp_path):
+def test_changed_chunk_settings_rebuild_index(tmp_path, memory_engine):
     home = tmp_path / "h"
     settings = {"value": MemoryConfig()}
-    store = MemoryStore(home, lambda: settings["value"])
+    store = MemoryStore(home, lambda: settings["value"], memory_engine.url_for(home))
     store.open()
     store.write("long.md", "\n".join(f"line {i} lemur " + "z" * 60 for i in range(100)))
     before = len(store.search("lemur", None, 100))
@@ -381,16 +390,16 @@ def test_export_session(store):
     assert shared == "knowledge/sessions/untitled-12345678.md"
 
 
-def test_export_disabled(tmp_path):
-    store = open_store(tmp_path / "h", export_sessions=False)
+def test_export_disabled(tmp_path, memory_engine):
+    store = open_store(tmp_path / "h", memory_engine, export_sessions=False)
     assert store.export_session("t", "2025-01-01", "main", 0, None, [], "id", "Aster") is None
     store.close()
 
 
 # --- two processes writing at once -----------------------------------------------------------
 
-def _writer(home: str, worker: int, count: int) -> None:
-    store = MemoryStore(home, MemoryConfig)
+def _writer(home: str, database_url: str | None, worker: int, count: int) -> None:
+    store = MemoryStore(home, MemoryConfig, database_url)
     store.index.open()
     for i in range(count):
         store.write(f"shared/w{worker}-{i}.md", f"concurrent capybara w{worker}x{i}")
@@ -400,17 +409,17 @@ def _writer(home: str, worker: int, count: int) -> None:
     store.close()
 
 
-def test_concurrent_writes_from_two_processes(tmp_path):
+def test_concurrent_writes_from_two_processes(tmp_path, memory_engine):
     home = tmp_path / "h"
-    open_store(home).close()
+    open_store(home, memory_engine).close()
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer, args=(str(home), w, 30)) for w in (1, 2)]
+    procs = [ctx.Process(target=_writer, args=(str(home), memory_engine.url_for(home), w, 30)) for w in (1, 2)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(60)
         assert proc.exitcode == 0
-    store = open_store(home)
+    store = open_store(home, memory_engine)
     hits = store.search("capybara", None, 100)
     assert len([h for h in hits if h.path.startswith("shared/")]) == 60
     contended = [h for h in hits if h.path == "contended.md"]
@@ -441,3 +450,103 @@ def test_bad_text_and_directory_clashes_are_clean_errors(store):
         assert err.value.message == message and err.value.status == 400
     assert store.search("\ud800", None) == []
     assert sources(store.search("file\x00", None)) == ["knowledge.md"]
+
+
+# --- what both engines must agree on, and the PostgreSQL engine's own pieces ---------------------
+
+def test_stemming_and_no_stop_words_on_both_engines(store):
+    store.write("stems.md", "Connections were failing between the servers.")
+    for query in ("connecting", "connected servers", "fail", "server", "the", "between the"):
+        assert "stems.md" in sources(store.search(query, None)), query
+    assert store.search("servants", None) == []
+
+
+def test_hand_written_nul_bytes_are_indexed_on_both_engines(store):
+    (store.home / "nul.md").write_bytes(b"before\x00after walrus\n")
+    assert store.reindex()["indexed"] == 1
+    [hit] = store.search("walrus", None)
+    assert hit.path == "nul.md" and hit.text.startswith("before") and hit.text.endswith("after walrus")
+
+
+def test_ranking_prefers_denser_matches_on_both_engines(store):
+    store.write("dense.md", "okapi okapi okapi notes about the okapi")
+    store.write("sparse.md", "okapi " + " ".join(f"filler{i}" for i in range(300)))
+    hits = store.search("okapi", None)
+    assert sources(hits) == ["dense.md", "sparse.md"] and hits[0].score > hits[1].score > 0
+
+
+def test_postgresql_tables_and_gin_index(store, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    indexes = memory_engine.query(store.home, "SELECT indexdef FROM pg_indexes WHERE tablename = 'memory_fts'")
+    assert any("USING gin (tsv)" in row[0] for row in indexes)
+    store.write("gin.md", "tapir")
+    [(vector,)] = memory_engine.query(store.home, "SELECT tsv::text FROM memory_fts WHERE source = 'gin.md'")
+    assert vector == "'1':4,5 'gin':1 'md':2 'tapir':3"
+
+
+def test_postgresql_query_is_built_from_tokens_only():
+    index = PostgresIndex("postgresql://unused/db")
+    assert index.match_query("user's foo-bar NOT a.md") == "('user' <-> 's') & ('foo' <-> 'bar') & ('not') & ('a' <-> 'md')"
+    assert index.match_query('\' " * ( ) : & | ! <-> \\') == ""
+    assert tokenize("Crème BRÛLÉE 東京 naïve_x ça") == ["creme", "brulee", "東京", "naive", "x", "ca"]
+
+
+REPO = str(Path(__file__).resolve().parent.parent)
+GEVENT_PROBE = """
+import sys
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from starpod.memory.pgindex import PostgresIndex
+
+index = PostgresIndex(sys.argv[1])
+state = {"querying": False, "ticks": 0}
+
+def ticker():
+    while True:
+        gevent.sleep(0.01)
+        state["ticks"] += state["querying"]
+
+def slow_query():
+    with index.connection() as conn:
+        state["querying"] = True
+        conn.execute("SELECT pg_sleep(2)")
+        state["querying"] = False
+
+gevent.spawn(ticker)
+gevent.spawn(slow_query).join()
+index.close()
+print(state["ticks"])
+"""
+
+
+def test_postgresql_waits_let_other_greenlets_run(tmp_path, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    probe = subprocess.run([sys.executable, "-c", GEVENT_PROBE, memory_engine.url_for(tmp_path)],
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert probe.returncode == 0, probe.stderr
+    assert int(probe.stdout) >= 3  # a blocking wait would let the ticker run 0 times during the query
+
+
+def test_sqlite_index_of_the_previous_schema_is_rebuilt(tmp_path):
+    import sqlite3
+
+    home = tmp_path / "h"
+    (home / "db").mkdir(parents=True)
+    old = sqlite3.connect(home / "db" / "memory.db")
+    old.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('schema_version', '3');"
+                      "CREATE TABLE files (id INTEGER PRIMARY KEY, source TEXT);"
+                      "CREATE VIRTUAL TABLE memory_fts USING fts5(source, chunk_text, line_start, line_end, owner UNINDEXED);"
+                      "INSERT INTO memory_fts VALUES ('gone.md', 'stale wombat', 1, 1, '');")
+    old.close()
+    (home / "kept.md").write_text("fresh wombat")
+    store = MemoryStore(home, MemoryConfig)
+    store.open()
+    assert sources(store.search("wombat", None)) == ["kept.md"]
+    with store.index.connection() as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not {"meta", "files"} & tables
+    store.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..config import PROVIDER_KEY_ENV, AgentConfig, Config, ConfigError, parse_agent_config
 from ..home import SUBDIRS
+from ..memory.index import SqliteIndex, open_index
 from .common import add_command, data_directory, is_initialized, print_rows
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -32,6 +33,8 @@ def register(subparsers, common) -> None:
     command.add_argument("--host", help="listen address to check (default: $HOST, else 0.0.0.0)")
     command.add_argument("--port", type=int, help="listen port to check (default: $PORT, else 3000)")
 
+NOT_BUILT = "not built yet (the server or `starpod memory reindex` builds it)"
+
 
 def run(args: argparse.Namespace) -> int:
     config = data_directory(args)
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         ("data directory", check_data_directory(config)),
         ("permissions", check_permissions(config)),
         ("database", check_database(config.db_path)),
-        ("memory index", check_memory_index(config.db_dir / "memory.db")),
+        ("memory index", check_memory_index(config)),
         ("agent.toml", check_agent_toml(config)),
         ("provider key", check_provider_key(config)),
         ("port", check_port(host, port)),
@@ -91,10 +94,20 @@ def check_database(path: Path) -> tuple[str, str]:
     return _integrity(path)
 
 
-def check_memory_index(path: Path) -> tuple[str, str]:
-    if not path.is_file():
-        return WARN, "not built yet (the server or `starpod memory reindex` builds it)"
-    return _integrity(path)
+def check_memory_index(config: Config) -> tuple[str, str]:
+    index = open_index(config.home, config.database_url)
+    if isinstance(index, SqliteIndex):
+        if not index.path.is_file():
+            return WARN, NOT_BUILT
+        return _integrity(index.path)
+    try:
+        if not index.has_tables():
+            return WARN, NOT_BUILT
+        return OK, f"PostgreSQL: {index.chunk_count()} chunks"
+    except Exception as exc:  # noqa: BLE001 — whatever keeps the server from answering is the finding
+        return FAIL, f"PostgreSQL: {exc.__class__.__name__}: {str(exc).strip()}"
+    finally:
+        index.close()
 
 
 def _integrity(path: Path) -> tuple[str, str]:

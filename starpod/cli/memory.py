@@ -28,7 +28,7 @@ def _open_memory(args: argparse.Namespace):
 
     config = data_directory(args)
     require_initialized(config)
-    store = MemoryStore(config.home, lambda: config.agent.memory)
+    store = MemoryStore(config.home, lambda: config.agent.memory, config.database_url)
     store.index.open()
     return store
 

@@ -1,4 +1,5 @@
-"""The agent's long-term memory: markdown files in shared and per-user spaces, indexed with FTS5.
+"""The agent's long-term memory: markdown files in shared and per-user spaces, full-text indexed
+(FTS5 in SQLite, or PostgreSQL when `DATABASE_URL` says so).
 
 `get_store(config)` gives this process's opened `MemoryStore` for a data directory.  No Flask here.
 """
@@ -32,7 +33,7 @@ def get_store(config: Config) -> MemoryStore:
         if store is not None:
             _stores.move_to_end(key)
             return store
-        store = MemoryStore(config.home, lambda: config.agent.memory)
+        store = MemoryStore(config.home, lambda: config.agent.memory, config.database_url)
         store.open()
         _stores[key] = store
         while len(_stores) > MAX_OPEN_STORES:

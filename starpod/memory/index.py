@@ -1,44 +1,55 @@
-"""The full-text index in its own SQLite file `<home>/db/memory.db` (FTS5, porter stemming).
+"""The memory full-text index: one interface, two engines.
 
-Tables
-- `files`: one row per indexed markdown file — source key, owner, and the stat signature and
+`open_index(home, database_url)` picks the engine: an FTS5 index in its own SQLite file
+`<home>/db/memory.db` (the default), or tables in PostgreSQL when `database_url` is a
+`postgresql://` URL (`pgindex.PostgresIndex`).  Both keep the same tables, written here once:
+
+- `memory_files`: one row per indexed markdown file — source key, owner, and the stat signature and
   digest it was indexed from (what makes reindex incremental).
-- `memory_fts`: the chunks; columns `source, chunk_text, line_start, line_end` are indexed (as in
-  the reference) and `owner` (`""` = shared, else the user id) is stored unindexed to filter
-  results by space.  A chunk's rowid is `file_id << 32 | chunk number`, so a file's chunks are one
-  rowid range to delete; a file gets a new id whenever its content is re-indexed from scratch, so
-  rowid order is the order in which files last changed (a file that only grew, like a daily log,
-  keeps its id and gets its new chunks appended).
+- `memory_fts`: the chunks — `source, chunk_text, line_start, line_end` are searchable (as in
+  the reference) and `owner` (`""` = shared, else the user id) filters results by space.  A
+  chunk's rowid is `file_id << 32 | chunk number`, so a file's chunks are one rowid range to
+  delete; a file gets a new id whenever its content is re-indexed from scratch, so rowid order is
+  the order in which files last changed (a file that only grew, like a daily log, keeps its id and
+  gets its new chunks appended).
+- `memory_meta`: schema version and the chunk parameters the index was built with.
 
-Search cost grows with the number of matching chunks (bm25 is computed for every match), so a
-query matching more than RANK_CAP chunks ranks only the RANK_CAP most recently changed ones: a
-broad query stays fast on a large index and favours recent material, as temporal decay does.
-- `meta`: schema version and the chunk parameters the index was built with.
+An engine supplies only what differs: connecting, taking the write lock, the chunk table's DDL,
+how a plain-text query matches and ranks, and how a chunk row is written.  SQL here uses `?`
+placeholders (the PostgreSQL connection translates them).
 
-WAL mode and a busy timeout let several worker processes read and write at once; writers take
-the write lock up front (`BEGIN IMMEDIATE`) so a transaction never fails half-way on a busy lock.
-Connections are pooled per process; each is used by one thread/greenlet at a time.
+Search cost grows with the number of matching chunks (every match is ranked), so a query matching
+more than RANK_CAP chunks ranks only the RANK_CAP most recently changed ones: a broad query stays
+fast on a large index and favours recent material, as temporal decay does.
+
+Writers take the whole index's write lock up front, so a transaction never fails half-way on a
+busy lock and whichever process indexes a file last indexes what is on disk now.  Connections are
+pooled per process; each is used by one thread/greenlet at a time.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..filelock import exclusive
 from ..lockwait import retry_while_locked
 from .chunker import Chunk
+from .scoring import fts_query
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 ROWID_SHIFT = 32
 MAX_IDLE_CONNECTIONS = 8
 RANK_CAP = 10_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS files (
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_files (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT NOT NULL UNIQUE,
     owner TEXT NOT NULL,
@@ -51,7 +62,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
     source, chunk_text, line_start, line_end, owner UNINDEXED, tokenize = 'porter'
 );
 """
-TABLES = ("meta", "files", "memory_fts")
+TABLES = ("memory_meta", "memory_files", "memory_fts")
 
 
 @dataclass(frozen=True)
@@ -65,35 +76,73 @@ class FileRecord:
     indexed_ns: int
 
 
-class MemoryIndex:
-    def __init__(self, path: Path):
-        self.path = path
-        self._idle: list[sqlite3.Connection] = []
+class MemoryIndex(ABC):
+    """The engine-independent part of the index; subclasses fill in the class attributes and hooks."""
+
+    SCHEMA: str                 # DDL creating the tables (statements separated by ";")
+    MATCH_SQL: str              # WHERE condition matching one bound query
+    RANK_SQL: str               # rank expression (lower is better); may bind the query once more
+    RANK_BINDS_QUERY: bool
+    INSERT_CHUNK_SQL: str
+    OBSOLETE_TABLES: tuple[str, ...] = ()  # tables of older schema versions, dropped on upgrade
+
+    def __init__(self) -> None:
+        self._idle: list = []
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
-    def _connect(self) -> sqlite3.Connection:
-        # No SQLite busy timeout (it sleeps in C, freezing a gevent worker): lock waits are
-        # cooperative retries (lockwait), here and on BEGIN IMMEDIATE.
-        conn = sqlite3.connect(str(self.path), timeout=0, isolation_level=None, check_same_thread=False)
-        try:
-            retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    # --- engine hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self):
+        """A new connection whose `execute`/`executemany` take `?` placeholders."""
+
+    @abstractmethod
+    def _begin_write(self, conn) -> None:
+        """Start a transaction that holds the index's write lock from its first statement."""
+
+    @abstractmethod
+    def _has_table(self, conn, name: str) -> bool:
+        """Whether the index's table `name` exists."""
+
+    def _create_storage(self) -> None:
+        """Whatever must exist before the tables can be created (a directory, a search config)."""
+
+    @abstractmethod
+    def _clear_chunks(self, conn) -> None:
+        """Delete every chunk (inside the caller's transaction), the engine's fastest way."""
+
+    @abstractmethod
+    def match_query(self, text: str) -> str:
+        """Plain user text → the engine's query; "" when it can match nothing."""
+
+    def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
+        return rowid, source, chunk.text, chunk.line_start, chunk.line_end, owner
+
+    @abstractmethod
+    def reindex_lock(self):
+        """A context manager held by a whole reindex, so one walks the tree at a time."""
+
+    def _reusable(self, conn) -> bool:
+        """Whether a connection may go back to the pool (not broken)."""
+        return True
+
+    # --- connections -------------------------------------------------------------------------
 
     def open(self) -> None:
         """Create the tables; an index of another schema version is dropped (reindex rebuilds it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._create_storage()
         with self.transaction() as conn:
-            if _schema_version(conn) != SCHEMA_VERSION:
-                for table in TABLES:
+            if self._schema_version(conn) != SCHEMA_VERSION:
+                for table in (*TABLES, *self.OBSOLETE_TABLES):
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in _statements(SCHEMA):
+                for statement in _statements(self.SCHEMA):
                     conn.execute(statement)
                 self.set_meta(conn, "schema_version", SCHEMA_VERSION)
+
+    def _schema_version(self, conn) -> str | None:
+        return self.read_meta(conn, "schema_version") if self._has_table(conn, "memory_meta") else None
 
     def close(self) -> None:
         with self._lock:
@@ -103,28 +152,34 @@ class MemoryIndex:
             conn.close()
 
     @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
+    def connection(self) -> Iterator:
         with self._lock:
+            if self._pid != os.getpid():  # inherited over a fork: the parent's connections are not ours
+                self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = self._connect()
         try:
             yield conn
         finally:
-            if conn.in_transaction:
-                conn.rollback()
-            with self._lock:
-                keep = not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                conn.close()
+            keep = False
+            try:
+                if conn.in_transaction:
+                    conn.rollback()
+                with self._lock:
+                    keep = (not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                            and self._reusable(conn))
+                    if keep:
+                        self._idle.append(conn)
+            finally:
+                if not keep:
+                    conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding the database write lock from its first statement."""
+    def transaction(self) -> Iterator:
+        """A write transaction holding the index's write lock from its first statement."""
         with self.connection() as conn:
-            retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            self._begin_write(conn)
             try:
                 yield conn
             except BaseException:
@@ -139,111 +194,170 @@ class MemoryIndex:
             return self.read_meta(conn, key)
 
     @staticmethod
-    def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def read_meta(conn, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM memory_meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     @staticmethod
-    def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+    def set_meta(conn, key: str, value: str) -> None:
+        conn.execute("INSERT INTO memory_meta (key, value) VALUES (?, ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # --- files -----------------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
         with self.connection() as conn:
-            rows = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM files")
+            rows = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM memory_files").fetchall()
             return {row[1]: FileRecord(*row) for row in rows}
 
-    @staticmethod
-    def replace_file(conn: sqlite3.Connection, source: str, owner: str, mtime_ns: int, size: int,
+    def replace_file(self, conn, source: str, owner: str, mtime_ns: int, size: int,
                      digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
         """Replace every chunk of `source` (inside the caller's transaction) under a new file id."""
-        MemoryIndex.remove_file(conn, source)
+        self.remove_file(conn, source)
         file_id = conn.execute(
-            "INSERT INTO files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?)",
-            (source, owner, mtime_ns, size, digest, indexed_ns)).lastrowid
-        _insert_chunks(conn, file_id, 0, source, owner, chunks)
+            "INSERT INTO memory_files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id", (source, owner, mtime_ns, size, digest, indexed_ns)).fetchone()[0]
+        self._insert_chunks(conn, file_id, 0, source, owner, chunks)
 
     @staticmethod
-    def chunk_spans(conn: sqlite3.Connection, file_id: int) -> list[tuple[int, int, int]]:
+    def chunk_spans(conn, file_id: int) -> list[tuple[int, int, int]]:
         """(chunk number, line_start, line_end) of a file's chunks, in order."""
         base = file_id << ROWID_SHIFT
         rows = conn.execute("SELECT rowid, line_start, line_end FROM memory_fts WHERE rowid >= ? AND rowid < ? "
-                            "ORDER BY rowid", (base, base + (1 << ROWID_SHIFT)))
+                            "ORDER BY rowid", (base, base + (1 << ROWID_SHIFT))).fetchall()
         return [(rowid - base, int(start), int(end)) for rowid, start, end in rows]
 
-    @staticmethod
-    def extend_file(conn: sqlite3.Connection, record: FileRecord, keep: int, mtime_ns: int, size: int,
+    def extend_file(self, conn, record: FileRecord, keep: int, mtime_ns: int, size: int,
                     digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
         """Keep a file's first `keep` chunks, replace the rest with `chunks` and record its new state."""
         _delete_chunks(conn, record.id, keep)
-        _insert_chunks(conn, record.id, keep, record.source, record.owner, chunks)
-        conn.execute("UPDATE files SET mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? WHERE id = ?",
+        self._insert_chunks(conn, record.id, keep, record.source, record.owner, chunks)
+        conn.execute("UPDATE memory_files SET mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? WHERE id = ?",
                      (mtime_ns, size, digest, indexed_ns, record.id))
 
     @staticmethod
-    def file_record(conn: sqlite3.Connection, source: str) -> FileRecord | None:
-        row = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM files WHERE source = ?",
+    def file_record(conn, source: str) -> FileRecord | None:
+        row = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM memory_files WHERE source = ?",
                            (source,)).fetchone()
         return FileRecord(*row) if row else None
 
     @staticmethod
-    def touch_file(conn: sqlite3.Connection, source: str, mtime_ns: int, size: int, indexed_ns: int) -> None:
+    def touch_file(conn, source: str, mtime_ns: int, size: int, indexed_ns: int) -> None:
         """Record a new stat signature for a file whose content did not change."""
-        conn.execute("UPDATE files SET mtime_ns = ?, size = ?, indexed_ns = ? WHERE source = ?",
+        conn.execute("UPDATE memory_files SET mtime_ns = ?, size = ?, indexed_ns = ? WHERE source = ?",
                      (mtime_ns, size, indexed_ns, source))
 
     @staticmethod
-    def remove_file(conn: sqlite3.Connection, source: str) -> None:
-        row = conn.execute("SELECT id FROM files WHERE source = ?", (source,)).fetchone()
+    def remove_file(conn, source: str) -> None:
+        row = conn.execute("SELECT id FROM memory_files WHERE source = ?", (source,)).fetchone()
         if row:
             _delete_chunks(conn, row[0])
-            conn.execute("DELETE FROM files WHERE id = ?", (row[0],))
+            conn.execute("DELETE FROM memory_files WHERE id = ?", (row[0],))
 
-    @staticmethod
-    def clear(conn: sqlite3.Connection) -> None:
-        """Empty the index; recreating the FTS table is much faster than deleting every row."""
-        conn.execute("DROP TABLE memory_fts")
-        conn.execute(next(s for s in _statements(SCHEMA) if "memory_fts" in s))
-        conn.execute("DELETE FROM files")
+    def clear(self, conn) -> None:
+        """Empty the index (inside the caller's transaction)."""
+        self._clear_chunks(conn)
+        conn.execute("DELETE FROM memory_files")
+
+    def _insert_chunks(self, conn, file_id: int, first: int, source: str, owner: str,
+                       chunks: Iterable[Chunk]) -> None:
+        base = (file_id << ROWID_SHIFT) + first
+        conn.executemany(self.INSERT_CHUNK_SQL,
+                         [self._chunk_row(base + n, source, owner, c) for n, c in enumerate(chunks)])
 
     # --- search ----------------------------------------------------------------------------
 
-    def search(self, match: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
-        """(source, chunk_text, line_start, line_end, rank) rows, best bm25 first, of the given owners."""
+    def search(self, text: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
+        """(source, chunk_text, line_start, line_end, rank) rows for plain-text `text`, best (lowest)
+        rank first, of the given owners."""
+        match = self.match_query(text)
+        if not match:
+            return []
         marks = ", ".join("?" for _ in owners)
+        rank_binds = (match,) if self.RANK_BINDS_QUERY else ()
         with self.connection() as conn:
-            bound = conn.execute("SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
+            bound = conn.execute(f"SELECT rowid FROM memory_fts WHERE {self.MATCH_SQL} "
                                  "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, RANK_CAP)).fetchone()
             return conn.execute(
-                "SELECT source, chunk_text, line_start, line_end, rank FROM memory_fts "
-                f"WHERE memory_fts MATCH ? AND rowid > ? AND owner IN ({marks}) ORDER BY rank LIMIT ?",
-                (match, bound[0] if bound else -1, *owners, fetch)).fetchall()
+                f"SELECT source, chunk_text, line_start, line_end, {self.RANK_SQL} AS score FROM memory_fts "
+                f"WHERE {self.MATCH_SQL} AND rowid > ? AND owner IN ({marks}) ORDER BY score LIMIT ?",
+                (*rank_binds, match, bound[0] if bound else -1, *owners, fetch)).fetchall()
+
+    def has_tables(self) -> bool:
+        with self.connection() as conn:
+            return self._has_table(conn, "memory_meta")
 
     def chunk_count(self) -> int:
         with self.connection() as conn:
             return conn.execute("SELECT count(*) FROM memory_fts").fetchone()[0]
 
 
-def _schema_version(conn: sqlite3.Connection) -> str | None:
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-        return None
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return row[0] if row else None
+class SqliteIndex(MemoryIndex):
+    """FTS5 with the porter tokenizer in `<home>/db/memory.db`.
+
+    WAL mode lets several worker processes read and write at once; writers take the write lock
+    with `BEGIN IMMEDIATE`, retried cooperatively (lockwait) rather than by SQLite's busy timeout.
+    """
+
+    SCHEMA = SQLITE_SCHEMA
+    MATCH_SQL = "memory_fts MATCH ?"
+    RANK_SQL = "rank"  # bm25: negative, more negative is better
+    RANK_BINDS_QUERY = False
+    INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) "
+                        "VALUES (?, ?, ?, ?, ?, ?)")
+    OBSOLETE_TABLES = ("meta", "files")  # version 3 (the file holds nothing but the index)
+
+    def __init__(self, path: Path, lock_path: Path):
+        super().__init__()
+        self.path = path
+        self.lock_path = lock_path
+
+    def _connect(self) -> sqlite3.Connection:
+        # No SQLite busy timeout (it sleeps in C, freezing a gevent worker): lock waits are
+        # cooperative retries (lockwait), here and on BEGIN IMMEDIATE.
+        conn = sqlite3.connect(str(self.path), timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_storage(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _begin_write(self, conn) -> None:
+        retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+    def _has_table(self, conn, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+    def _clear_chunks(self, conn) -> None:
+        # Recreating the FTS table is much faster than deleting every row.
+        conn.execute("DROP TABLE memory_fts")
+        conn.execute(next(s for s in _statements(self.SCHEMA) if "memory_fts" in s))
+
+    def match_query(self, text: str) -> str:
+        return fts_query(text)
+
+    @contextmanager
+    def reindex_lock(self) -> Iterator[None]:
+        with exclusive(self.lock_path):
+            yield
 
 
-def _delete_chunks(conn: sqlite3.Connection, file_id: int, keep: int = 0) -> None:
+def open_index(home: Path, database_url: str | None = None) -> MemoryIndex:
+    """The index for data directory `home`: in PostgreSQL for a `postgresql://` URL, else SQLite."""
+    if database_url and database_url.split(":", 1)[0] in ("postgresql", "postgres"):
+        from .pgindex import PostgresIndex
+        return PostgresIndex(database_url)
+    return SqliteIndex(home / "db" / "memory.db", home / "db" / "memory.lock")
+
+
+def _delete_chunks(conn, file_id: int, keep: int = 0) -> None:
     base = file_id << ROWID_SHIFT
     conn.execute("DELETE FROM memory_fts WHERE rowid >= ? AND rowid < ?", (base + keep, base + (1 << ROWID_SHIFT)))
-
-
-def _insert_chunks(conn: sqlite3.Connection, file_id: int, first: int, source: str, owner: str,
-                   chunks: Iterable[Chunk]) -> None:
-    base = (file_id << ROWID_SHIFT) + first
-    conn.executemany(
-        "INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) VALUES (?, ?, ?, ?, ?, ?)",
-        ((base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)))
 
 
 def _statements(script: str) -> list[str]:

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..config import MemoryConfig
-from ..filelock import exclusive
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
 from .filecache import RACY_WINDOW_NS, FileCache
-from .index import FileRecord, MemoryIndex
+from .index import FileRecord, open_index
 from .paths import (EXCLUDED_DIRS, SHARED, Location, MemoryPathError, index_identity, locate, source_path, validate_content,
                     validate_user_id)
-from .scoring import apply_decay, decay_factor, fts_query
+from .scoring import apply_decay, decay_factor
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class SearchHit:
     line_start: int
     line_end: int
     text: str
-    score: float     # higher is better (negated, decayed bm25)
+    score: float     # higher is better (negated, decayed rank)
 
 
 @dataclass(frozen=True)
@@ -76,11 +75,11 @@ class _Found:
 
 
 class MemoryStore:
-    def __init__(self, home: Path, settings: Callable[[], MemoryConfig]):
+    def __init__(self, home: Path, settings: Callable[[], MemoryConfig], database_url: str | None = None):
+        """`database_url`: a `postgresql://` URL keeps the index in PostgreSQL, else SQLite under `home`."""
         self.home = Path(home).resolve()
         self.settings = settings
-        self.index = MemoryIndex(self.home / "db" / "memory.db")
-        self.lock_path = self.home / "db" / "memory.lock"
+        self.index = open_index(self.home, database_url)
         self.texts = FileCache()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -218,11 +217,10 @@ class MemoryStore:
 
     def search(self, query: str, user_id: str | None, limit: int = 10) -> list[SearchHit]:
         """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7)."""
-        match = fts_query(query)
-        if limit <= 0 or not match:
+        if limit <= 0:
             return []
         owners = (SHARED,) if not user_id else (SHARED, user_id)
-        rows = self.index.search(match, owners, max(3 * limit, 30))
+        rows = self.index.search(query, owners, max(3 * limit, 30))
         half_life, today = self.settings().half_life_days, date.today()
         scored = [(apply_decay(rank, decay_factor(source, half_life, today)), source, text, start, end)
                   for source, text, start, end, rank in rows]
@@ -279,7 +277,7 @@ class MemoryStore:
         `progress(done, total)` is called as files are processed.  Returns statistics.
         """
         started = time.monotonic()
-        with exclusive(self.lock_path):  # one reindex walks the tree at a time
+        with self.index.reindex_lock():  # one reindex walks the tree at a time
             chunking = self._chunking()
             if full or self.index.get_meta("chunking") != _chunking_key(chunking):
                 with self.index.transaction() as conn:

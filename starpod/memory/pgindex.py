@@ -1,0 +1,172 @@
+"""The memory index in PostgreSQL (selected by `DATABASE_URL=postgresql://…`).
+
+Same tables as the SQLite index (see `index.py`), in the connection's current schema (the URL
+may choose it with `options=-csearch_path=…`) next to the relational tables, whose names they do
+not share.  `memory_fts` is a plain table whose `tsvector` column has a GIN index; ranking is `ts_rank_cd` (negated, so lower is better as with bm25) and
+temporal decay is applied by the store exactly as for SQLite.
+
+To search like FTS5's `porter` tokenizer (unicode61 + Porter stemming), text is tokenized here,
+not by PostgreSQL's parser (which keeps `knowledge/rust.md` or `foo-bar` whole): a token is a run
+of letters and digits, lower-cased, with diacritics removed from Latin letters.  The tokens are
+then stemmed by the `starpod_english` search configuration — PostgreSQL's Snowball English
+stemmer without a stop-word list, since FTS5 drops no words.  A query is every
+whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
+only, it can never be a syntax error.
+
+psycopg 3 is used directly: one connection per greenlet at a time from a small per-process pool;
+its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
+lock, the reindex lock a session-scoped one, so both hold across servers.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from contextlib import contextmanager
+from typing import Iterator
+
+from .chunker import Chunk
+from .index import MemoryIndex
+
+SEARCH_CONFIG = "starpod_english"
+WRITE_LOCK_KEY = 0x5350_4D45_4D57_5249   # pg_advisory_xact_lock key of index writes
+REINDEX_LOCK_KEY = 0x5350_4D45_4D52_4549  # pg_advisory_lock key of a whole reindex
+CONNECT_TIMEOUT_SECS = 30
+# A tsvector is at most 1 MiB; only this much of a chunk's tokens is indexed (a default chunk is
+# 1600 bytes, so only a giant single-line chunk is ever cut).
+MAX_INDEXED_CHARS = 256 * 1024
+
+SCHEMA = f"""
+DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
+DROP TEXT SEARCH DICTIONARY IF EXISTS {SEARCH_CONFIG}_stem;
+CREATE TEXT SEARCH DICTIONARY {SEARCH_CONFIG}_stem (TEMPLATE = snowball, LANGUAGE = english);
+CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = english);
+ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG}
+    ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH {SEARCH_CONFIG}_stem;
+CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_files (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    indexed_ns BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memory_fts (
+    rowid BIGINT PRIMARY KEY,
+    source TEXT NOT NULL,
+    chunk_text TEXT NOT NULL,
+    line_start INTEGER NOT NULL,
+    line_end INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    tsv TSVECTOR NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_fts_tsv ON memory_fts USING GIN (tsv)
+"""
+
+_TOKEN = re.compile(r"[^\W_]+")
+_QUERY = f"to_tsquery('{SEARCH_CONFIG}', ?)"
+
+
+class PostgresIndex(MemoryIndex):
+    SCHEMA = SCHEMA
+    MATCH_SQL = f"tsv @@ {_QUERY}"
+    RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
+    RANK_BINDS_QUERY = True
+    INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) "
+                        f"VALUES (?, ?, ?, ?, ?, ?, to_tsvector('{SEARCH_CONFIG}', ?))")
+
+    def __init__(self, url: str):
+        super().__init__()
+        self.url = url
+
+    def _connect(self) -> "PgConnection":
+        import psycopg  # imported late: after gevent's monkey-patching, so its waits cooperate
+
+        return PgConnection(psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECS))
+
+    def _reusable(self, conn: "PgConnection") -> bool:
+        return not (conn.raw.closed or conn.raw.broken)
+
+    def _begin_write(self, conn: "PgConnection") -> None:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+
+    def _has_table(self, conn: "PgConnection", name: str) -> bool:
+        return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
+
+    def _clear_chunks(self, conn: "PgConnection") -> None:
+        conn.execute("TRUNCATE memory_fts")
+
+    def match_query(self, text: str) -> str:
+        """Every whitespace-separated term → a phrase of its tokens; terms joined by AND."""
+        phrases = [" <-> ".join(f"'{token}'" for token in tokens)
+                   for tokens in map(tokenize, text.split()) if tokens]
+        return " & ".join(f"({phrase})" for phrase in phrases)
+
+    def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
+        text = chunk.text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+        # All four columns are searchable, as in the FTS5 table.
+        words = " ".join(tokenize(f"{source} {text} {chunk.line_start} {chunk.line_end}"))
+        return rowid, source, text, chunk.line_start, chunk.line_end, owner, words[:MAX_INDEXED_CHARS]
+
+    @contextmanager
+    def reindex_lock(self) -> Iterator[None]:
+        with self.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(?)", (REINDEX_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(?)", (REINDEX_LOCK_KEY,))
+
+
+class PgConnection:
+    """A psycopg connection (autocommit; transactions are explicit) speaking `?` placeholders."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.raw.execute(_placeholders(sql), params)
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            with self.raw.cursor() as cursor:
+                cursor.executemany(_placeholders(sql), rows)
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def rollback(self) -> None:
+        if not (self.raw.closed or self.raw.broken):
+            self.raw.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def tokenize(text: str) -> list[str]:
+    """FTS5 unicode61's tokens: runs of letters and digits, lower-cased, Latin diacritics removed."""
+    return _TOKEN.findall(_fold_latin_diacritics(text.lower()))
+
+
+def _fold_latin_diacritics(text: str) -> str:
+    if text.isascii():
+        return text
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFD", text):
+        if unicodedata.combining(char) and kept and _is_latin(kept[-1]):
+            continue
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+def _is_latin(char: str) -> bool:
+    return char < "\u0250" or "\u1e00" <= char <= "\u1eff"
+
+
+def _placeholders(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
