@@ -23,8 +23,10 @@ import functools
 import os
 import selectors
 import sys
+import threading
 from pathlib import Path
 
+import peewee
 from peewee import DatabaseProxy
 from playhouse.db_url import parse as parse_url
 from playhouse.pool import PooledSqliteDatabase
@@ -137,7 +139,20 @@ def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPost
         timeout=POOL_WAIT_SECS,
         **params,
     )
+    concrete._state = _connection_state()
     return concrete
+
+
+def _connection_state():
+    """Peewee's per-thread connection state, built on `threading.local` as it is *now*.
+
+    Peewee's own class subclasses the `threading.local` of import time; imported in gunicorn's
+    master, that is a real thread-local even in a gevent worker, and every greenlet of the worker
+    would share one connection (interleaving their transactions).  Once gevent has patched
+    threading, this class is greenlet-local.
+    """
+    local_class = type("_ConnectionLocal", (peewee._ConnectionState, threading.local), {})
+    return local_class()
 
 
 def _cooperate_with_gevent() -> None:
