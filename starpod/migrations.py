@@ -28,6 +28,12 @@ def _cron(db: Database) -> None:
         db.execute_sql("ALTER TABLE ws_notifications ADD COLUMN user_id TEXT")
 
 
+def _rate_limit_leases(db: Database) -> None:
+    """A rate-limit log row may stand for several requests (older databases lack the column)."""
+    if "hits" not in {column.name for column in db.get_columns("rate_limit_hits")}:
+        db.execute_sql("ALTER TABLE rate_limit_hits ADD COLUMN hits INTEGER NOT NULL DEFAULT 1")
+
+
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -38,6 +44,7 @@ MIGRATIONS = [
     ("0008_leases", _create(models.Lease)),
     ("0009_auth_generation", _create(models.AuthGeneration)),
     ("0010_cron", _cron),
+    ("0016_rate_limit_leases", _rate_limit_leases),
 ]
 
 
