@@ -8,7 +8,10 @@ markdown, indexed before the server starts), then alternates every endpoint roun
 keep-alive clients (so drift hits all alike).  Rate limiting is switched on
 (`[auth] rate_limit_requests = 1000000`) and off between measurements by rewriting the live
 agent.toml, so "on" and "off" run on the same worker.  Prints each endpoint's req/s, its ratio to
-`/api/health` (or to the same route with the limit off) and the goal.
+`/api/health` (or to the same route with the limit off) and the goal, twice: from the measured
+req/s, and from the worker's CPU time per request (1 / CPU per request is the req/s the worker
+could serve on a core of its own; on a loaded machine it is the steadier figure, as the load
+clients and everything else running share the cores).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,10 +86,15 @@ def seed_sessions(home: Path) -> str:
     return ids[0]
 
 
-def report(name: str, rps: float, health: float, goal: float | None) -> None:
-    ratio = rps / health
+def report(name: str, value: float, reference: float, goal: float | None, unit: str) -> None:
+    ratio = value / reference
     verdict = "" if goal is None else f"goal >= {goal:.2f}  {'ok' if ratio >= goal else 'MISSED'}"
-    print(f"{name:<36} {rps:8.0f} req/s  {ratio:5.2f}x  {verdict}")
+    print(f"{name:<36} {value:8.0f} {unit:<9}  {ratio:5.2f}x  {verdict}")
+
+
+def worker_cpu(worker: psutil.Process) -> float:
+    times = worker.cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:
@@ -112,27 +122,38 @@ def main() -> None:
                 (f"memory/search?q={SELECTIVE_TERM}", f"/api/memory/search?q={SELECTIVE_TERM}", auth, 0),
             ]
             totals = {name: [] for name, *_ in endpoints}
+            cpu = {name: [] for name, *_ in endpoints}
+            worker = psutil.Process(server.process.pid).children()[0]
             for round_no in range(1, args.rounds + 1):
                 for name, path, headers, limit in endpoints:
                     if set_rate_limit(home, limit):
                         time.sleep(2.1)  # past the config's racy window: no re-read on every request
                     measure(server.port, path, headers, 0.3, 1)  # warm-up: config, caches, SQL
+                    cpu_before = worker_cpu(worker)
                     result = measure(server.port, path, headers, args.seconds, args.clients)
+                    cpu_us = (worker_cpu(worker) - cpu_before) * 1e6 / max(1.0, result["rps"] * args.seconds)
                     totals[name].append(result["rps"])
+                    cpu[name].append(cpu_us)
                     print(f"round {round_no} {name:<36} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms"
-                          f"  errors {result['errors']}")
+                          f"  worker CPU {cpu_us:6.0f} us/req  errors {result['errors']}")
         finally:
             server.stop()
     mean = {name: sum(values) / len(values) for name, values in totals.items()}
+    # Worker CPU per request, as req/s the worker could serve with a core to itself: on a loaded
+    # machine the clients and other processes take CPU too, and this ratio ignores them.
+    capacity = {name: 1e6 * len(values) / sum(values) for name, values in cpu.items()}
     print(f"\n{args.chunks} chunks, {args.clients} keep-alive clients, {args.rounds} x {args.seconds:.0f} s rounds,"
           f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    report("health", mean["health"], mean["health"], None)
-    report("auth/verify", mean["auth/verify"], mean["health"], 0.85)
-    for name in ("sessions?limit=20", "sessions/<id>/messages (50 rows)", f"memory/search?q={SELECTIVE_TERM}"):
-        report(name, mean[name], mean["health"], 0.6)
-    print("rate limit on vs off, same route:")
-    for name in ("auth/verify", "sessions?limit=20"):
-        report(name, mean[f"{name}, rate limit on"], mean[name], 0.9)
+    for label, figures, unit in (("measured req/s", mean, "req/s"),
+                                 ("worker capacity (1 / worker CPU per request)", capacity, "req/cpu-s")):
+        print(f"-- {label}")
+        report("health", figures["health"], figures["health"], None, unit)
+        report("auth/verify", figures["auth/verify"], figures["health"], 0.85, unit)
+        for name in ("sessions?limit=20", "sessions/<id>/messages (50 rows)", f"memory/search?q={SELECTIVE_TERM}"):
+            report(name, figures[name], figures["health"], 0.6, unit)
+        print("   rate limit on vs off, same route:")
+        for name in ("auth/verify", "sessions?limit=20"):
+            report(name, figures[f"{name}, rate limit on"], figures[name], 0.9, unit)
 
 
 if __name__ == "__main__":
