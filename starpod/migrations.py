@@ -30,6 +30,12 @@ def _cron(db: Database) -> None:
         db.execute_sql("ALTER TABLE ws_notifications ADD COLUMN user_id TEXT")
 
 
+def _rate_limit_leases(db: Database) -> None:
+    """A rate-limit log row may stand for several requests (older databases lack the column)."""
+    if "hits" not in {column.name for column in db.get_columns("rate_limit_hits")}:
+        db.execute_sql("ALTER TABLE rate_limit_hits ADD COLUMN hits INTEGER NOT NULL DEFAULT 1")
+
+
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -41,6 +47,7 @@ MIGRATIONS = [
     ("0009_auth_generation", _create(models.AuthGeneration)),
     ("0010_cron", _cron),
     ("0011_telegram", _create(models.TelegramState, models.TelegramUpdate)),
+    ("0012_rate_limit_leases", _rate_limit_leases),
 ]
 
 

@@ -78,10 +78,11 @@ class AuthAuditLog(BaseModel):
 
 
 class RateLimitHit(BaseModel):
-    """One allowed request in the sliding-window log of a user (shared by all workers)."""
+    """Allowed requests in the sliding-window log of a user (shared by all workers)."""
     id = AutoField()
     user_id = TextField()
     at = BigIntegerField()  # monotonic-enough wall clock in microseconds
+    hits = IntegerField(default=1)  # requests the row stands for (a worker's lease reserves several)
 
     class Meta:
         table_name = "rate_limit_hits"

@@ -56,6 +56,26 @@ def _statements() -> dict[str, str]:
                            "AND kind = 'compaction' ORDER BY id DESC LIMIT 1",
         "transcript_messages": f"SELECT id, data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
                                "AND kind = 'message' AND id >= ? ORDER BY id",
+        **_listing_statements(),
+    }
+
+
+# --- listings: rows straight from the cursor into JSON-ready dicts (no model instances) -------
+
+SESSION_COLUMNS = ("id", "created_at", "last_message_at", "is_closed", "summary", "title", "message_count",
+                   "channel", "channel_session_key", "user_id", "is_read")
+MESSAGE_COLUMNS = ("id", "session_id", "role", "content", "timestamp")
+
+
+def _listing_statements() -> dict[str, str]:
+    sessions = f"SELECT {', '.join(SESSION_COLUMNS)} FROM {_table(Session)}"
+    newest_first = "ORDER BY last_message_at DESC LIMIT ?"
+    return {
+        "sessions": f"{sessions} {newest_first}",
+        "sessions_of": f"{sessions} WHERE user_id = ? {newest_first}",
+        "session": f"{sessions} WHERE id = ?",
+        "session_of": f"{sessions} WHERE id = ? AND user_id = ?",
+        "messages": f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM {_table(Message)} WHERE session_id = ? ORDER BY id",
     }
 
 
@@ -222,33 +242,33 @@ def record_compaction(session_id: str, pre_tokens: int, summary: str, messages_c
 
 # --- reading (API) ---------------------------------------------------------------------------
 
-def session_json(session: Session) -> dict:
-    return {
-        "id": session.id,
-        "created_at": session.created_at,
-        "last_message_at": session.last_message_at,
-        "is_closed": bool(session.is_closed),
-        "summary": session.summary,
-        "title": session.title,
-        "message_count": session.message_count,
-        "channel": session.channel,
-        "channel_session_key": session.channel_session_key,
-        "user_id": session.user_id,
-        "is_read": bool(session.is_read),
-    }
+def _session_json(row: tuple) -> dict:
+    session = dict(zip(SESSION_COLUMNS, row))
+    session["is_closed"] = bool(session["is_closed"])
+    session["is_read"] = bool(session["is_read"])
+    return session
 
 
-def message_json(message: Message) -> dict:
-    return {"id": message.id, "session_id": message.session_id, "role": message.role,
-            "content": message.content, "timestamp": message.timestamp}
+def list_sessions(viewer_id: str | None, limit: int) -> list[dict]:
+    """JSON-ready sessions, newest activity first; `viewer_id` None means an admin view of every
+    user's sessions."""
+    cursor = _execute("sessions", (limit,)) if viewer_id is None else _execute("sessions_of", (viewer_id, limit))
+    return [_session_json(row) for row in cursor]
 
 
-def list_sessions(viewer_id: str | None, limit: int) -> list[Session]:
-    """Newest activity first; `viewer_id` None means an admin view of every user's sessions."""
-    query = Session.select()
-    if viewer_id is not None:
-        query = query.where(Session.user_id == viewer_id)
-    return list(query.order_by(Session.last_message_at.desc()).limit(limit))
+def session_json(session_id: str, viewer_id: str | None) -> dict:
+    """The JSON-ready session, or NotFound when unknown or (for a non-admin viewer) someone else's."""
+    cursor = _execute("session", (session_id,)) if viewer_id is None else _execute("session_of", (session_id, viewer_id))
+    row = cursor.fetchone()
+    if row is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    return _session_json(row)
+
+
+def messages_json(session_id: str, viewer_id: str | None) -> list[dict]:
+    """The session's JSON-ready display messages, oldest first (NotFound as for `session_json`)."""
+    session_json(session_id, viewer_id)
+    return [dict(zip(MESSAGE_COLUMNS, row)) for row in _execute("messages", (session_id,))]
 
 
 def get_session(session_id: str, viewer_id: str | None) -> Session:
@@ -260,10 +280,6 @@ def get_session(session_id: str, viewer_id: str | None) -> Session:
     if session is None:
         raise NotFound(SESSION_NOT_FOUND)
     return session
-
-
-def get_messages(session_id: str) -> list[Message]:
-    return list(Message.select().where(Message.session == session_id).order_by(Message.id))
 
 
 def export_messages(session_id: str) -> Iterable[tuple[str, str]]:

@@ -79,7 +79,7 @@ def test_telegram_gap_auto_closes_and_exports(app, home):
     closed = Session.get_by_id(first.id)
     assert closed.is_closed and closed.summary == "Auto-closed: inactivity"
     assert [s.id for s in exported] == [first.id]
-    assert [m.content for m in sessions.get_messages(first.id)] == ["hello from telegram"]
+    assert [m["content"] for m in sessions.messages_json(first.id, None)] == ["hello from telegram"]
     assert resolve("telegram", "chat2", gap=360).session.id == other.id
 
 

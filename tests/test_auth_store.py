@@ -2,9 +2,11 @@
 links, the audit log, bootstrap and the cross-worker rate limiter."""
 from __future__ import annotations
 
+import multiprocessing
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,7 @@ from starpod import accounts, ratelimit
 from starpod.authcache import AuthCache, LruMap, key_digest
 from starpod.db import database
 from starpod.errors import BadRequest, Conflict, NotFound
-from starpod.models import ApiKey, AuthAuditLog
+from starpod.models import ApiKey, AuthAuditLog, RateLimitHit
 from starpod.timeutil import to_rfc3339, utcnow
 
 
@@ -320,3 +322,44 @@ def test_rate_limiter_rejections_are_not_recorded(app):
     assert not ratelimit.check("u", 1, 1, now_us=now + 500_000).allowed
     # Only the first hit counts, so the window frees up one second after it.
     assert ratelimit.check("u", 1, 1, now_us=now + 1_000_001).allowed
+
+
+def test_rate_limiter_leases_admit_exactly_the_budget(app):
+    now = 1_000_000_000
+    verdicts = [ratelimit.check("u", 1000, 60, now_us=now + n).allowed for n in range(1100)]
+    assert verdicts == [True] * 1000 + [False] * 100
+    rows = RateLimitHit.select().where(RateLimitHit.user_id == "u")
+    assert sum(row.hits for row in rows) == 1000
+    assert len(rows) < 100  # far from the limit, one database row stands for a lease of many requests
+
+
+def test_rate_limiter_lease_counts_until_its_last_request_leaves_the_window(app):
+    now = 1_000_000_000
+    for n in range(ratelimit.LEASE_MAX):  # far from the limit: one lease, used up in memory
+        assert ratelimit.check("u", 2 * ratelimit.LEASE_MAX * ratelimit.LEASE_SHARE, 10, now_us=now + n).allowed
+    assert RateLimitHit.select().count() == 1
+    budget = ratelimit.LEASE_MAX + 1  # a budget this lease fills: exact steps only
+    assert ratelimit.check("u", budget, 10, now_us=now + 1000).allowed
+    assert not ratelimit.check("u", budget, 10, now_us=now + 10_000_000).allowed
+    # The lease's last request was at now + LEASE_MAX - 1; the window frees it only after that.
+    assert ratelimit.check("u", budget, 10, now_us=now + 10_000_000 + ratelimit.LEASE_MAX).allowed
+
+
+def _hammer(db_path: str, attempts: int, results) -> None:
+    from starpod.db import open_database
+    open_database(Path(db_path))
+    results.put(sum(ratelimit.check("shared", 600, 3600).allowed for _ in range(attempts)))
+
+
+def test_rate_limiter_never_admits_more_than_the_budget_across_processes(app, config):
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=_hammer, args=(str(config.db_path), 400, results)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    allowed = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    # Never more than the budget; at most each process's last lease went unused.
+    assert 600 - 3 * ratelimit.LEASE_MAX <= sum(allowed) <= 600
+    assert sum(row.hits for row in RateLimitHit.select()) >= sum(allowed)

@@ -92,11 +92,14 @@ class StrictJsonParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """A flask-smorest Blueprint whose JSON bodies go through StrictJsonParser."""
+    """A flask-smorest Blueprint whose JSON bodies go through StrictJsonParser, each argument
+    schema built once."""
 
     ARGUMENTS_PARSER = StrictJsonParser()
 
     def arguments(self, schema, *, location="json", **kwargs):
+        if isinstance(schema, type):  # webargs would build an instance of a class on every request
+            schema = schema()
         decorate = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return decorate

@@ -11,6 +11,7 @@ from ...errors import BadRequest
 from ...memory import MemoryStore, get_store
 from ..guards import current_user_id, require_user
 from ..parsing import Blueprint
+from ..responses import json_response
 from .schemas import ReindexSchema, SearchHitSchema, SearchQuerySchema
 
 blp = Blueprint("memory", __name__, url_prefix="/api/memory", description="Long-term memory search")
@@ -36,7 +37,8 @@ def search(args):
     if not 1 <= args["limit"] <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     hits = memory_store().search(args["q"], current_user_id(AUTH_DISABLED_USER), args["limit"])
-    return [{"source": h.path, "text": h.text, "line_start": h.line_start, "line_end": h.line_end} for h in hits]
+    return json_response([{"source": h.path, "text": h.text, "line_start": h.line_start, "line_end": h.line_end}
+                          for h in hits])
 
 
 @blp.route("/reindex", methods=["POST"])

@@ -8,6 +8,7 @@ from ...errors import BadRequest
 from ...render import render_markdown
 from ..guards import caller_is_admin, current_user_id, require_user
 from ..parsing import Blueprint
+from ..responses import json_response
 from .schemas import MessageSchema, MessagesQuerySchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
 
 blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessions and their messages")
@@ -31,7 +32,7 @@ def list_sessions(query):
     limit = query["limit"]
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return [sessions.session_json(s) for s in sessions.list_sessions(_viewer(), limit)]
+    return json_response(sessions.list_sessions(_viewer(), limit))
 
 
 @blp.route("/sessions/<session_id>", methods=["GET"])
@@ -39,7 +40,7 @@ def list_sessions(query):
 @blp.response(200, SessionSchema)
 @blp.alt_response(404, description="Session not found")
 def get_session(session_id):
-    return sessions.session_json(sessions.get_session(session_id, _viewer()))
+    return json_response(sessions.session_json(session_id, _viewer()))
 
 
 @blp.route("/sessions/<session_id>/messages", methods=["GET"])
@@ -50,12 +51,11 @@ def get_session(session_id):
 @blp.alt_response(422, description="render is not a boolean")
 def get_messages(query, session_id):
     """Every message of the session, oldest first; `?render=1` adds each text row's HTML."""
-    session = sessions.get_session(session_id, _viewer())
-    rows = [sessions.message_json(m) for m in sessions.get_messages(session.id)]
+    rows = sessions.messages_json(session_id, _viewer())
     if query["render"]:
         for row in rows:
             row["html"] = render_markdown(row["content"]) if row["role"] in TEXT_ROLES else None
-    return rows
+    return json_response(rows)
 
 
 @blp.route("/sessions/<session_id>/read", methods=["POST"])
