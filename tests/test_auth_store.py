@@ -345,16 +345,16 @@ def test_rate_limiter_lease_counts_until_its_last_request_leaves_the_window(app)
     assert ratelimit.check("u", budget, 10, now_us=now + 10_000_000 + ratelimit.LEASE_MAX).allowed
 
 
-def _hammer(db_path: str, attempts: int, results) -> None:
+def _hammer(db_path: str, database_url: str | None, attempts: int, results) -> None:
     from starpod.db import open_database
-    open_database(Path(db_path))
+    open_database(Path(db_path), database_url)
     results.put(sum(ratelimit.check("shared", 600, 3600).allowed for _ in range(attempts)))
 
 
 def test_rate_limiter_never_admits_more_than_the_budget_across_processes(app, config):
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    workers = [context.Process(target=_hammer, args=(str(config.db_path), 400, results)) for _ in range(3)]
+    workers = [context.Process(target=_hammer, args=(str(config.db_path), config.database_url, 400, results)) for _ in range(3)]
     for worker in workers:
         worker.start()
     allowed = [results.get(timeout=120) for _ in workers]
