@@ -24,6 +24,8 @@ POSTGRESQL_MODULES = {
     "test_instances_local.py", "test_leases.py", "test_memory_api.py", "test_settings_api.py",
     "test_scale_out.py", "test_settings_live.py", "test_skills_api.py", "test_tools_live.py", "test_usage_api.py",
     "test_usermemory_api.py", "test_webapi_live.py", "test_ws_live.py", "test_ws_shutdown.py",
+    "test_cron_api.py", "test_cron_engine.py", "test_telegram_channel.py", "test_input_hardening.py",
+    "test_auth_hardening.py", "test_usage_api.py",
 }
 
 

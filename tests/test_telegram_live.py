@@ -202,7 +202,7 @@ def test_photo_reaches_the_model_as_an_image(server, users, tg, fake):
     images = [b for b in fake.requests[-1].body["messages"][-1]["content"] if b["type"] == "image"]
     assert len(images) == 1 and images[0]["source"]["media_type"] == "image/jpeg"
     assert "Uploaded image" in last_user_text(fake.requests[-1])
-    downloads = server.home / "workspace" / "downloads"
+    downloads = server.home / "workspace" / "users" / users["alice"] / "downloads"  # the sender's own
     assert any(p.read_bytes() == PNG for p in downloads.iterdir())
 
 
