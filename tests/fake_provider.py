@@ -27,8 +27,10 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
+
+from .loopback import LoopbackServer
 
 FAKE_KEY = "sk-fake-test-key"
 
@@ -89,7 +91,7 @@ def split_chunks(text: str, count: int) -> list[str]:
     return pieces
 
 
-class FakeProvider:
+class FakeProvider(LoopbackServer):
     """The server.  `script(...)` queues answers; `requests` records what arrived."""
 
     def __init__(self):
@@ -97,25 +99,8 @@ class FakeProvider:
         self._lock = threading.Lock()
         self.default: Reply | Failure | Callable = Reply("ok")
         self.requests: list[Recorded] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
+        self._listen(_make_handler(self), poll_interval=0.02)
 
-    # --- lifecycle --------------------------------------------------------------------------
-
-    def start(self) -> "FakeProvider":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def openai_url(self) -> str:

@@ -25,8 +25,11 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
+
+from .loopback import LoopbackServer
+from .support import wait_until
 
 TOKEN = "123456:TEST-fake-bot-token"
 ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a", "blockquote",
@@ -80,7 +83,7 @@ def visible_text(text: str, parse_mode: str | None) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", text)) if parse_mode == "HTML" else text
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     def __init__(self, token: str = TOKEN):
         self.token = token
         self.lock = threading.Condition()
@@ -96,25 +99,8 @@ class FakeTelegram:
         self.delivered: Counter = Counter()
         self.conflicts = 0
         self._poll_generation = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._listen(_make_handler(self), poll_interval=0.05)
 
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> "FakeTelegram":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def environ(self, **extra: str) -> dict:
         return {"TELEGRAM_BOT_TOKEN": self.token, "TELEGRAM_API_BASE_URL": self.url, **extra}
@@ -171,13 +157,7 @@ class FakeTelegram:
             return [params for name, params in self.calls if name == method]
 
     def wait_for(self, condition, timeout: float = 60.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(0.05)
-        raise AssertionError(f"fake Telegram: timed out waiting for {what}")
+        return wait_until(condition, f"fake Telegram: {what}", timeout)
 
     # --- the API -----------------------------------------------------------------------------
 

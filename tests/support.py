@@ -25,6 +25,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition, what: str = "condition", timeout: float = 60.0, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass
+    (AssertionError naming `what`): the one way tests wait for a live system."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_for_health(base_url: str, process: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from starpod.config import Config
 from starpod.notify import notify
 
 from .fake_provider import Reply
-from .support import LiveServer
+from .support import LiveServer, wait_until
 from .test_ws_live import connect, worker_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -50,14 +50,8 @@ def keys(server):
     return made
 
 
-def wait_for(condition, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+def wait_for(condition, what: str):
+    return wait_until(condition, what, timeout=WAIT)
 
 
 def prompts_containing(fake, marker: str) -> int:

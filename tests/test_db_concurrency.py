@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from .fake_provider import Reply, ToolCall
-from .support import REPO, LiveServer, live_server
+from .support import REPO, LiveServer, live_server, wait_until
 
 API_KEY = "sp_live_" + "ef" * 20
 CHATS = 50
@@ -76,13 +76,6 @@ def test_concurrent_chats_with_concurrent_tools_and_list_requests(server, fake):
         assert not any(r.get("is_error") for r in results), results
     log = server.log_text()
     assert "Traceback" not in log and "MonkeyPatchWarning" not in log
-
-
-def wait_until(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # database file → a request that must write to it, its status and part of its answer

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
@@ -16,6 +15,7 @@ from starpod.db import database
 from starpod.instances import processes
 from starpod.models import Instance
 from tests.conftest import make_config
+from tests.support import wait_until as wait_for
 
 INSTANCE_KEYS = {"id", "name", "status", "region", "created_at", "updated_at", "health"}
 HEALTH_KEYS = {"cpu_percent", "memory_mb", "disk_mb", "last_heartbeat", "uptime_secs"}
@@ -39,7 +39,7 @@ def kill_children(home):
     yield
     for proc in servers_of(home):
         processes.signal_group(proc.pid, signal.SIGKILL)
-    wait_for(lambda: not servers_of(home), 10)
+    wait_for(lambda: not servers_of(home), timeout=10)
 
 
 def record(instance_id: str) -> Instance:
@@ -49,16 +49,6 @@ def record(instance_id: str) -> Instance:
 def alive(instance_id: str) -> psutil.Process | None:
     rec = record(instance_id)
     return processes.find(rec.pid, rec.pid_started)
-
-
-def wait_for(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def create(client, headers, **body) -> dict:

@@ -30,7 +30,7 @@ import websocket
 from starpod.realtime.runs import INTERRUPTED
 
 from .fake_provider import Reply
-from .support import LiveServer
+from .support import LiveServer, wait_until
 
 DEADLINE_SECS = 60.0
 CLOSE_SECS = 30.0  # a run whose worker was killed is closed well within this (not a minute later)
@@ -38,17 +38,6 @@ STREAM_TEXT = "".join(f"<{i:03d}>" for i in range(600))  # 600 deltas, 50 ms apa
 USER_TEXT = "Tell me a very long story, please"
 BULK_FILES = 6000
 DATABASES = ("starpod.db", "memory.db")
-
-
-def wait_until(condition, what: str, timeout: float = DEADLINE_SECS, interval: float = 0.05):
-    """Poll `condition` until it returns something truthy (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def query(path: Path, sql: str, *params) -> list[tuple]:
@@ -103,7 +92,7 @@ def write_bulk_memory(home: Path) -> None:
 
 
 def indexed_bulk_files(memory_db: Path) -> int:
-    return query(memory_db, "SELECT COUNT(*) FROM files WHERE source LIKE '%bulk/note-%'")[0][0]
+    return query(memory_db, "SELECT COUNT(*) FROM memory_files WHERE source LIKE '%bulk/note-%'")[0][0]
 
 
 def stored_run_frames(db: Path, session_id: str) -> int:

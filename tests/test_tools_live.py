@@ -4,14 +4,13 @@ request_timeout_secs`, and the worker keeps answering meanwhile."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psutil
 import pytest
 import requests
 
 from .fake_provider import Reply, ToolCall
-from .support import live_server
+from .support import live_server, wait_until as wait_for
 
 API_KEY = "sp_live_" + "ef" * 20
 TOOL_TIMEOUT_SECS = 10
@@ -52,16 +51,6 @@ def assert_worker_answers_while(server, child: psutil.Process) -> None:
     """/api/health answers while `child` (started by the only worker) is still running."""
     assert requests.get(f"{server.base_url}/api/health", timeout=30).status_code == 200
     assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-
-
-def wait_for(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_catastrophic_grep_is_bounded_and_the_worker_keeps_serving(server, fake):
