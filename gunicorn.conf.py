@@ -43,10 +43,12 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Refuse to serve with connection state shared by greenlets; on SIGTERM, also close every
+    """Refuse to serve with connection state shared by greenlets; answer gunicorn's own protocol
+    errors (414, 431, 400) in JSON like the app's; on SIGTERM, also close every
     WebSocket of this worker ("going away") so it can drain; start this worker's cron scheduler
     candidate (one leader across all workers fires jobs) and Telegram poller candidate (one poller
     runs across workers); warm the configured provider SDK in the background once the worker serves."""
+    from starpod import protocolerrors
     from starpod.channels.telegram import start_telegram
     from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
@@ -54,6 +56,7 @@ def post_worker_init(worker):
     from starpod.startup import warm_up_in_background
 
     require_greenlet_local_state()
+    protocolerrors.install()
     config = worker.wsgi.config["STARPOD"]
     install_shutdown(worker)
     start_scheduler(config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import stat
 from contextlib import contextmanager
 
@@ -320,3 +321,20 @@ def test_max_message_bytes_must_be_positive_in_agent_toml():
     assert parse_agent_config("[limits]\nmax_message_bytes = 10\n").limits.max_message_bytes == 10
     with pytest.raises(ConfigError, match="limits.max_message_bytes: must be >= 1"):
         parse_agent_config("[limits]\nmax_message_bytes = 0\n")
+
+
+def test_errors_the_http_server_answers_itself_are_json(server):
+    """gunicorn refuses an overlong request line (414) and oversized headers (431) before the app."""
+    for request, status in ((f"GET /api/health?{'q' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+                            (f"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: {'h' * 9000}\r\n\r\n", 431)):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(request.encode("ascii"))
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:  # the server closed with part of the request unread
+                pass
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()) and b"Content-Type: application/json" in head
+        assert "error" in json.loads(body)

@@ -11,14 +11,17 @@ from flask_smorest import Api
 from .schemas import ErrorSchema
 
 
-
 class ErrorBodiesPlugin(BasePlugin):
-    """Give every documented 4xx/5xx response without a body schema the app's error body."""
+    """Give every documented 4xx/5xx response without a body schema the app's error body, and
+    document on every operation the 414 that the HTTP server itself answers to a request line
+    (path and query) longer than it accepts."""
 
     CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    URI_TOO_LONG = {"description": "Request line (path and query) longer than the server accepts"}
 
     def operation_helper(self, path=None, operations=None, **kwargs) -> None:
         for operation in (operations or {}).values():
+            operation.setdefault("responses", {}).setdefault("414", dict(self.URI_TOO_LONG))
             for status, response in operation.get("responses", {}).items():
                 is_error = str(status)[:1] in ("4", "5")
                 if is_error and isinstance(response, dict) and "content" not in response and "$ref" not in response:

@@ -34,6 +34,9 @@ def register(subparsers, common) -> None:
 def run(args: argparse.Namespace) -> int:
     config = data_directory(args)
     require_initialized(config)
+    if config.database_url:
+        raise CliError("the relational data lives in PostgreSQL (DATABASE_URL): back it up with pg_dump, "
+                       f"and the files with an archive of {config.home}")
     target = args.file.expanduser().resolve()
     if target.exists():
         raise CliError(f"{target} already exists; choose another name")

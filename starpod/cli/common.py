@@ -72,12 +72,14 @@ def data_directory(args: argparse.Namespace) -> Config:
 
 
 def is_initialized(config: Config) -> bool:
-    return config.db_path.is_file()
+    """`starpod init` (or a first server start) seeded config/agent.toml; the database may be a
+    file under db/ or PostgreSQL (DATABASE_URL)."""
+    return config.agent_toml_path.is_file()
 
 
 def require_initialized(config: Config) -> None:
     if not is_initialized(config):
-        raise CliError(f"no Starpod data directory at {config.home} (no db/starpod.db there). "
+        raise CliError(f"no Starpod data directory at {config.home} (no config/agent.toml there). "
                        f"Pass --home DIR or set STARPOD_HOME to use an existing one, "
                        f"or run `starpod init --home {config.home}` to create it.")
 
@@ -90,7 +92,7 @@ def open_store(args: argparse.Namespace) -> Config:
 
     config = data_directory(args)
     require_initialized(config)
-    migrate(open_database(config.db_path))
+    migrate(open_database(config.db_path, config.database_url))
     accounts.reset_process_state(config.db_dir / "auth.generation")
     return config
 

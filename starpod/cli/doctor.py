@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     results = [
         ("data directory", check_data_directory(config)),
         ("permissions", check_permissions(config)),
-        ("database", check_database(config.db_path)),
+        ("database", check_database(config)),
         ("memory index", check_memory_index(config)),
         ("agent.toml", check_agent_toml(config)),
         ("provider key", check_provider_key(config)),
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_data_directory(config: Config) -> tuple[str, str]:
     if not is_initialized(config):
-        return FAIL, f"not initialized (no db/starpod.db); run `starpod init --home {config.home}`"
+        return FAIL, f"not initialized (no config/agent.toml); run `starpod init --home {config.home}`"
     missing = [name for name in SUBDIRS if not (config.home / name).is_dir()]
     if missing:
         return WARN, f"missing {', '.join(missing)} (the server recreates them at start)"
@@ -88,10 +88,24 @@ def _tree_dirs(home: Path) -> list[Path]:
     return [home, *(home / name for name in SUBDIRS if (home / name).is_dir())]
 
 
-def check_database(path: Path) -> tuple[str, str]:
-    if not path.is_file():
-        return FAIL, f"{path.name} missing"
-    return _integrity(path)
+def check_database(config: Config) -> tuple[str, str]:
+    if config.database_url:
+        return _postgresql_reachable(config)
+    if not config.db_path.is_file():
+        return FAIL, f"{config.db_path.name} missing"
+    return _integrity(config.db_path)
+
+
+def _postgresql_reachable(config: Config) -> tuple[str, str]:
+    from ..db import open_database
+
+    try:
+        database = open_database(config.db_path, config.database_url)
+        with database.connection_context():
+            database.execute_sql("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 — whatever keeps the server from its database is the finding
+        return FAIL, f"PostgreSQL: {exc.__class__.__name__}: {str(exc).strip()}"
+    return OK, "PostgreSQL reachable"
 
 
 def check_memory_index(config: Config) -> tuple[str, str]:
