@@ -137,7 +137,7 @@ def test_write_transactions_serialise_per_resource(postgres):
         with db.connection_context(), write_transaction(resource, db=db):
             holding.set()
             release.wait(DEADLINE_SECS)
-        finished.append(f"held {resource}")
+            finished.append(f"held {resource}")  # while still holding: before any waiter can take it
 
     def take(resource: str) -> None:
         with db.connection_context(), write_transaction(resource, "another", db=db):
