@@ -5,7 +5,7 @@ N one-shot jobs (default 200) are created due at instants spread evenly over S s
 from the server's clock) as median / p99 / max, and counts duplicates (an occurrence run twice)
 and misses (never run).  Goal: p99 ≤ 1 s, 0 duplicates, 0 missed.
 
-    /work/venv/bin/python bench/cron_precision.py [--jobs 200] [--spread 20] [--slots 20]
+    python bench/cron_precision.py [--jobs 200] [--spread 20] [--slots 20]
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ provider from tests/, which answers at once.  50 linked users send 500 updates i
 (10 each): replies per second over the whole burst.  Then single messages one at a time: added
 latency = update queued → reply received, minus the time the provider spent answering.
 
-    /work/venv/bin/python bench/telegram_throughput.py [--updates 500] [--users 50] [--workers 2]
+    python bench/telegram_throughput.py [--updates 500] [--users 50] [--workers 2]
                                                        [--mode polling|webhook]
 
 In webhook mode the updates are posted to `POST /api/telegram/webhook` by 8 client threads, so
