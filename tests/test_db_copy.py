@@ -3,6 +3,8 @@ without losing a row (counts and checksums), the copy serves on the new engine, 
 target is refused unless forced."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from starpod import accounts, create_app, leases, ratelimit, sessions
@@ -31,7 +33,7 @@ def _populate(home) -> dict:
         assert leases.acquire("cron", "holder-a", ttl=3600.25)
         assert ratelimit.check(admin.id, 5, 60).allowed
     database.close_all()
-    return {"url": f"sqlite:///{config.db_path}", "admin_key": admin_key, "session_id": session.id}
+    return {"url": f"sqlite:///{config.db_path}", "admin_key": admin_key, "session_id": session.id, "home": home}
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,23 @@ def test_bad_urls_are_refused():
         copy_database("mysql://x/y", "sqlite:///tmp/never.db")
     with pytest.raises(CopyError, match="same database"):
         copy_database("sqlite:///a.db", "sqlite:///a.db")
+
+
+def test_cli_copies_verifies_and_refuses_a_non_empty_target(source, tmp_path, capsys):
+    from starpod.cli import main
+
+    target = f"sqlite:///{tmp_path / 'cli-copy.db'}"
+    assert main(["db", "copy", "--from", source["url"], "--to", target, "--json"]) == 0
+    tables = {row["table"]: row["rows"] for row in json.loads(capsys.readouterr().out)}
+    assert tables["users"] == 2
+    assert main(["db", "copy", "--from", source["url"], "--to", target]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["db", "copy", "--from", source["url"], "--to", target, "--force"]) == 0
+
+
+def test_cli_migrate_reports_an_up_to_date_schema(source, capsys, monkeypatch):
+    from starpod.cli import main
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["--home", str(source["home"]), "db", "migrate"]) == 0
+    assert "up to date" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from ..config import VERSION
 from .common import CliError, common_options, configure_output
 
 # One module per command group, in the order `--help` lists them.
-COMMAND_MODULES = ("init", "serve", "users", "keys", "memory", "cron", "telegram", "doctor", "backup")
+COMMAND_MODULES = ("init", "serve", "users", "keys", "memory", "cron", "telegram", "db", "doctor", "backup")
 
 
 def build_parser() -> argparse.ArgumentParser:
