@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..configfile import atomic_write, file_lock
-from ..errors import StarpodError
+from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge, StarpodError
 from ..memory.filecache import FileCache
 from ..timeutil import now_iso
 
@@ -30,30 +30,13 @@ log = logging.getLogger(__name__)
 _parsed = FileCache(errors="strict")
 
 
-class SkillError(StarpodError):
-    """A skill request that cannot be done; `status` is its HTTP status for the REST API."""
-    status = 400
-
-
-class SkillNotFound(SkillError):
-    status = 404
-
-
-class SkillExists(SkillError):
-    status = 409
-
-
-class SkillTooLarge(SkillError):
-    status = 413
-
-
-class SkillUnreadable(SkillError):
+class SkillUnreadable(StarpodError):
     """A SKILL.md on disk that is not UTF-8 text (or not a file): the server's problem, not the request's."""
     status = 500
 
 
-def _invalid(field: str, message: str) -> SkillError:
-    return SkillError(message, fields={field: [message]})
+def _invalid(field: str, message: str) -> BadRequest:
+    return BadRequest(message, fields={field: [message]})
 
 
 @dataclass(frozen=True)
@@ -84,7 +67,7 @@ def _check_fields(description: str, body: str, version: str | None) -> None:
         raise _invalid("version", "Invalid version: letters, digits, '.', '_', '+' and '-' (max 32)")
     size = len(description.encode("utf-8")) + len(body.encode("utf-8"))
     if size > MAX_SKILL_BYTES:
-        raise SkillTooLarge(f"Skill size ({size} bytes) exceeds maximum ({MAX_SKILL_BYTES} bytes)")
+        raise PayloadTooLarge(f"Skill size ({size} bytes) exceeds maximum ({MAX_SKILL_BYTES} bytes)")
 
 
 def _parse(name: str, text: str, fallback_created: str) -> Skill:
@@ -140,7 +123,7 @@ def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
 
 def save_skill(home: Path, name: str, description: str, body: str, create: bool,
                version: str | None = None) -> Skill:
-    """Create (SkillExists when it exists) or update (SkillNotFound when missing) a skill.
+    """Create (Conflict when it exists) or update (NotFound when missing) a skill.
 
     `version` None keeps an updated skill's version; "" removes it.
     """
@@ -149,9 +132,9 @@ def save_skill(home: Path, name: str, description: str, body: str, create: bool,
     with file_lock(skills_dir(home)):
         existing = get_skill(home, name)
         if create and existing is not None:
-            raise SkillExists(f"Skill '{name}' already exists.")
+            raise Conflict(f"Skill '{name}' already exists.")
         if not create and existing is None:
-            raise SkillNotFound(f"Skill '{name}' not found.")
+            raise NotFound(f"Skill '{name}' not found.")
         kept_version = existing.version if existing and version is None else version
         created_at = existing.created_at if existing and existing.created_at else now_iso()
         skill = Skill(name, description, body, created_at, kept_version or None)
@@ -163,5 +146,5 @@ def delete_skill(home: Path, name: str) -> None:
     path = _skill_file(home, name)
     with file_lock(skills_dir(home)):
         if not path.is_file():
-            raise SkillNotFound(f"Skill '{name}' not found.")
+            raise NotFound(f"Skill '{name}' not found.")
         shutil.rmtree(path.parent)

@@ -94,7 +94,9 @@ def file_delete(ctx: ToolContext, args: dict) -> str:
 def _scan(ctx: ToolContext, op: str, args: dict) -> str:
     """One Read/Glob/Grep request, run by filescan in a bounded child process."""
     seconds = ctx.config.agent.tools.timeout_secs
-    request = {"op": op, "root": str(ctx.workspace.resolve()), "args": args, "cpu_secs": seconds,
+    # One CPU-second per wall second at most: the wall deadline stops a runaway scan first, and the
+    # CPU limit (a second later) is only the backstop should the worker fail to kill the child.
+    request = {"op": op, "root": str(ctx.workspace.resolve()), "args": args, "cpu_secs": seconds + 1,
                "memory_bytes": SCAN_MEMORY_BYTES}
     answer = json.loads(run_isolated_python(Path(filescan.__file__), json.dumps(request).encode(), seconds, op.title()))
     if "error" in answer:

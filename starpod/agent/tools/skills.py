@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from ..skills import SkillError, delete_skill, get_skill, list_skills, save_skill
+from ...errors import StarpodError
+from ..skills import delete_skill, get_skill, list_skills, save_skill
 from .registry import ToolContext, ToolError, require_str, tool
 
 WRITE_REFUSAL = ("Skills are shared by every user of this agent: only an admin can create, update or "
@@ -20,7 +21,7 @@ SKILL_FIELDS = {"name": {"type": "string"}, "description": {"type": "string"},
 def _guard(action):
     try:
         return action()
-    except SkillError as exc:
+    except StarpodError as exc:
         raise ToolError(str(exc)) from exc
 
 

@@ -12,6 +12,7 @@ from flask import current_app
 from ...agent import skills
 from ...agent.skillgen import draft_skill
 from ...agent.skills import Skill
+from ...errors import NotFound
 from ..guards import require_admin
 from ..parsing import Blueprint
 from .schemas import SkillCreateSchema, SkillDraftSchema, SkillGenerateSchema, SkillSchema, SkillUpdateSchema
@@ -64,7 +65,7 @@ def generate_skill(body):
 def _get(name: str) -> Skill:
     skill = skills.get_skill(_home(), name)
     if skill is None:
-        raise skills.SkillNotFound(f"Skill '{name}' not found.")
+        raise NotFound(f"Skill '{name}' not found.")
     return skill
 
 
