@@ -21,14 +21,8 @@ KEEP_CLAIMS = timedelta(days=7)
 
 @contextmanager
 def connection():
-    """An open connection for the block: the caller's when one is open (closing it here would end
-    the caller's transaction), else one opened now and returned to the pool afterwards.
-
-    The connection state may be shared by every greenlet of a worker (peewee binds it to the
-    thread-local class that existed when it was imported, before gevent patched threading), so
-    another greenlet may close or reuse it while this block waits on the network: the block then
-    reconnects on its next query, and the connection is not closed while a transaction is open.
-    """
+    """An open connection for the block: this greenlet's when one is open (closing it here would
+    end the caller's transaction), else one opened now and returned to the pool afterwards."""
     if not database.is_closed():
         yield
         return
