@@ -36,6 +36,12 @@ def _rate_limit_leases(db: Database) -> None:
         db.execute_sql("ALTER TABLE rate_limit_hits ADD COLUMN hits INTEGER NOT NULL DEFAULT 1")
 
 
+def _run_stops(db: Database) -> None:
+    """A stop request for the reply a run is streaming (older databases lack the column)."""
+    if "stop_requested" not in {column.name for column in db.get_columns("chat_runs")}:
+        db.execute_sql("ALTER TABLE chat_runs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT FALSE")
+
+
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -48,6 +54,7 @@ MIGRATIONS = [
     ("0010_cron", _cron),
     ("0011_telegram", _create(models.TelegramState, models.TelegramUpdate)),
     ("0012_rate_limit_leases", _rate_limit_leases),
+    ("0013_run_stops", _run_stops),
 ]
 
 

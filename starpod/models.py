@@ -205,6 +205,7 @@ class ChatRun(BaseModel):
     created_at = TextField(default=now_iso)
     heartbeat_at = TextField(default=now_iso)  # refreshed by the executing worker; stale = orphaned
     finished_at = TextField(null=True)
+    stop_requested = BooleanField(default=False)  # its executing worker stops the reply streaming now
 
     class Meta:
         table_name = "chat_runs"

@@ -298,7 +298,7 @@ def test_compaction_replaces_old_turns_with_summary(client, fake_provider, confi
 
 def test_interrupted_tool_round_is_answered_on_reload(client, fake_provider, monkeypatch):
     from starpod.agent import loop
-    def die(ctx, calls):
+    def die(ctx, calls, stop):
         raise RuntimeError("worker died")
 
     fake_provider.script(Reply(tool_calls=[ToolCall("SkillList", {}, id="toolu_dead")]))

@@ -1,5 +1,6 @@
 """/ws against a real gunicorn (gevent, 2 workers) and the fake provider: streaming, tools,
-follow-ups, attachments, bad frames, auth, resume on another worker, notification fan-out."""
+follow-ups, attachments, bad frames, auth, resume on another worker, stopping a reply from either
+worker (and over REST), notification fan-out."""
 from __future__ import annotations
 
 import base64
@@ -13,13 +14,14 @@ import pytest
 import requests
 import websocket
 
+from starpod.agent.stopping import STOPPED, TOOL_STOPPED
 from starpod.db import database, open_database
 from starpod.config import Config
 from starpod.notify import notify
 
 from . import pgtest
 from .fake_provider import Reply, ToolCall
-from .support import LiveServer
+from .support import LiveServer, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -201,6 +203,7 @@ def test_provider_failure_ends_stream_with_errors(server, fake):
     ('{"type": "message", "text": "x", "attachments": [{"file_name": "a.txt"}]}', "attachments.0.data"),
     ('{"type": "resume", "session_id": "s", "after_seq": -1}', "after_seq"),
     ('{"type": "resume", "after_seq": 1}', "session_id"),
+    ('{"type": "stop", "session_id": 5}', "session_id"),
 ])
 def test_malformed_frames_get_an_error_and_the_socket_stays_open(server, fake, raw, detail):
     ws = connect(server)
@@ -414,6 +417,110 @@ def test_run_continues_and_is_stored_when_nobody_listens(server, fake):
             break
         time.sleep(0.1)
     assert rows[-1]["content"] == "unattended reply"
+
+
+# --- stopping a reply ----------------------------------------------------------------------
+
+SLOW_TEXT = "".join(f"<{i:03d}>" for i in range(200))
+
+
+def slow_reply() -> Reply:
+    """A reply that would stream for 20 s: every test stops it long before."""
+    return Reply(SLOW_TEXT, chunks=200, chunk_delay=0.1)
+
+
+def frames_until(ws, kind: str, count: int = 1) -> list[dict]:
+    """Frames up to and including the `count`-th of type `kind`."""
+    frames: list[dict] = []
+    while sum(f["type"] == kind for f in frames) < count:
+        frames.append(recv(ws))
+    return frames
+
+
+def assert_stopped_and_kept(server, session_id: str, streamed: str, end: dict) -> None:
+    assert end["type"] == "stream_end" and end["session_id"] == session_id
+    assert end["is_error"] is True and end["errors"] == [STOPPED]
+    assert streamed and SLOW_TEXT.startswith(streamed) and len(streamed) < len(SLOW_TEXT)
+    assert end["text"] == streamed
+    rows = messages(server, session_id)
+    assert [(r["role"], r["content"]) for r in rows] == [("user", "tell a long story"), ("assistant", streamed)]
+
+
+@pytest.mark.parametrize("stopper", ["starting socket", "follower on the other worker"])
+def test_stop_ends_the_run_on_every_socket_and_keeps_the_partial_reply(server, fake, stopper):
+    fake.script(slow_reply(), Reply("the next answer"))
+    by_worker = connections_on_both_workers(server, count=2)
+    (_, sockets_a), (_, sockets_b) = by_worker.items()
+    starter, follower = sockets_a[0], sockets_b[0]
+    send(starter, type="message", text="tell a long story")
+    seen = frames_until(starter, "text_delta", 3)
+    session_id = seen[0]["session_id"]
+    send(follower, type="resume", session_id=session_id, after_seq=0)
+    followed = frames_until(follower, "text_delta", 3)
+    send(starter if stopper == "starting socket" else follower, type="stop")
+    seen, followed = until_end(starter, seen), until_end(follower, followed)
+    assert seen == followed  # the same frames, the same end, on both workers
+    assert [f["seq"] for f in seen] == list(range(1, len(seen) + 1))
+    assert_stopped_and_kept(server, session_id, deltas(seen), seen[-1])
+    # a late stop has nothing left to stop, and the session goes on with the next message
+    send(follower, type="stop")
+    send(starter, type="message", text="and now?", channel_session_key=server.get(
+        f"/api/sessions/{session_id}", server.admin_key).json()["channel_session_key"])
+    answer = until_end(starter)
+    assert deltas(answer) == "the next answer" and answer[0]["session_id"] == session_id
+    # the model saw the cut reply as its own turn
+    assert fake.requests[-1].body["messages"][-2]["content"][0]["text"] == deltas(seen)
+    for sockets in by_worker.values():
+        for ws in sockets:
+            ws.close()
+
+
+def test_stop_cuts_a_running_tool_and_kills_its_process(server, fake):
+    marker = f"stopme{time.monotonic_ns()}"
+    fake.script(Reply(tool_calls=[ToolCall("Bash", {"command": f"sleep 300; echo {marker}"}, id="toolu_stop")]),
+                Reply("never asked"))
+    ws = connect(server)
+    send(ws, type="message", text="run something slow")
+    frames = frames_until(ws, "tool_use")
+
+    def sleeper_running():
+        return any(marker in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"]))
+
+    wait_until(sleeper_running, "the tool's process to start", timeout=30)
+    send(ws, type="stop", session_id=frames[0]["session_id"])
+    frames = until_end(ws, frames)
+    ws.close()
+    result = next(f for f in frames if f["type"] == "tool_result")
+    assert result["tool_use_id"] == "toolu_stop" and result["is_error"] is True
+    assert result["content"] == TOOL_STOPPED
+    assert frames[-1]["errors"] == [STOPPED] and frames[-1]["num_turns"] == 1
+    wait_until(lambda: not sleeper_running(), "the tool's process to be killed", timeout=30)
+    assert fake.pending == 1  # the model was not called again after the stop
+
+
+def test_stop_over_rest_and_only_by_the_owner_or_an_admin(server, fake, user_key):
+    fake.script(slow_reply())
+    ws = connect(server)
+    send(ws, type="message", text="tell a long story")
+    seen = frames_until(ws, "text_delta", 2)
+    session_id = seen[0]["session_id"]
+    other = connect(server, user_key)
+    send(other, type="stop", session_id=session_id)
+    assert recv(other) == {"type": "error", "message": f"No reply is streaming in session '{session_id}'"}
+    send(other, type="stop")
+    assert recv(other) == {"type": "error", "message": "No reply is streaming on this connection"}
+    other.close()
+    refused = server.request("POST", f"/api/sessions/{session_id}/stop", user_key)
+    assert refused.status_code == 404
+    seen.append(recv(ws))
+    assert seen[-1]["type"] == "text_delta"  # still streaming
+    stopped = server.request("POST", f"/api/sessions/{session_id}/stop", server.admin_key)
+    assert stopped.status_code == 200 and stopped.json() == {"ok": True}
+    seen = until_end(ws, seen)
+    ws.close()
+    assert_stopped_and_kept(server, session_id, deltas(seen), seen[-1])
+    again = server.request("POST", f"/api/sessions/{session_id}/stop", server.admin_key)
+    assert again.status_code == 409 and again.json() == {"error": "No reply is streaming in this session"}
 
 
 # --- notifications & keep-alive ------------------------------------------------------------

@@ -3,7 +3,8 @@
 `AgentLoop.run()` yields wire events (`text_delta`, `tool_use`, `tool_result`) while it works and
 leaves the outcome in `AgentLoop.outcome`.  The conversation the model sees is a `Conversation`,
 persisted to the session transcript as it grows (so a continued session resumes with every prior
-turn) and compacted when a call's context passes the budget (spec §6.6).
+turn) and compacted when a call's context passes the budget (spec §6.6).  A stop (stopping.py) cuts the
+model call or the tools in progress; what was streamed so far stays the reply.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..errors import NotConfigured
 from ..sessions import truncate_utf8
 from .pricing import cost_usd
 from .providers import ModelTurn, Provider, ProviderError, Usage, make_provider
+from .stopping import STOPPED, TOOL_STOPPED, RunStopped, StopSignal
 from .tools import Tool, ToolContext, ToolResult, run_tool
 
 log = logging.getLogger(__name__)
@@ -111,23 +113,32 @@ class Outcome:
     model_calls: int = 0
 
 
-def _run_tool_with_db(ctx: ToolContext, call: dict) -> ToolResult:
+def _run_tool_until_stopped(ctx: ToolContext, call: dict, stop: StopSignal) -> ToolResult:
+    try:
+        with stop.cuttable():
+            return run_tool(ctx, call["name"], call["input"])
+    except RunStopped:
+        return ToolResult(TOOL_STOPPED, True)
+
+
+def _run_tool_with_db(ctx: ToolContext, call: dict, stop: StopSignal) -> ToolResult:
     with database.connection_context():
-        return run_tool(ctx, call["name"], call["input"])
+        return _run_tool_until_stopped(ctx, call, stop)
 
 
-def execute_tools(ctx: ToolContext, calls: list[dict]) -> Iterator[tuple[dict, ToolResult]]:
-    """Run one model turn's tool calls concurrently; yield (call, result) as each completes."""
+def execute_tools(ctx: ToolContext, calls: list[dict], stop: StopSignal) -> Iterator[tuple[dict, ToolResult]]:
+    """Run one model turn's tool calls concurrently; yield (call, result) as each completes.
+    A stop cuts the calls still running: each of them gets an error result saying so."""
     if len(calls) == 1:
-        yield calls[0], run_tool(ctx, calls[0]["name"], calls[0]["input"])
+        yield calls[0], _run_tool_until_stopped(ctx, calls[0], stop)
         return
     if _gevent_active():
         from gevent.pool import Pool
         pool = Pool(MAX_PARALLEL_TOOLS)
-        yield from pool.imap_unordered(lambda call: (call, _run_tool_with_db(ctx, call)), calls)
+        yield from pool.imap_unordered(lambda call: (call, _run_tool_with_db(ctx, call, stop)), calls)
         return
     with ThreadPoolExecutor(max_workers=min(len(calls), MAX_PARALLEL_TOOLS)) as executor:
-        futures = {executor.submit(_run_tool_with_db, ctx, call): call for call in calls}
+        futures = {executor.submit(_run_tool_with_db, ctx, call, stop): call for call in calls}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -141,7 +152,8 @@ class AgentLoop:
                  on_followup: Callable[[str], None] | None = None,
                  on_tool_use: Callable[[dict], None] | None = None,
                  on_tool_result: Callable[[dict, ToolResult], None] | None = None,
-                 on_pre_compaction: Callable[[str], None] | None = None):
+                 on_pre_compaction: Callable[[str], None] | None = None,
+                 stop: StopSignal | None = None):
         self.config = config
         self.agent = config.agent
         self.provider = provider
@@ -154,6 +166,7 @@ class AgentLoop:
         self.on_tool_use = on_tool_use or (lambda call: None)
         self.on_tool_result = on_tool_result or (lambda call, result: None)
         self.on_pre_compaction = on_pre_compaction or (lambda text: None)
+        self.stop = stop or StopSignal()  # nobody stops a run started without one
         self.outcome = Outcome()
 
     def _count(self, provider: Provider, usage: Usage) -> None:
@@ -173,22 +186,31 @@ class AgentLoop:
         texts: list[str] = []
         specs = [t.spec() for t in self.tools]
         while True:
+            if self.stop.requested:
+                self._stopped()
+                break
             if outcome.num_turns >= self.agent.max_turns:
                 outcome.is_error = True
                 break
             self._drain_followups()
             turn: ModelTurn | None = None
+            streamed: list[str] = []
             try:
-                for item in self.provider.stream(system=self.system, messages=self.conversation.messages,
-                                                 tools=specs, max_tokens=self.agent.max_tokens,
-                                                 reasoning_effort=self.agent.reasoning_effort):
+                for item in self.stop.each(self.provider.stream(
+                        system=self.system, messages=self.conversation.messages, tools=specs,
+                        max_tokens=self.agent.max_tokens, reasoning_effort=self.agent.reasoning_effort)):
                     if isinstance(item, str):
+                        streamed.append(item)
                         yield {"type": "text_delta", "text": item}
                     else:
                         turn = item
             except ProviderError as exc:
                 outcome.is_error = True
                 outcome.errors.append(f"API error: {exc}")
+                break
+            except RunStopped:
+                self._keep_partial("".join(streamed), texts)
+                self._stopped()
                 break
             self._count(self.provider, turn.usage)
             if turn.content:
@@ -203,12 +225,22 @@ class AgentLoop:
             self._maybe_compact(turn.usage.context_tokens)
         outcome.text = "\n".join(texts)
 
+    def _stopped(self) -> None:
+        self.outcome.is_error = True
+        self.outcome.errors.append(STOPPED)
+
+    def _keep_partial(self, text: str, texts: list[str]) -> None:
+        """The text a cut model call had streamed stays the reply and the model's turn."""
+        if text:
+            texts.append(text)
+            self.conversation.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
+
     def _tool_round(self, calls: list[dict]) -> Iterator[dict]:
         for call in calls:
             self.on_tool_use(call)
             yield {"type": "tool_use", "id": call["id"], "name": call["name"], "input": call["input"]}
         results: dict[str, ToolResult] = {}
-        for call, result in execute_tools(self.ctx, calls):
+        for call, result in execute_tools(self.ctx, calls, self.stop):
             results[call["id"]] = result
             self.on_tool_result(call, result)
             yield {"type": "tool_result", "tool_use_id": call["id"],

@@ -23,6 +23,7 @@ from ..sessions import truncate_utf8
 from .loop import AgentLoop, Conversation, Outcome
 from .prompt import build_system_prompt
 from .providers import make_provider
+from .stopping import StopSignal
 from .tools import ToolContext, ToolResult, available_tools
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ChatRequest:
     followups: Callable[[], list[str]] | None = None   # inject mode: drained before each model call
     prompt_notes: str = ""             # appended to the model prompt only (not stored, not a title)
     mark_unread: bool = False          # leave the session unread for its owner (background runs)
+    stop: StopSignal | None = None     # lets the caller stop the reply midway (the WebSocket's runs)
 
 
 def check_text_size(text: str, config: Config) -> None:
@@ -173,7 +175,8 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     loop = AgentLoop(config, provider, conversation, system, tools, ctx, followups=request.followups,
                      on_followup=lambda text: sessions.add_user_message(session, text),
                      on_tool_use=store_tool_use, on_tool_result=store_tool_result,
-                     on_pre_compaction=lambda text: _daily_log(config, request.user_id, text))
+                     on_pre_compaction=lambda text: _daily_log(config, request.user_id, text),
+                     stop=request.stop)
     try:
         yield from loop.run()
     except Exception:  # a bug in the loop still ends the stream properly; its detail stays in the log

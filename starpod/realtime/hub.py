@@ -2,7 +2,8 @@
 
 `get_hub(config)` creates it lazily inside the worker (never in the gunicorn master).  Its listener
 greenlet wakes on every doorbell ring (and at least once a second): it releases followers of runs
-executing in other workers and fans new notifications out to every local client.  A second
+executing in other workers, fans new notifications out to every local client and stops the local
+runs' replies whose stop was requested (stops.py).  A second
 greenlet keeps the heartbeats of local runs fresh, closes runs whose worker died and prunes old
 runs and notifications.
 On SIGTERM, clients are closed with "going away" so gunicorn can stop, and running runs get until
@@ -26,7 +27,7 @@ from ..config import Config
 from ..db import database, is_postgresql
 from ..models import Notification
 from ..timeutil import to_rfc3339, utcnow
-from . import pgbell
+from . import pgbell, stops
 from .doorbell import Doorbell, run_dir
 from .runs import POLL_SECS, RunManager
 
@@ -77,6 +78,10 @@ class Hub:
                 self._deliver_notifications()
             except PeeweeException:
                 log.warning("could not read notifications", exc_info=True)
+            try:
+                stops.apply_requests(self.runs.local)
+            except PeeweeException:
+                log.warning("could not read stop requests", exc_info=True)
 
     def _deliver_notifications(self) -> None:
         with database.connection_context():

@@ -26,6 +26,7 @@ from gevent.queue import Empty, Queue
 from peewee import PeeweeException
 
 from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
+from ..agent.stopping import StopSignal
 from ..config import Config
 from ..db import database, placeholders, write_transaction
 from ..errors import StarpodError, client_message, new_request_id
@@ -85,6 +86,7 @@ class LocalRun:
         self.user_id = user_id
         self.frames: list[str] = []
         self.session_ids: set[str] = set()
+        self.stop = StopSignal()  # of the stream running now (stops.py)
         self.finished = False
         self.greenlet: gevent.Greenlet | None = None
         self._changed = Event()
@@ -147,10 +149,11 @@ class RunManager:
             self.local.pop(run.id, None)
 
     def _stream(self, run: LocalRun, spec: RunSpec) -> None:
+        run.stop = StopSignal()  # a stop ends one stream; follow-ups still get theirs
         request = ChatRequest(text=spec.text, user_id=spec.user_id, is_admin=spec.is_admin,
                               channel_id=spec.channel_id, channel_session_key=spec.channel_session_key,
                               attachments=spec.attachments, prompt_notes=spec.prompt_notes,
-                              followups=partial(self.claim_injected, run.id))
+                              followups=partial(self.claim_injected, run.id), stop=run.stop)
         session_id = None
         try:
             for frame in run_chat(request, self.config):

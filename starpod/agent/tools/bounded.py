@@ -3,7 +3,8 @@
 The child runs in its own session and is waited for through `subprocess`, which gevent's
 monkey-patching makes cooperative: while a tool works, the worker's other greenlets (other
 requests, `/api/health`) keep being served.  At the wall-clock deadline the child's whole process
-group is killed, so nothing it started outlives the tool call.
+group is killed, so nothing it started outlives the tool call; so it is when the wait for it is cut
+short (the run was stopped, the worker is shutting down).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .registry import ToolError
 
@@ -31,6 +34,19 @@ def kill_group(process: subprocess.Popen) -> None:
         pass
 
 
+@contextmanager
+def killed_unless_waited(process: subprocess.Popen) -> Iterator[None]:
+    """Wait for `process` inside this block: if the wait ends with an exception (its deadline,
+    or the caller cut short by a stop or a greenlet kill), the child's whole group is killed and
+    the child reaped."""
+    try:
+        yield
+    except BaseException:
+        kill_group(process)
+        process.wait()
+        raise
+
+
 def run_isolated_python(script: Path, request: bytes, timeout_secs: float, what: str) -> bytes:
     """Run `python -I script` with `request` on stdin; its stdout, or ToolError naming `what`
     when it times out, is killed for CPU time or fails."""
@@ -38,9 +54,9 @@ def run_isolated_python(script: Path, request: bytes, timeout_secs: float, what:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHILD_ENV, cwd="/",
                                start_new_session=True)
     try:
-        output, errors = process.communicate(request, timeout=timeout_secs)
+        with killed_unless_waited(process):
+            output, errors = process.communicate(request, timeout=timeout_secs)
     except subprocess.TimeoutExpired:
-        kill_group(process)
         process.communicate()
         raise ToolError(f"{what} timed out after {timeout_secs:g}s and was stopped") from None
     if process.returncode in OUT_OF_CPU:

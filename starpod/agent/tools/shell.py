@@ -14,7 +14,7 @@ import re
 import subprocess
 import tempfile
 
-from .bounded import kill_group
+from .bounded import killed_unless_waited
 from .registry import ToolContext, ToolError, bound_output, require_str, tool
 
 RESTRICTED = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL|AUTH", re.IGNORECASE)
@@ -50,10 +50,9 @@ def bash(ctx: ToolContext, args: dict) -> str:
                                    stdout=output, stderr=subprocess.STDOUT, env=_child_env(),
                                    start_new_session=True)
         try:
-            code = process.wait(timeout=timeout)
+            with killed_unless_waited(process):
+                code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_group(process)
-            process.wait()
             code = None
         size = output.tell()
         output.seek(0)

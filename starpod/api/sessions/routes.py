@@ -1,10 +1,12 @@
-"""`GET /api/sessions`, `GET /api/sessions/<id>`, `GET /api/sessions/<id>/messages` and
-`POST /api/sessions/<id>/read`."""
+"""`GET /api/sessions`, `GET /api/sessions/<id>`, `GET /api/sessions/<id>/messages`,
+`POST /api/sessions/<id>/read` and `POST /api/sessions/<id>/stop`."""
 from __future__ import annotations
 
+from flask import current_app
 
 from ... import sessions
-from ...errors import BadRequest
+from ...errors import BadRequest, Conflict
+from ...realtime import stops
 from ...render import render_markdown
 from ..guards import caller_is_admin, current_user_id, require_user
 from ..parsing import Blueprint
@@ -67,4 +69,20 @@ def get_messages(query, session_id):
 def mark_read(body, session_id):
     """Mark the session read (default) or unread."""
     sessions.mark_read(sessions.get_session(session_id, _viewer()), body["is_read"])
+    return {"ok": True}
+
+
+@blp.route("/sessions/<session_id>/stop", methods=["POST"])
+@require_user
+@blp.response(200, OkSchema)
+@blp.alt_response(404, description="Session not found")
+@blp.alt_response(409, description="No reply is streaming in this session")
+def stop_reply(session_id):
+    """Stop the reply streaming in the session (like the WebSocket `stop` frame).  It ends soon
+    after with a `stream_end` whose `errors` say it was stopped; what it streamed stays stored."""
+    viewer = _viewer()
+    sessions.get_session(session_id, viewer)
+    run_id = stops.running_run_of(session_id, viewer)
+    if run_id is None or not stops.request_stop(current_app.config["STARPOD"].home, run_id, viewer):
+        raise Conflict("No reply is streaming in this session")
     return {"ok": True}

@@ -1,4 +1,4 @@
-"""One open `/ws` connection: parses client frames, starts or resumes runs, relays their frames.
+"""One open `/ws` connection: parses client frames, starts, resumes or stops runs, relays their frames.
 
 Every client frame is handled under the caller's rights as they are *now*: the principal is
 re-checked through the auth cache first, and a socket whose key was revoked (or whose user was
@@ -27,7 +27,7 @@ from ...agent.pipeline import check_text_size
 from ...config import AgentConfig, Config
 from ...db import database
 from ...errors import BadRequest, StarpodError, client_message, new_request_id
-from ...realtime import attachments
+from ...realtime import attachments, stops
 from ...realtime.hub import Hub
 from ...realtime.runs import RunSpec
 from ..errors import flatten_messages
@@ -170,6 +170,8 @@ class Connection:
             kind, fields = parse_frame(text)
             if kind == "resume":
                 self._resume(fields)
+            elif kind == "stop":
+                self._stop(fields)
             else:
                 self._message(fields)
         except InvalidFrame as exc:
@@ -216,14 +218,32 @@ class Connection:
             self.config, spec.user_id, spec.is_admin, uploads, contents)
         self._follow(self.hub.runs.start(spec), 0)
 
+    def _owner(self) -> str | None:
+        """Whose runs the caller may follow and stop: None = anyone's (admins, auth disabled)."""
+        return None if self.caller is None or self.caller.is_admin else self.caller.user_id
+
     def _resume(self, fields: dict) -> None:
         if self._busy():
             raise BadRequest("A run is already streaming on this connection")
-        owner = None if self.caller is None or self.caller.is_admin else self.caller.user_id
-        run_id = self.hub.runs.find_run(fields["session_id"], owner)
+        run_id = self.hub.runs.find_run(fields["session_id"], self._owner())
         if run_id is None:
             raise BadRequest(f"No run to resume for session '{fields['session_id']}'")
         self._follow(run_id, fields["after_seq"])
+
+    def _stop(self, fields: dict) -> None:
+        """Stop the reply streaming in the session named, else in the run this socket follows (a
+        run that has just finished has nothing left to stop).  The stream's own `stream_end` answers."""
+        session_id, owner = fields["session_id"], self._owner()
+        with database.connection_context():
+            if session_id is not None:
+                run_id = stops.running_run_of(session_id, owner)
+                if run_id is None:
+                    raise BadRequest(f"No reply is streaming in session '{session_id}'")
+            elif self.run_id is None:
+                raise BadRequest("No reply is streaming on this connection")
+            else:
+                run_id = self.run_id
+            stops.request_stop(self.config.home, run_id, owner)
 
     def _follow(self, run_id: str, after_seq: int) -> None:
         self.run_id = run_id

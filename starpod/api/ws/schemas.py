@@ -1,4 +1,4 @@
-"""Frames a WebSocket client may send to `/ws` (spec chat-sessions-ws §5.2 plus `resume`)."""
+"""Frames a WebSocket client may send to `/ws` (spec chat-sessions-ws §5.2 plus `resume` and `stop`)."""
 from __future__ import annotations
 
 from marshmallow import fields, validate
@@ -29,4 +29,10 @@ class ResumeFrameSchema(BaseSchema):
     after_seq = StrictInteger(load_default=0, validate=validate.Range(min=0))
 
 
-FRAME_SCHEMAS = {"message": MessageFrameSchema(), "resume": ResumeFrameSchema()}
+class StopFrameSchema(BaseSchema):
+    """Stop the reply of the run this socket follows, or the one streaming in `session_id`."""
+    type = fields.Constant("stop")
+    session_id = Text(load_default=None, allow_none=True)
+
+
+FRAME_SCHEMAS = {"message": MessageFrameSchema(), "resume": ResumeFrameSchema(), "stop": StopFrameSchema()}
