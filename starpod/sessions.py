@@ -26,6 +26,8 @@ AUTO_CLOSE_SUMMARY = "Auto-closed: inactivity"
 TITLE_MAX_BYTES = 100
 DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
+SCHEDULER_MAIN_KEY = "main"          # the session main-mode jobs and the heartbeat continue (spec §6.8)
+SCHEDULER_KEY_PREFIX = "scheduler:"  # + a fresh UUID: the session of one isolated job run
 
 
 # --- statements run on every chat ------------------------------------------------------------
@@ -102,6 +104,20 @@ def channel_and_key(channel_id: str | None, channel_session_key: str | None, use
     if channel_id == "telegram":
         return "telegram", channel_session_key or user_id or "default"
     return "main", channel_session_key or str(uuid.uuid4())
+
+
+def scheduler_key(main_session: bool) -> str:
+    """The channel key a scheduled job runs under: its owner's main session, or a new session
+    whose key says the scheduler opened it (spec §2.1 stores both on channel `main`)."""
+    return SCHEDULER_MAIN_KEY if main_session else f"{SCHEDULER_KEY_PREFIX}{uuid.uuid4()}"
+
+
+def origin(channel: str, key: str | None) -> str:
+    """Where a session's conversation comes from: `scheduler` for the keys the scheduler uses
+    (`scheduler_key`), else the session's channel."""
+    if channel == "main" and key is not None and (key == SCHEDULER_MAIN_KEY or key.startswith(SCHEDULER_KEY_PREFIX)):
+        return "scheduler"
+    return channel
 
 
 def gap_minutes(channel: str, agent: AgentConfig) -> int | None:
@@ -246,6 +262,7 @@ def _session_json(row: tuple) -> dict:
     session = dict(zip(SESSION_COLUMNS, row))
     session["is_closed"] = bool(session["is_closed"])
     session["is_read"] = bool(session["is_read"])
+    session["origin"] = origin(session["channel"], session["channel_session_key"])
     return session
 
 

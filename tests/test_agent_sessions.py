@@ -129,7 +129,7 @@ def test_sessions_api_shapes_and_limits(client):
     listed = client.get("/api/sessions").get_json()
     assert [s["title"] for s in listed] == ["chat 2", "chat 1", "chat 0"]
     assert set(listed[0]) == {"id", "created_at", "last_message_at", "is_closed", "summary", "title",
-                              "message_count", "channel", "channel_session_key", "user_id", "is_read"}
+                              "message_count", "channel", "channel_session_key", "user_id", "is_read", "origin"}
     assert listed[0]["created_at"].endswith("Z") and listed[0]["channel_session_key"]
     assert len(client.get("/api/sessions?limit=2").get_json()) == 2
     for bad, status in (("0", 400), ("201", 400), ("abc", 422), ("-1", 400)):

@@ -1,6 +1,7 @@
 """The "Scheduled jobs" screen in real headless Chromium against a real gunicorn server (with its
 scheduler) and the fake provider: create with a server validation error shown on its field, edit,
-enable/disable, run now and open the run's session, delete; users see only their own jobs.
+enable/disable, run now and open the run's session, delete; users see only their own jobs; the
+sessions the scheduler ran carry a "scheduler" badge in the sidebar.
 
 The server, browser and helpers are those of tests/test_web_ui.py (one server per module)."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pytest
 
 from .browser import DESKTOP, PHONE, save_screenshot
 from .fake_provider import Reply
+from .support import wait_until
 from .test_web_ui import (click_button, clean_browser, driver, find, server, sign_in,  # noqa: F401  (fixtures)
                           user_key, wait_for)
 
@@ -162,3 +164,42 @@ def test_users_see_only_their_own_jobs_and_admins_filter_by_user(driver, server,
     job_row(driver, "bob-reminder").find_element("css selector", "a").click()
     wait_for(driver, lambda d: "Owner Bob" in d.find_element("css selector", ".facts").text,
              "another user's job did not open")
+
+
+def session_of_run(server, name: str) -> str:
+    """The session of the job's newest run, once it succeeded."""
+    def finished():
+        runs = server.get(f"/api/cron/jobs/{name}/runs", server.admin_key).json()
+        return runs and runs[0]["status"] == "success" and runs[0]["session_id"]
+    return wait_until(finished, f"a successful run of {name}", timeout=90)
+
+
+def test_sessions_the_scheduler_ran_carry_a_scheduler_badge(driver, server, fake):
+    fake.default = Reply("scheduled answer")
+    sessions = {}
+    for name, mode in (("badge-isolated", "isolated"), ("badge-main", "main")):
+        created = server.request("POST", "/api/cron/jobs", server.admin_key,
+                                 json={"name": name, "prompt": "hello", "session_mode": mode,
+                                       "schedule": {"kind": "interval", "every_ms": 3600000}})
+        assert created.status_code == 201, created.text
+        assert server.request("POST", f"/api/cron/jobs/{name}/run", server.admin_key).status_code == 202
+        sessions[name] = session_of_run(server, name)
+    chat = server.request("POST", "/api/chat", server.admin_key, json={"text": "typed by hand"}).json()
+    sessions["chat"] = chat["session_id"]
+    for session_id, origin in zip(sessions.values(), ("scheduler", "scheduler", "main")):
+        stored = server.get(f"/api/sessions/{session_id}", server.admin_key).json()
+        assert stored["channel"] == "main" and stored["origin"] == origin
+
+    sign_in(driver, server, server.admin_key, "#/chat")
+
+    def badge(session_id: str):
+        items = driver.find_elements("css selector", f'.session[data-session-id="{session_id}"] .badge')
+        return items[0] if items else None
+
+    wait_for(driver, lambda d: all(badge(s) for s in sessions.values()), "a session is not listed")
+    for name in ("badge-isolated", "badge-main"):
+        assert badge(sessions[name]).text == "scheduler"
+        assert "channel-scheduler" in badge(sessions[name]).get_attribute("class")
+    assert badge(sessions["chat"]).text == "main"
+    for name in ("badge-isolated", "badge-main"):
+        server.request("DELETE", f"/api/cron/jobs/{name}", server.admin_key)

@@ -333,6 +333,31 @@ class _Empty:
     text = ""
 
 
+def test_stop_button_stops_the_streaming_reply_and_the_chat_is_ready_again(driver, server, fake):
+    sign_in(driver, server, server.admin_key, "#/chat")
+    story = "".join(f"<{i:03d}>" for i in range(200))
+    fake.script(Reply(story, chunks=200, chunk_delay=0.1), Reply("ready again"))
+    stop = driver.find_element("css selector", ".composer .stop")
+    assert not stop.is_displayed()
+    send_message(driver, "Tell me an endless story")
+    wait_for(driver, lambda d: "<003>" in (_visible(d, ".message.assistant.streaming .text") or _Empty()).text,
+             "the stream did not start")
+    assert find(driver, ".composer .stop").text == "Stop" and find(driver, ".composer .send").is_displayed()
+    stop.click()
+    reply = reply_finished(driver)
+    assert find(driver, ".log .stopped-note").text == "Stopped."
+    assert not reply.find_elements("css selector", ".error-box")
+    wait_for(driver, lambda d: not stop.is_displayed(), "the Stop button stayed")
+    shown = reply.find_element("css selector", ".text").text
+    assert shown and story.startswith(shown) and shown != story
+    session_id = driver.current_url.rsplit("/", 1)[-1]
+    rows = server.get(f"/api/sessions/{session_id}/messages", server.admin_key).json()
+    assert [(r["role"], r["content"]) for r in rows] == [("user", "Tell me an endless story"), ("assistant", shown)]
+    send_message(driver, "Are you still there?")
+    wait_for(driver, lambda d: len(finished_replies(d)) == 2 and "ready again" in finished_replies(d)[-1].text,
+             "the next message got no reply")
+
+
 def test_stored_script_renders_inert(driver, server, fake):
     fake.script(Reply('Look: <script>window.__pwned = 1</script><img src="x" onerror="window.__pwned = 2"> done'))
     answer = server.request("POST", "/api/chat", server.admin_key, json={"text": "inert please"}).json()

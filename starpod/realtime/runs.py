@@ -141,6 +141,7 @@ class RunManager:
             with database.connection_context():
                 while spec is not None:
                     self._stream(run, spec)
+                    run.stop = StopSignal()  # a stop ends one stream: follow-ups get a stream of their own
                     spec = self._next_spec(run)
         except Exception:
             log.exception("run %s failed outside its stream", run.id)
@@ -149,7 +150,6 @@ class RunManager:
             self.local.pop(run.id, None)
 
     def _stream(self, run: LocalRun, spec: RunSpec) -> None:
-        run.stop = StopSignal()  # a stop ends one stream; follow-ups still get theirs
         request = ChatRequest(text=spec.text, user_id=spec.user_id, is_admin=spec.is_admin,
                               channel_id=spec.channel_id, channel_session_key=spec.channel_session_key,
                               attachments=spec.attachments, prompt_notes=spec.prompt_notes,

@@ -1,8 +1,8 @@
 """What a fired job does: one turn of the shared chat pipeline as the job's owner.
 
-`isolated` jobs get a fresh session per run, `main` jobs continue the owner's main session; the
-system prompt carries the scheduled-job execution context (the heartbeat its own), and the session
-is left unread for its owner.  The heartbeat re-reads HEARTBEAT.md each time (blank = skipped).
+`isolated` jobs get a fresh session per run, `main` jobs continue the owner's main session (keys:
+`sessions.scheduler_key`, which also marks them as the scheduler's); the system prompt carries the
+scheduled-job execution context (the heartbeat its own), and the session is left unread for its owner.  The heartbeat re-reads HEARTBEAT.md each time (blank = skipped).
 """
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from ..config import Config
 from ..db import database
 from ..models import User
 from ..notify import PREVIEW_MAX_BYTES
-from ..sessions import truncate_utf8
+from ..sessions import scheduler_key, truncate_utf8
 from ..settings import read_agent_file
 from .engine import JobContext, JobFailed
 
 AGENT_USER = "cron"  # who agent-level jobs run as
-MAIN_KEY = "main"
 
 
 def owner_is_admin(user_id: str) -> bool:
@@ -35,7 +34,7 @@ def owner_is_admin(user_id: str) -> bool:
 def run_prompt(config: Config, text: str, user_id: str, is_admin: bool, main_session: bool) -> tuple[str, str]:
     """Run `text` through the chat pipeline; (session_id, reply truncated) or JobFailed."""
     request = ChatRequest(text=text, user_id=user_id, is_admin=is_admin, channel_id="scheduler",
-                          channel_session_key=MAIN_KEY if main_session else None, mark_unread=True)
+                          channel_session_key=scheduler_key(main_session), mark_unread=True)
     with database.connection_context():
         try:
             end = collect(run_chat(request, config))

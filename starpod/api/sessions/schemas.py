@@ -22,6 +22,11 @@ class SessionSchema(BaseSchema):
     channel_session_key = fields.String(allow_none=True, required=True)
     user_id = fields.String(required=True)
     is_read = fields.Boolean(required=True)
+    origin = fields.String(required=True, metadata={
+        "enum": ["main", "telegram", "scheduler"],
+        "description": "Where the conversation comes from: `scheduler` for the sessions cron jobs and the "
+                       "heartbeat run in (stored on channel `main`: key `main`, or a key starting "
+                       "`scheduler:`), else the channel"})
 
 
 class MessageSchema(BaseSchema):

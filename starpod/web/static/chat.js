@@ -1,10 +1,12 @@
-// The chat screen: history, streamed replies with tool cards, attachments, resume after reloads.
+// The chat screen: history, streamed replies with tool cards, attachments, resume after reloads,
+// and a Stop button beside Send while a reply streams.
 
 import {get, post, renderMarkdown} from './api.js';
 import {h, replace, formatTime} from './dom.js';
 
 const RUN_STORAGE = 'starpod.run';
 const IMAGE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+const STOPPED_PREFIX = 'Run stopped:';  // the stream_end error of a reply stopped on request
 
 function uuid() {
   if (crypto.randomUUID) return crypto.randomUUID();
@@ -80,12 +82,14 @@ export class ChatView {
     this.attachmentsBar = h('div', {class: 'attachments'});
     this.notice = h('div', {class: 'composer-notice', hidden: true});
     this.sendButton = h('button', {class: 'primary send', type: 'submit', text: 'Send'});
+    this.stopButton = h('button', {class: 'danger stop', type: 'button', text: 'Stop', hidden: true,
+      title: 'Stop the reply', onclick: () => this.stop()});
     this.form = h('form', {class: 'composer', onsubmit: (event) => { event.preventDefault(); this.send(); }},
       this.attachmentsBar, this.notice,
       h('div', {class: 'composer-row'},
         h('button', {class: 'attach', type: 'button', title: 'Attach files', 'aria-label': 'Attach files',
           text: 'Attach', onclick: () => this.fileInput.click()}),
-        this.fileInput, this.input, this.sendButton));
+        this.fileInput, this.input, this.stopButton, this.sendButton));
     this.root = h('section', {class: 'chat', ondragover: (e) => e.preventDefault(),
       ondrop: (e) => { e.preventDefault(); this.addFiles(e.dataTransfer.files); }},
     this.log, this.form);
@@ -97,6 +101,7 @@ export class ChatView {
     this.sessionId = null;
     this.channelKey = uuid();
     this.setReadOnly(null);
+    this.drawStop();
     replace(this.log, this.welcomeBlock());
     this.input.focus();
   }
@@ -142,6 +147,7 @@ export class ChatView {
       for (const part of this.run.parts) this.drawPart(part);
       this.resumeIfRunning();
     }
+    this.drawStop();
     if (!meta.is_read) {
       post(`/api/sessions/${sessionId}/read`, {is_read: true}).then(() => this.onSessionsChanged(), () => {});
     }
@@ -224,7 +230,29 @@ export class ChatView {
     this.drawAttachments();
     this.log.append(userBubble(text, files, new Date().toISOString(), followup));
     if (!followup) this.run = {sessionId: this.sessionId, seq: 0, parts: [], streaming: false, waiting: true};
+    this.drawStop();
     this.scrollDown();
+  }
+
+  /** Ask the server to stop the reply; its stream_end (stopped) brings the view back to ready. */
+  stop() {
+    const sessionId = this.run?.sessionId;
+    const frame = sessionId ? {type: 'stop', session_id: sessionId} : {type: 'stop'};
+    if (!this.socket.send(frame)) {
+      this.showError('Connection lost; the reply could not be stopped.');
+      return;
+    }
+    this.run.stopping = true;
+    this.drawStop();
+  }
+
+  /** Stop shows while the reply of the conversation on screen is on its way. */
+  drawStop() {
+    const run = this.run;
+    const active = Boolean(run && (run.streaming || run.waiting) && run.sessionId == this.sessionId);
+    this.stopButton.hidden = !active;
+    this.stopButton.disabled = Boolean(run?.stopping);
+    this.stopButton.textContent = run?.stopping ? 'Stopping…' : 'Stop';
   }
 
   // --- frames ------------------------------------------------------------------------
@@ -245,6 +273,7 @@ export class ChatView {
     }[frame.type];
     if (handler) handler();
     if (this.run?.streaming) this.persist();
+    this.drawStop();
   }
 
   onStart(frame) {
@@ -285,11 +314,15 @@ export class ChatView {
   onEnd(frame) {
     const reply = this.reply;
     for (const part of this.run.parts) if (part.kind === 'text' && part.el) fillMarkdown(part.el, part.text);
-    for (const message of frame.errors || []) reply.body.append(h('div', {class: 'error-box', text: message}));
+    for (const message of frame.errors || []) {
+      const stopped = message.startsWith(STOPPED_PREFIX);
+      reply.body.append(h('div', {class: stopped ? 'stopped-note muted' : 'error-box', text: stopped ? 'Stopped.' : message}));
+    }
     reply.footer.textContent = usageText(frame);
     reply.footer.hidden = false;
     reply.bubble.classList.remove('streaming');
     this.run.streaming = false;
+    this.run.stopping = false;
     sessionStorage.removeItem(RUN_STORAGE);
     this.onSessionsChanged();
   }

@@ -1,4 +1,5 @@
-// The sessions sidebar: newest first, unread markers, channel badges, new chat and navigation.
+// The sessions sidebar: newest first, unread markers, origin badges (main, telegram, scheduler),
+// new chat and navigation.
 
 import {get, session as auth} from './api.js';
 import {h, replace, formatTime} from './dom.js';
@@ -53,7 +54,7 @@ export class Sidebar {
     h('a', {href: `#/chat/${item.id}`, onclick: () => this.onNavigate()},
       unread ? h('span', {class: 'unread-dot', title: 'Unread', 'aria-label': 'Unread'}) : null,
       h('span', {class: 'session-title', text: title}),
-      h('span', {class: `badge channel-${item.channel}`, text: item.channel}),
+      h('span', {class: `badge channel-${item.origin}`, text: item.origin}),
       h('time', {class: 'muted', datetime: item.last_message_at, text: formatTime(item.last_message_at)})));
   }
 
