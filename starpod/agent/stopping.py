@@ -57,12 +57,20 @@ class StopSignal:
             self._waiting.discard(current)
 
     def each(self, items: Iterable[T]) -> Iterator[T]:
-        """`items`, where only waiting for the next item is cuttable (not the consumer's work)."""
+        """`items`, where only waiting for the next item is cuttable (not the consumer's work).
+
+        `cuttable()` inlined: this runs once per streamed text delta, where a context manager
+        would cost ten times more than the rest of the step."""
         iterator = iter(items)
+        current, waiting = getcurrent(), self._waiting
         while True:
-            with self.cuttable():
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    return
+            if self.requested:
+                raise RunStopped()
+            waiting.add(current)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                waiting.discard(current)
             yield item

@@ -78,8 +78,11 @@ def mark_read(body, session_id):
 @blp.alt_response(404, description="Session not found")
 @blp.alt_response(409, description="No reply is streaming in this session")
 def stop_reply(session_id):
-    """Stop the reply streaming in the session (like the WebSocket `stop` frame).  It ends soon
-    after with a `stream_end` whose `errors` say it was stopped; what it streamed stays stored."""
+    """Stop the reply streaming in the session (like the WebSocket `stop` frame).
+
+    The reply ends soon after with a `stream_end` whose `errors` say it was stopped; what it
+    streamed stays stored.
+    """
     viewer = _viewer()
     sessions.get_session(session_id, viewer)
     run_id = stops.running_run_of(session_id, viewer)
