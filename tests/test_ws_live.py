@@ -462,6 +462,10 @@ def test_stop_ends_the_run_on_every_socket_and_keeps_the_partial_reply(server, f
     assert seen == followed  # the same frames, the same end, on both workers
     assert [f["seq"] for f in seen] == list(range(1, len(seen) + 1))
     assert_stopped_and_kept(server, session_id, deltas(seen), seen[-1])
+    late = connect(server)  # a resume after the end replays the same stopped stream from the database
+    send(late, type="resume", session_id=session_id, after_seq=0)
+    assert until_end(late) == seen
+    late.close()
     # a late stop has nothing left to stop, and the session goes on with the next message
     send(follower, type="stop")
     send(starter, type="message", text="and now?", channel_session_key=server.get(

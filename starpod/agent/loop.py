@@ -3,8 +3,8 @@
 `AgentLoop.run()` yields wire events (`text_delta`, `tool_use`, `tool_result`) while it works and
 leaves the outcome in `AgentLoop.outcome`.  The conversation the model sees is a `Conversation`,
 persisted to the session transcript as it grows (so a continued session resumes with every prior
-turn) and compacted when a call's context passes the budget (spec §6.6).  A stop (stopping.py) cuts the
-model call or the tools in progress; what was streamed so far stays the reply.
+turn) and compacted when a call's context passes the budget (spec §6.6).  A stop (stopping.py)
+cuts the model call or the tools in progress; what was streamed so far stays the reply.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 `isolated` jobs get a fresh session per run, `main` jobs continue the owner's main session (keys:
 `sessions.scheduler_key`, which also marks them as the scheduler's); the system prompt carries the
-scheduled-job execution context (the heartbeat its own), and the session is left unread for its owner.  The heartbeat re-reads HEARTBEAT.md each time (blank = skipped).
+scheduled-job execution context (the heartbeat its own), and the session is left unread for its
+owner.  The heartbeat re-reads HEARTBEAT.md each time (blank = skipped).
 """
 from __future__ import annotations
 
