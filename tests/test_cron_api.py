@@ -241,6 +241,9 @@ def test_jobs_run_as_their_owner_through_the_pipeline(client, users, fake_provid
     assert "EXECUTION CONTEXT" in str(system) and "scheduled cron job" in str(system)
     session = call(client, "GET", f"/api/sessions/{first[0]}", users["bob"][1]).json
     assert session["user_id"] == bob.id and session["is_read"] is False
+    assert (session["channel"], session["origin"]) == ("main", "scheduler")
+    solo = call(client, "GET", f"/api/sessions/{isolated[0]}", users["bob"][1]).json
+    assert solo["channel_session_key"].startswith("scheduler:") and solo["origin"] == "scheduler"
     assert "Bash" not in {t["name"] for t in fake_provider.requests[-1].body["tools"]}  # not an admin
 
     assert run_job(config, JobContext(store.HEARTBEAT, "", "main", None)) == ("", "skipped")  # blank file
