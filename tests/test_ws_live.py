@@ -479,6 +479,21 @@ def test_stop_ends_the_run_on_every_socket_and_keeps_the_partial_reply(server, f
             ws.close()
 
 
+def test_stop_before_the_first_delta_cuts_the_provider_call_and_keeps_the_question(server, fake):
+    fake.script(Reply("an answer that comes too late", delay=120))
+    ws = connect(server)
+    send(ws, type="message", text="are you there?")
+    start = recv(ws)
+    wait_until(lambda: fake.requests, "the provider call to start", timeout=30)
+    send(ws, type="stop")
+    frames = until_end(ws, [start])
+    ws.close()
+    assert [f["type"] for f in frames] == ["stream_start", "stream_end"]
+    assert frames[-1]["errors"] == [STOPPED] and frames[-1]["text"] == ""
+    rows = messages(server, start["session_id"])
+    assert [(r["role"], r["content"]) for r in rows] == [("user", "are you there?")]
+
+
 def test_stop_cuts_a_running_tool_and_kills_its_process(server, fake):
     marker = f"stopme{time.monotonic_ns()}"
     fake.script(Reply(tool_calls=[ToolCall("Bash", {"command": f"sleep 300; echo {marker}"}, id="toolu_stop")]),
