@@ -37,9 +37,11 @@ def _rate_limit_leases(db: Database) -> None:
 
 
 def _run_stops(db: Database) -> None:
-    """A stop request for the reply a run is streaming (older databases lack the column)."""
+    """A stop request for the reply a run is streaming (older databases lack the column), and a
+    partial index that lets each worker look for the requests to it in an (almost always) empty index."""
     if "stop_requested" not in {column.name for column in db.get_columns("chat_runs")}:
         db.execute_sql("ALTER TABLE chat_runs ADD COLUMN stop_requested BOOLEAN NOT NULL DEFAULT FALSE")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS chat_runs_stop_requested ON chat_runs (worker_id) WHERE stop_requested")
 
 
 MIGRATIONS = [

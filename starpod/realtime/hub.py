@@ -79,7 +79,7 @@ class Hub:
             except PeeweeException:
                 log.warning("could not read notifications", exc_info=True)
             try:
-                stops.apply_requests(self.runs.local)
+                stops.apply_requests(self.doorbell.worker_id, self.runs.local)
             except PeeweeException:
                 log.warning("could not read stop requests", exc_info=True)
 

@@ -16,13 +16,17 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-from ..db import database
+from ..db import database, placeholders
 from ..models import ChatRun, RunEvent
 from .doorbell import ring, run_dir
 from .pgbell import announce
 from .runs import RUNNING, LocalRun
 
 log = logging.getLogger(__name__)
+
+# Runs on every wake of every worker that executes runs: plain SQL (no query building) over the
+# partial index of migration 0013_run_stops, which holds only the runs with a pending request.
+REQUESTS_TO_WORKER = f"SELECT id FROM {ChatRun._meta.table_name} WHERE stop_requested AND worker_id = ?"
 
 
 def running_run_of(session_id: str, owner: str | None) -> str | None:
@@ -47,13 +51,13 @@ def request_stop(home: Path, run_id: str, owner: str | None) -> bool:
     return True
 
 
-def apply_requests(local: Mapping[str, LocalRun]) -> None:
-    """Stop the streams of this worker's runs whose stop was requested (called on every wake)."""
+def apply_requests(worker_id: str, local: Mapping[str, LocalRun]) -> None:
+    """Stop the streams of the runs of this worker (`worker_id`, its runs `local`) whose stop was
+    requested; called on every wake of the worker's listener."""
     if not local:
         return
     with database.connection_context():
-        asked = [run_id for run_id, in ChatRun.select(ChatRun.id)
-                 .where(ChatRun.id.in_(list(local)) & ChatRun.stop_requested).tuples()]
+        asked = [run_id for run_id, in database.execute_sql(placeholders(REQUESTS_TO_WORKER), (worker_id,))]
         if asked:
             ChatRun.update(stop_requested=False).where(ChatRun.id.in_(asked)).execute()
     for run_id in asked:
