@@ -234,16 +234,16 @@ class Connection:
         """Stop the reply streaming in the session named, else in the run this socket follows (a
         run that has just finished has nothing left to stop).  The stream's own `stream_end` answers."""
         session_id, owner = fields["session_id"], self._owner()
-        with database.connection_context():
-            if session_id is not None:
-                run_id = stops.running_run_of(session_id, owner)
-                if run_id is None:
-                    raise BadRequest(f"No reply is streaming in session '{session_id}'")
-            elif self.run_id is None:
+        if session_id is None:
+            if self.run_id is None:
                 raise BadRequest("No reply is streaming on this connection")
-            else:
-                run_id = self.run_id
-            stops.request_stop(self.config.home, run_id, owner)
+            with database.connection_context():
+                stops.request_stop(self.config.home, self.run_id, owner)
+            return
+        run_id = self.hub.runs.find_run(session_id, owner)
+        with database.connection_context():
+            if run_id is None or not stops.request_stop(self.config.home, run_id, owner):
+                raise BadRequest(f"No reply is streaming in session '{session_id}'")
 
     def _follow(self, run_id: str, after_seq: int) -> None:
         self.run_id = run_id

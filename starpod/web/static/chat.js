@@ -234,11 +234,10 @@ export class ChatView {
     this.scrollDown();
   }
 
-  /** Ask the server to stop the reply; its stream_end (stopped) brings the view back to ready. */
+  /** Stop the reply this socket follows (it started or resumed it); its stream_end (stopped)
+   *  brings the view back to ready. */
   stop() {
-    const sessionId = this.run?.sessionId;
-    const frame = sessionId ? {type: 'stop', session_id: sessionId} : {type: 'stop'};
-    if (!this.socket.send(frame)) {
+    if (!this.socket.send({type: 'stop'})) {
       this.showError('Connection lost; the reply could not be stopped.');
       return;
     }
