@@ -15,7 +15,7 @@ from typing import Callable
 import gevent
 import psycopg
 
-from ..db import database, is_postgresql
+from ..db import database, dedicated_connection, is_postgresql
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def announce(sender: str = "") -> None:
 
 
 def _listening_connection(db) -> psycopg.Connection:
-    connection = psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
+    connection = dedicated_connection(db)
     connection.execute(f"LISTEN {CHANNEL}")
     return connection
 
