@@ -10,7 +10,8 @@ and format-preserving edits of agent.toml.
   unknown keys survive), applies `mutate`, checks the result with `validate` and only then
   replaces the file, so a rejected edit leaves it untouched.
 - `edit_agent_toml(config, mutate)` does that for agent.toml and makes the new config current in
-  this process before returning; other workers notice the new file on their next access.
+  this process before returning; other workers notice the new file on their next access (other
+  servers are also told at once: changehints).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.toml_document import TOMLDocument
 
+from . import changehints
 from .config import AgentConfig, Config, ConfigError, parse_agent_config
 from .errors import StarpodError
 from .filelock import LockTimeout
@@ -133,4 +135,5 @@ def edit_agent_toml(config: Config, mutate: Callable[[TOMLDocument], None]) -> A
     """Edit agent.toml and make the result this process's current config before returning."""
     path = config.agent_toml_path
     edit_toml(path, config.home, mutate, _validate_agent_toml(path))
+    changehints.announce(changehints.SETTINGS)
     return config.live_agent.reload()
