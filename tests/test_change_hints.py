@@ -2,7 +2,8 @@
 
 The listening "server" is another process whose fallback polls are switched off, and agent.toml
 changes without its stat signature changing (as a stale attribute cache on a shared volume shows
-it), so only the hint can make that process see either change.
+it), so only the hint can make that process see either change.  Without hints, the fallback
+re-read of agent.toml alone finds the change.
 """
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ from starpod.changehints import start_change_hints
 from starpod.config import Config
 from starpod.db import database, open_database
 
+home, url, mode = sys.argv[1:]
 config_module.REREAD_SECS = authcache.REFRESH_SECS = 3600  # no fallback: only a hint can tell
-config = Config(home=sys.argv[1], environ={}, database_url=sys.argv[2])
+config = Config(home=home, environ={}, database_url=url)
 open_database(config.db_path, config.database_url)
 accounts.reset_process_state(None)  # no hint file either
-start_change_hints(config)
+if mode == "hints":
+    start_change_hints(config)
+else:  # no hints: the fallback re-read of agent.toml only
+    config_module.REREAD_SECS = 0.5
 seen = None
 while True:
     with database.connection_context():
@@ -53,19 +58,28 @@ def write_behind_stat(path, text: str) -> None:
     os.utime(path, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
 
 
-@pytest.fixture
-def listening_server(postgres, tmp_path):
+def start_server(postgres, tmp_path, mode: str):
     home = tmp_path / "home"
     agent_toml = home / "config" / "agent.toml"
     agent_toml.parent.mkdir(parents=True)
     write_behind_stat(agent_toml, 'model = "model-a"\n')
     url = postgres.url_for(home)
     migrate(open_database(tmp_path / "unused.db", url))
-    process = subprocess.Popen([sys.executable, "-c", LISTENING_SERVER, str(home), url], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-c", LISTENING_SERVER, str(home), url, mode], cwd=REPO,
                                stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(line.strip() for line in process.stdout), daemon=True).start()
-    wait_until(lambda: lines, "the listening server's first report")
+    try:
+        wait_until(lambda: lines, "the listening server's first report")
+    except AssertionError:
+        process.kill()
+        raise
+    return process, agent_toml, lines
+
+
+@pytest.fixture
+def listening_server(postgres, tmp_path):
+    process, agent_toml, lines = start_server(postgres, tmp_path, "hints")
     yield agent_toml, lines
     process.kill()
     process.wait()
@@ -91,3 +105,13 @@ def test_an_auth_change_makes_another_server_read_the_generation_again(listening
             accounts.bump_generation()  # NOTIFYs as the transaction commits
         return int(lines[-1].split()[1]) > first
     wait_until(seen_new_generation, "the other server to read the new auth generation")
+
+
+def test_without_hints_the_fallback_re_read_finds_a_settings_change(postgres, tmp_path):
+    process, agent_toml, lines = start_server(postgres, tmp_path, "poll")
+    try:
+        write_behind_stat(agent_toml, 'model = "model-b"\n')
+        wait_until(lambda: lines[-1].startswith("model-b "), "the fallback re-read of agent.toml")
+    finally:
+        process.kill()
+        process.wait()
