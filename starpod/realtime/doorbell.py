@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".bell"
 PEER_LIST_TTL = 1.0  # seconds a directory listing of the peers is reused
-
-
 HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]  # this machine, in short
 
 
