@@ -2,7 +2,9 @@
 database (PostgreSQL under STARPOD_TEST_DATABASE=postgresql, else the shared SQLite file).
 
 Both serve the same users, settings, cron jobs and Telegram bot; a server killed mid-stream
-leaves a run the other closes and resumes."""
+leaves a run the other closes and resumes.  Being on one machine, they share its doorbells
+(`run/<host>/`) as well as the NOTIFY hints that reach servers on other machines (those are
+proven on their own in test_change_hints and test_db_engines)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +13,13 @@ from datetime import datetime, timedelta, timezone
 import psutil
 import pytest
 import requests
+from peewee import fn
 
+from starpod.db import database, open_database
+from starpod.models import RunEvent
 from starpod.realtime.runs import INTERRUPTED
 
+from . import pgtest
 from .fake_provider import Reply
 from .fake_telegram import FakeTelegram
 from .support import LiveServer, wait_until
@@ -42,9 +48,8 @@ def environ(fake, tg):
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, environ):
     home = tmp_path_factory.mktemp("scale") / "home"
-    env = environ
-    first = LiveServer(home, env=env).start()
-    second = LiveServer(home, env=env)
+    first = LiveServer(home, env=environ).start()
+    second = LiveServer(home, env=environ)
     try:
         second.start()
     except Exception:
@@ -136,6 +141,16 @@ def test_one_telegram_poller_across_both_servers(servers, fake, tg):
     assert tg.conflicts == 0  # never two getUpdates at once: one poller across both servers
 
 
+def stored_up_to(home, session_id: str) -> int:
+    """The highest stored `seq` of the session's runs (0 when none is stored yet)."""
+    open_database(home / "db" / "starpod.db", pgtest.database_url_for(home))
+    try:
+        runs = RunEvent.select(RunEvent.run).where(RunEvent.session_id == session_id)
+        return RunEvent.select(fn.MAX(RunEvent.seq)).where(RunEvent.run.in_(runs)).scalar() or 0
+    finally:
+        database.close_all()
+
+
 def kill(server: LiveServer) -> None:
     """SIGKILL the server's master and every worker at once: nothing of it cleans up."""
     master = psutil.Process(server.process.pid)
@@ -152,6 +167,10 @@ def test_a_run_of_a_killed_server_is_closed_and_its_client_resumes_on_another(se
         client = connect(doomed, ADMIN_KEY)
         send(client, type="message", text="a story the server will not finish")
         seen = [recv(client) for _ in range(5)]
+        # Frames reach the run's own clients before its batch writer stores them; a kill in
+        # between would lose frames this client saw.  Kill once they are stored.
+        wait_until(lambda: stored_up_to(doomed.home, seen[0]["session_id"]) >= seen[-1]["seq"],
+                   "the frames seen to be stored", WAIT)
         kill(doomed)
         client.close()
     finally:
