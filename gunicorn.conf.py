@@ -47,8 +47,10 @@ def post_worker_init(worker):
     errors (414, 431, 400) in JSON like the app's; on SIGTERM, also close every
     WebSocket of this worker ("going away") so it can drain; start this worker's cron scheduler
     candidate (one leader across all workers fires jobs) and Telegram poller candidate (one poller
-    runs across workers); warm the configured provider SDK in the background once the worker serves."""
+    runs across workers); on PostgreSQL, listen for other servers' settings and auth changes; warm
+    the configured provider SDK in the background once the worker serves."""
     from starpod import protocolerrors
+    from starpod.changehints import start_change_hints
     from starpod.channels.telegram import start_telegram
     from starpod.db import require_greenlet_local_state
     from starpod.realtime.hub import install_shutdown
@@ -61,6 +63,7 @@ def post_worker_init(worker):
     install_shutdown(worker)
     start_scheduler(config)
     start_telegram(config)
+    start_change_hints(config)
     warm_up_in_background(config)
 
 

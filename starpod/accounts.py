@@ -20,6 +20,7 @@ from pathlib import Path
 from passlib.hash import argon2
 from peewee import IntegrityError
 
+from . import changehints
 from .authcache import AuthCache, key_digest
 from .concurrency import run_blocking
 from .db import database, placeholders, write_transaction
@@ -141,6 +142,7 @@ def bump_generation() -> None:
     (AuthGeneration.insert(id=GENERATION_ROW, value=1)
      .on_conflict(conflict_target=[AuthGeneration.id], update={AuthGeneration.value: AuthGeneration.value + 1})
      .execute())
+    changehints.announce(changehints.AUTH)  # other servers re-read the counter once this commits
 
 
 def read_generation() -> int:

@@ -273,10 +273,14 @@ def parse_agent_config(text: str) -> AgentConfig:
 # are reused, so two writes within one tick can leave an identical (mtime, size, inode) signature.
 # A file whose mtime is this close to the moment it was last read is re-read and compared.
 RACY_WINDOW_NS = 2_000_000_000
+# Also re-read at least this often whatever stat says: on a volume shared by several servers, a
+# stat may come from the client's attribute cache while opening the file fetches it anew.
+REREAD_SECS = 5.0
 
 
 class LiveAgentConfig:
-    """The agent.toml of one data directory, re-read whenever the file changes on disk."""
+    """The agent.toml of one data directory, re-read whenever the file changes on disk (and at
+    least every REREAD_SECS, or at once after `expire`)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -294,7 +298,7 @@ class LiveAgentConfig:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _stale(self, signature: tuple | None) -> bool:
-        if signature != self._signature:
+        if signature != self._signature or time.time_ns() - self._read_at_ns >= REREAD_SECS * 1e9:
             return True
         return signature is not None and signature[0] + RACY_WINDOW_NS > self._read_at_ns
 
@@ -305,6 +309,10 @@ class LiveAgentConfig:
                 if self._stale(signature):
                     self._load(signature)
         return self._config
+
+    def expire(self) -> None:
+        """Read the file again on the next access (another server changed it)."""
+        self._read_at_ns = 0
 
     def reload(self) -> AgentConfig:
         """Force a re-read (after a write this process made)."""

@@ -1,15 +1,17 @@
 """Safe writes of the agent's config files: a lock shared by every process, atomic replacement,
 and format-preserving edits of agent.toml.
 
-- `file_lock(path)` serialises writers of one file across gunicorn workers (and greenlets) with an
-  fcntl lock on a sibling `.<name>.lock` file.
+- `file_lock(path, home)` serialises writers of one file of data directory `home` across every
+  worker and greenlet of every server (`locks.exclusive`: an advisory lock on PostgreSQL, else an
+  fcntl lock on a sibling `.<name>.lock` file).
 - `atomic_write(path, text)` writes a temp file in the same directory, fsyncs it, renames it over
   the target and fsyncs the directory: readers see the old or the new file, never a partial one.
-- `edit_toml(path, mutate, validate)` reads the document with tomlkit (comments, key order and
+- `edit_toml(path, home, mutate, validate)` reads the document with tomlkit (comments, key order and
   unknown keys survive), applies `mutate`, checks the result with `validate` and only then
   replaces the file, so a rejected edit leaves it untouched.
 - `edit_agent_toml(config, mutate)` does that for agent.toml and makes the new config current in
-  this process before returning; other workers notice the new file on their next access.
+  this process before returning; other workers notice the new file on their next access (other
+  servers are also told at once: changehints).
 """
 from __future__ import annotations
 
@@ -24,10 +26,12 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.toml_document import TOMLDocument
 
+from . import changehints
 from .config import AgentConfig, Config, ConfigError, parse_agent_config
 from .errors import StarpodError
-from .filelock import LockTimeout, exclusive
+from .filelock import LockTimeout
 from .home import PRIVATE_FILE_MODE
+from .locks import exclusive, lock_name
 
 LOCK_TIMEOUT_SECS = 30.0
 
@@ -42,10 +46,11 @@ def lock_path_for(path: Path) -> Path:
 
 
 @contextmanager
-def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_SECS) -> Iterator[None]:
-    """Hold the exclusive write lock of `path` (every process and greenlet shares it)."""
+def file_lock(path: Path, home: Path, timeout: float = LOCK_TIMEOUT_SECS) -> Iterator[None]:
+    """Hold the exclusive write lock of `path` inside data directory `home` (every process and
+    greenlet of every server shares it)."""
     try:
-        with exclusive(lock_path_for(path), timeout):
+        with exclusive(lock_name(home, path), lock_path_for(path), timeout):
             yield
     except LockTimeout:
         raise ConfigFileError(f"Timed out waiting for the write lock of {path}") from None
@@ -100,14 +105,14 @@ def read_toml_document(path: Path) -> TOMLDocument:
         raise ConfigFileError(f"Failed to parse {path}: {exc}") from exc
 
 
-def edit_toml(path: Path, mutate: Callable[[TOMLDocument], None],
+def edit_toml(path: Path, home: Path, mutate: Callable[[TOMLDocument], None],
               validate: Callable[[str], object] | None = None) -> str:
     """Read-modify-write `path` under its lock; returns the text written.
 
     `mutate` edits the document in place; `validate` gets the new text and raises to refuse it
     (the file is then left untouched).
     """
-    with file_lock(path):
+    with file_lock(path, home):
         document = read_toml_document(path)
         mutate(document)
         text = document.as_string()
@@ -129,5 +134,6 @@ def _validate_agent_toml(path: Path) -> Callable[[str], AgentConfig]:
 def edit_agent_toml(config: Config, mutate: Callable[[TOMLDocument], None]) -> AgentConfig:
     """Edit agent.toml and make the result this process's current config before returning."""
     path = config.agent_toml_path
-    edit_toml(path, mutate, _validate_agent_toml(path))
+    edit_toml(path, config.home, mutate, _validate_agent_toml(path))
+    changehints.announce(changehints.SETTINGS)
     return config.live_agent.reload()

@@ -252,3 +252,13 @@ def require_greenlet_local_state() -> None:
         raise RuntimeError("peewee's connection state is shared by every greenlet of this worker: "
                            "gevent must monkey-patch before starpod or peewee is imported "
                            "(see gunicorn.conf.py)")
+
+
+def dedicated_connection(db=None):
+    """A new autocommit psycopg connection to the PostgreSQL database `db` (default: the shared
+    one), outside the pool: for what lives as long as the connection's session (a LISTEN, a
+    session-level advisory lock).  Closing it ends the session."""
+    import psycopg
+
+    target = database.obj if db is None else db
+    return psycopg.connect(dbname=target.database, autocommit=True, **target.connect_params)

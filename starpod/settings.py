@@ -219,7 +219,7 @@ def update_frontend(config: Config, greeting: str | None, prompts: list[str]) ->
         document["greeting"] = greeting
     document["prompts"] = prompts
     path = config.frontend_toml_path
-    with file_lock(path):
+    with file_lock(path, config.home):
         atomic_write(path, document.as_string())
 
 
@@ -247,6 +247,6 @@ def write_agent_file(config: Config, name: str, content: str) -> None:
     size = len(content.encode("utf-8"))
     if size > MAX_FILE_BYTES:
         raise PayloadTooLarge(f"Content size ({size} bytes) exceeds maximum ({MAX_FILE_BYTES} bytes)")
-    with file_lock(path):
+    with file_lock(path, config.home):
         atomic_write(path, content)
     get_store(config).index_file(path)

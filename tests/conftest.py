@@ -21,7 +21,7 @@ from . import pgtest
 POSTGRESQL_MODULES = {
     "test_agent_chat.py", "test_agent_live.py", "test_agent_sessions.py", "test_agent_tools.py",
     "test_auth_api.py", "test_auth_live.py", "test_auth_store.py", "test_db_copy.py", "test_db_engines.py",
-    "test_instances_local.py", "test_leases.py", "test_memory_api.py", "test_settings_api.py",
+    "test_instances_local.py", "test_leases.py", "test_locks.py", "test_memory_api.py", "test_settings_api.py",
     "test_scale_out.py", "test_settings_live.py", "test_skills_api.py", "test_tools_live.py", "test_usage_api.py",
     "test_usermemory_api.py", "test_webapi_live.py", "test_ws_live.py", "test_ws_shutdown.py",
     "test_cron_api.py", "test_cron_engine.py", "test_telegram_channel.py", "test_input_hardening.py",

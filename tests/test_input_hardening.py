@@ -160,7 +160,7 @@ def test_instance_create_failing_before_its_record_removes_its_directory(app, cl
         raise OSError("no free port")
     monkeypatch.setattr(processes, "pick_free_port", no_port)
     assert client.post("/api/instances", json={"name": "x"}, headers=admin_headers).status_code == 500
-    assert list((home / "instances").iterdir()) == []
+    assert list((home / "instances").glob("*")) == []  # on PostgreSQL not even a lock file made the folder
 
 
 def test_lone_surrogate_over_ws_is_an_error_frame_naming_the_field(server, fake):

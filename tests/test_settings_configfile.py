@@ -45,7 +45,7 @@ def test_atomic_write_failure_leaves_target_and_no_temp(tmp_path):
 
 def test_edit_toml_preserves_comments_order_and_unknown_keys(toml_path):
     toml_path.write_text(AGENT_TOML + '\n[custom]\nanswer = 42 # keep me\n')
-    edit_toml(toml_path, lambda doc: doc.__setitem__("model", "gpt-4o"))
+    edit_toml(toml_path, toml_path.parent, lambda doc: doc.__setitem__("model", "gpt-4o"))
     text = toml_path.read_text()
     assert 'model = "gpt-4o"' in text
     assert "# provider: anthropic, openai, gemini, groq, deepseek, openrouter or ollama\n" in text
@@ -68,7 +68,7 @@ def test_rejected_edit_leaves_file_untouched(tmp_path):
 def test_unparseable_file_is_not_overwritten(toml_path):
     toml_path.write_text("model = \n")
     with pytest.raises(ConfigFileError, match="Failed to parse"):
-        edit_toml(toml_path, lambda doc: doc.__setitem__("model", "x"))
+        edit_toml(toml_path, toml_path.parent, lambda doc: doc.__setitem__("model", "x"))
     assert toml_path.read_text() == "model = \n"
 
 
@@ -78,7 +78,7 @@ def _increment(path_str: str, times: int) -> None:
     def bump(doc):
         doc["counter"] = doc.get("counter", 0) + 1
     for _ in range(times):
-        edit_toml(Path(path_str), bump)
+        edit_toml(Path(path_str), Path(path_str).parent, bump)
 
 
 def test_lock_prevents_lost_updates_across_processes(tmp_path):
@@ -97,12 +97,12 @@ def test_lock_prevents_lost_updates_across_processes(tmp_path):
 
 def test_file_lock_times_out_while_held(tmp_path):
     path = tmp_path / "x.toml"
-    with file_lock(path):
+    with file_lock(path, tmp_path):
         with pytest.raises(ConfigFileError, match="Timed out"):
-            with file_lock(path, timeout=0.05):
+            with file_lock(path, tmp_path, timeout=0.05):
                 pass
     assert lock_path_for(path).name == ".x.toml.lock"
-    with file_lock(path, timeout=0.05):  # released on exit
+    with file_lock(path, tmp_path, timeout=0.05):  # released on exit
         pass
 
 

@@ -129,7 +129,7 @@ def save_skill(home: Path, name: str, description: str, body: str, create: bool,
     """
     path = _skill_file(home, name)
     _check_fields(description, body, version)
-    with file_lock(skills_dir(home)):
+    with file_lock(skills_dir(home), home):
         existing = get_skill(home, name)
         if create and existing is not None:
             raise Conflict(f"Skill '{name}' already exists.")
@@ -144,7 +144,7 @@ def save_skill(home: Path, name: str, description: str, body: str, create: bool,
 
 def delete_skill(home: Path, name: str) -> None:
     path = _skill_file(home, name)
-    with file_lock(skills_dir(home)):
+    with file_lock(skills_dir(home), home):
         if not path.is_file():
             raise NotFound(f"Skill '{name}' not found.")
         shutil.rmtree(path.parent)

@@ -9,8 +9,9 @@ reaches the instance in an owner-only file of its data directory that the instan
 reads it (`home.write_bootstrap_key`), never through its process environment.
 
 State lives in the `instances` table.  Every lifecycle change of one instance (create, pause,
-restart, delete, reconciliation) runs under an exclusive `flock` on its `.lock` file, so the
-workers of a server (and a restarting server) never act on one instance at the same time.
+restart, delete, reconciliation) runs under the instance's exclusive lock (`locks.exclusive`: an
+`flock` on its `.lock` file, an advisory lock on PostgreSQL), so no two workers of any server (nor
+a restarting server) act on one instance at the same time.
 
 Reconciliation policy (records vs. processes):
 - at server start: a `running`/`creating` instance whose process is gone is started again on its
@@ -42,8 +43,9 @@ from peewee import IntegrityError
 from ..accounts import generate_key
 from ..db import database
 from ..errors import Conflict, NotFound, StarpodError, UpstreamFailed
-from ..filelock import LockTimeout, exclusive
+from ..filelock import LockTimeout
 from ..home import take_bootstrap_key, write_bootstrap_key
+from ..locks import exclusive
 from ..models import Instance, new_uuid
 from . import processes
 from .base import InstanceBackend
@@ -103,7 +105,7 @@ class LocalBackend(InstanceBackend):
     def _locked(self, paths: InstancePaths, wait: bool = True) -> Iterator[bool]:
         """Hold the instance's lock; yields False when `wait` is off and someone else holds it."""
         try:
-            with exclusive(paths.lock, self.lock_timeout, wait) as held:
+            with exclusive(f"instance:{paths.root.name}", paths.lock, self.lock_timeout, wait) as held:
                 yield held
         except LockTimeout:
             raise Conflict("Instance is busy with another operation; try again") from None

@@ -15,7 +15,8 @@ only, it can never be a syntax error.
 
 psycopg 3 is used directly: one connection per greenlet at a time from a small per-process pool;
 its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
-lock, the reindex lock a session-scoped one, so both hold across servers.
+lock, the reindex lock a session-scoped one (`locks.advisory_lock`, on a connection of its own), so
+both hold across servers.
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ import unicodedata
 from contextlib import contextmanager
 from typing import Iterator
 
+from ..locks import advisory_lock
 from .chunker import Chunk
 from .index import MemoryIndex
 
 SEARCH_CONFIG = "starpod_english"
 WRITE_LOCK_KEY = 0x5350_4D45_4D57_5249   # pg_advisory_xact_lock key of index writes
-REINDEX_LOCK_KEY = 0x5350_4D45_4D52_4549  # pg_advisory_lock key of a whole reindex
+REINDEX_LOCK = "memory:reindex"
 CONNECT_TIMEOUT_SECS = 30
 # A tsvector is at most 1 MiB; only this much of a chunk's tokens is indexed (a default chunk is
 # 1600 bytes, so only a giant single-line chunk is ever cut).
@@ -81,9 +83,12 @@ class PostgresIndex(MemoryIndex):
         self.url = url
 
     def _connect(self) -> "PgConnection":
+        return PgConnection(self._connect_raw())
+
+    def _connect_raw(self):
         import psycopg  # imported late: after gevent's monkey-patching, so its waits cooperate
 
-        return PgConnection(psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECS))
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECS)
 
     def _reusable(self, conn: "PgConnection") -> bool:
         return not (conn.raw.closed or conn.raw.broken)
@@ -112,12 +117,8 @@ class PostgresIndex(MemoryIndex):
 
     @contextmanager
     def reindex_lock(self) -> Iterator[None]:
-        with self.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(?)", (REINDEX_LOCK_KEY,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(?)", (REINDEX_LOCK_KEY,))
+        with advisory_lock(REINDEX_LOCK, self._connect_raw):
+            yield
 
 
 class PgConnection:

@@ -5,10 +5,16 @@ doorbell; each worker drains its socket and re-reads the database.  A ring carri
 lost or coalesced ring costs nothing: readers always ask the database what is new.  Doorbells of
 processes that died are removed by the first ring that finds them refused.  Other servers on the
 same PostgreSQL database are reached through `pgbell` (LISTEN/NOTIFY).
+
+Doorbells are per machine even when `<home>` is a volume shared by several servers: each machine
+rings in a directory of its own (`run_dir`), and a worker id names its machine, so a worker on
+another machine is never taken for a dead one here (a run it executes is closed only once its
+heartbeat goes stale).
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import secrets
@@ -22,10 +28,12 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".bell"
 PEER_LIST_TTL = 1.0  # seconds a directory listing of the peers is reused
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]  # this machine, in short
 
 
 def run_dir(home: Path) -> Path:
-    return home / "run"
+    """This machine's directory of doorbells under data directory `home`."""
+    return home / "run" / HOST
 
 
 class Doorbell:
@@ -34,7 +42,7 @@ class Doorbell:
     def __init__(self, directory: Path):
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.worker_id = f"{os.getpid():x}-{secrets.token_hex(3)}"
+        self.worker_id = f"{os.getpid():x}-{secrets.token_hex(3)}-{HOST}"
         self.path = directory / f"{self.worker_id}{SUFFIX}"
         self._peers: list[Path] = []
         self._peers_read_at = 0.0
@@ -85,7 +93,9 @@ class Doorbell:
     def peer_gone(self, worker_id: str) -> bool:
         """True when the process behind `worker_id` certainly stopped: its doorbell refuses rings
         (killed without cleaning up), or it has none and no process has its pid.  False when it is
-        alive or that cannot be told (a reused pid, no doorbells in this directory)."""
+        alive or that cannot be told (a reused pid, no doorbells in this directory, another machine)."""
+        if worker_id.rsplit("-", 1)[-1] != HOST:
+            return False
         path = self.directory / f"{worker_id}{SUFFIX}"
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:

@@ -8,19 +8,11 @@ poll, since readers always ask the database what is new.
 """
 from __future__ import annotations
 
-import logging
-from contextlib import nullcontext
 from typing import Callable
 
-import gevent
-import psycopg
-
-from ..db import database, is_postgresql
-
-log = logging.getLogger(__name__)
+from .. import pgnotify
 
 CHANNEL = "starpod_doorbell"
-RECONNECT_SECS = 5.0
 
 
 def announce(sender: str = "") -> None:
@@ -28,19 +20,7 @@ def announce(sender: str = "") -> None:
 
     Inside the caller's transaction the notification is sent when it commits.
     """
-    if not is_postgresql():
-        return
-    try:
-        with database.connection_context() if database.is_closed() else nullcontext():
-            database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, sender))
-    except Exception:  # a hint: losing it costs one poll interval
-        log.warning("could not notify other servers", exc_info=True)
-
-
-def _listening_connection(db) -> psycopg.Connection:
-    connection = psycopg.connect(dbname=db.database, autocommit=True, **db.connect_params)
-    connection.execute(f"LISTEN {CHANNEL}")
-    return connection
+    pgnotify.notify(CHANNEL, sender)
 
 
 def listen(own_id: str, on_ring: Callable[[], None], db=None) -> None:
@@ -48,13 +28,7 @@ def listen(own_id: str, on_ring: Callable[[], None], db=None) -> None:
 
     Meant for its own greenlet (psycopg waits cooperatively under gevent); killing it stops it.
     """
-    target = database.obj if db is None else db
-    while True:
-        try:
-            with _listening_connection(target) as connection:
-                for notification in connection.notifies():
-                    if notification.payload != own_id:
-                        on_ring()
-        except Exception:
-            log.warning("lost the PostgreSQL listener; reconnecting in %.0f s", RECONNECT_SECS, exc_info=True)
-            gevent.sleep(RECONNECT_SECS)
+    def ring_unless_own(sender: str) -> None:
+        if sender != own_id:
+            on_ring()
+    pgnotify.listen(CHANNEL, ring_unless_own, db)
