@@ -28,6 +28,7 @@ pooled per process; each is used by one thread/greenlet at a time.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -273,15 +274,21 @@ class MemoryIndex(ABC):
         match = self.match_query(text)
         if not match:
             return []
-        marks = ", ".join("?" for _ in owners)
         rank_binds = (match,) if self.RANK_BINDS_QUERY else ()
         with self.connection() as conn:
-            bound = conn.execute(f"SELECT rowid FROM memory_fts WHERE {self.MATCH_SQL} "
-                                 "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, RANK_CAP)).fetchone()
-            return conn.execute(
-                f"SELECT source, chunk_text, line_start, line_end, {self.RANK_SQL} AS score FROM memory_fts "
-                f"WHERE {self.MATCH_SQL} AND rowid > ? AND owner IN ({marks}) ORDER BY score LIMIT ?",
-                (*rank_binds, match, bound[0] if bound else -1, *owners, fetch)).fetchall()
+            return conn.execute(self._search_sql(len(owners)),
+                                (*rank_binds, match, match, RANK_CAP, *owners, fetch)).fetchall()
+
+    @classmethod
+    @functools.cache
+    def _search_sql(cls, owner_count: int) -> str:
+        """One statement: the RANK_CAP-th most recent match bounds (scalar subquery) the ranked ones."""
+        marks = ", ".join("?" for _ in range(owner_count))
+        newest_ranked = (f"SELECT rowid FROM memory_fts WHERE {cls.MATCH_SQL} "
+                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?")
+        return (f"SELECT source, chunk_text, line_start, line_end, {cls.RANK_SQL} AS score FROM memory_fts "
+                f"WHERE {cls.MATCH_SQL} AND rowid > COALESCE(({newest_ranked}), -1) AND owner IN ({marks}) "
+                "ORDER BY score LIMIT ?")
 
     def has_tables(self) -> bool:
         with self.connection() as conn:
@@ -301,7 +308,9 @@ class SqliteIndex(MemoryIndex):
 
     SCHEMA = SQLITE_SCHEMA
     MATCH_SQL = "memory_fts MATCH ?"
-    RANK_SQL = "rank"  # bm25: negative, more negative is better
+    # bm25 (negative, more negative is better) sorted by SQLite itself: `ORDER BY rank` would have
+    # FTS5 prepare a sorting statement of its own on every query.
+    RANK_SQL = "bm25(memory_fts)"
     RANK_BINDS_QUERY = False
     INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) "
                         "VALUES (?, ?, ?, ?, ?, ?)")
