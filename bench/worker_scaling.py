@@ -149,7 +149,7 @@ def start_servers(tmp: Path, chunks: int) -> tuple[dict[int, LiveServer], str]:
     servers = {}
     for count in (1, 2):
         home = tmp / f"workers-{count}"
-        shutil.copytree(seeded, home)
+        shutil.copytree(seeded, home, ignore=shutil.ignore_patterns("run"))  # run/: the seeder's runtime state
         servers[count] = LiveServer(home, workers=count, env={"STARPOD_API_KEY": ADMIN_KEY}).start()
     return servers, session_id
 
@@ -171,6 +171,7 @@ def main() -> None:
             for server in servers.values():
                 for worker in psutil.Process(server.process.pid).children():
                     wait_until_idle(worker)
+                measure(server, requests, argparse.Namespace(**{**vars(args), "seconds": 1.0}))  # warm-up
             for round_no in range(1, args.rounds + 1):
                 order = list(servers.items())
                 random.Random(round_no).shuffle(order)
