@@ -64,7 +64,7 @@ def _statements() -> dict[str, str]:
 
 SESSION_COLUMNS = ("id", "created_at", "last_message_at", "is_closed", "summary", "title", "message_count",
                    "channel", "channel_session_key", "user_id", "is_read")
-MESSAGE_COLUMNS = ("id", "session_id", "role", "content", "timestamp")
+MESSAGE_COLUMNS = ("id", "role", "content", "timestamp")  # session_id: the one asked for
 
 
 def _listing_statements() -> dict[str, str]:
@@ -243,10 +243,12 @@ def record_compaction(session_id: str, pre_tokens: int, summary: str, messages_c
 # --- reading (API) ---------------------------------------------------------------------------
 
 def _session_json(row: tuple) -> dict:
-    session = dict(zip(SESSION_COLUMNS, row))
-    session["is_closed"] = bool(session["is_closed"])
-    session["is_read"] = bool(session["is_read"])
-    return session
+    # Unpacked into a dict display: a third cheaper than dict(zip(...)) on the listing hot path.
+    (id_, created_at, last_message_at, is_closed, summary, title, message_count, channel, channel_session_key,
+     user_id, is_read) = row
+    return {"id": id_, "created_at": created_at, "last_message_at": last_message_at, "is_closed": bool(is_closed),
+            "summary": summary, "title": title, "message_count": message_count, "channel": channel,
+            "channel_session_key": channel_session_key, "user_id": user_id, "is_read": bool(is_read)}
 
 
 def list_sessions(viewer_id: str | None, limit: int) -> list[dict]:
@@ -268,7 +270,8 @@ def session_json(session_id: str, viewer_id: str | None) -> dict:
 def messages_json(session_id: str, viewer_id: str | None) -> list[dict]:
     """The session's JSON-ready display messages, oldest first (NotFound as for `session_json`)."""
     session_json(session_id, viewer_id)
-    return [dict(zip(MESSAGE_COLUMNS, row)) for row in _execute("messages", (session_id,))]
+    return [{"id": id_, "session_id": session_id, "role": role, "content": content, "timestamp": timestamp}
+            for id_, role, content, timestamp in _execute("messages", (session_id,))]
 
 
 def get_session(session_id: str, viewer_id: str | None) -> Session:
