@@ -119,7 +119,8 @@ def load_flat_query(fields: FlatFields, args: MultiDict) -> dict:
     parameter, unknown ones ignored, defaults filled in); ValidationError when a value is invalid."""
     loaded = {}
     for attribute, parameter, field in fields:
-        value = field.deserialize(args.get(parameter, missing), parameter, args)
+        raw = args[parameter] if parameter in args else missing  # args.get raises and catches a KeyError
+        value = field.deserialize(raw, parameter, args)
         if value is not missing:
             loaded[attribute] = value
     return loaded
