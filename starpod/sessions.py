@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from peewee import fn
 
 from .config import AgentConfig
-from .db import database, insert_returning_id, placeholders, write_transaction
+from .db import database, fetch_all, insert_returning_id, placeholders, write_transaction
 from .errors import NotFound
 from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -70,17 +70,25 @@ MESSAGE_COLUMNS = ("id", "role", "content", "timestamp")  # session_id: the one 
 def _listing_statements() -> dict[str, str]:
     sessions = f"SELECT {', '.join(SESSION_COLUMNS)} FROM {_table(Session)}"
     newest_first = "ORDER BY last_message_at DESC LIMIT ?"
+    messages = (f"SELECT {', '.join(f'm.{column}' for column in MESSAGE_COLUMNS)} FROM {_table(Session)} s "
+                f"LEFT JOIN {_table(Message)} m ON m.session_id = s.id")
     return {
         "sessions": f"{sessions} {newest_first}",
         "sessions_of": f"{sessions} WHERE user_id = ? {newest_first}",
         "session": f"{sessions} WHERE id = ?",
         "session_of": f"{sessions} WHERE id = ? AND user_id = ?",
-        "messages": f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM {_table(Message)} WHERE session_id = ? ORDER BY id",
+        # The session (one row of NULLs when it has no messages) and its messages in one statement.
+        "messages": f"{messages} WHERE s.id = ? ORDER BY m.id",
+        "messages_of": f"{messages} WHERE s.id = ? AND s.user_id = ? ORDER BY m.id",
     }
 
 
 def _execute(name: str, params: tuple):
     return database.execute_sql(placeholders(_statements()[name]), params)
+
+
+def _fetch(name: str, params: tuple) -> list[tuple]:
+    return fetch_all(_statements()[name], params)
 
 
 def truncate_utf8(text: str, max_bytes: int, suffix: str = "...") -> str:
@@ -254,24 +262,26 @@ def _session_json(row: tuple) -> dict:
 def list_sessions(viewer_id: str | None, limit: int) -> list[dict]:
     """JSON-ready sessions, newest activity first; `viewer_id` None means an admin view of every
     user's sessions."""
-    cursor = _execute("sessions", (limit,)) if viewer_id is None else _execute("sessions_of", (viewer_id, limit))
-    return [_session_json(row) for row in cursor]
+    rows = _fetch("sessions", (limit,)) if viewer_id is None else _fetch("sessions_of", (viewer_id, limit))
+    return [_session_json(row) for row in rows]
 
 
 def session_json(session_id: str, viewer_id: str | None) -> dict:
     """The JSON-ready session, or NotFound when unknown or (for a non-admin viewer) someone else's."""
-    cursor = _execute("session", (session_id,)) if viewer_id is None else _execute("session_of", (session_id, viewer_id))
-    row = cursor.fetchone()
-    if row is None:
+    rows = _fetch("session", (session_id,)) if viewer_id is None else _fetch("session_of", (session_id, viewer_id))
+    if not rows:
         raise NotFound(SESSION_NOT_FOUND)
-    return _session_json(row)
+    return _session_json(rows[0])
 
 
 def messages_json(session_id: str, viewer_id: str | None) -> list[dict]:
     """The session's JSON-ready display messages, oldest first (NotFound as for `session_json`)."""
-    session_json(session_id, viewer_id)
+    rows = (_fetch("messages", (session_id,)) if viewer_id is None
+            else _fetch("messages_of", (session_id, viewer_id)))
+    if not rows:
+        raise NotFound(SESSION_NOT_FOUND)
     return [{"id": id_, "session_id": session_id, "role": role, "content": content, "timestamp": timestamp}
-            for id_, role, content, timestamp in _execute("messages", (session_id,))]
+            for id_, role, content, timestamp in rows if id_ is not None]
 
 
 def get_session(session_id: str, viewer_id: str | None) -> Session:
