@@ -90,6 +90,7 @@ class MemoryIndex(ABC):
     MATCH_SQL: str              # WHERE condition matching one bound query
     RANK_SQL: str               # rank expression (lower is better); may bind the query once more
     RANK_BINDS_QUERY: bool
+    READ_SNAPSHOT_SQL: str      # starts a transaction whose reads all see one snapshot
     INSERT_CHUNK_SQL: str
     OBSOLETE_TABLES: tuple[str, ...] = ()  # tables of older schema versions, dropped on upgrade
 
@@ -278,27 +279,46 @@ class MemoryIndex(ABC):
 
     # --- search ----------------------------------------------------------------------------
 
-    def search(self, text: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
-        """(source, chunk_text, line_start, line_end, rank) rows for plain-text `text`, best (lowest)
-        rank first, of the given owners."""
+    @contextmanager
+    def snapshot(self) -> Iterator:
+        """A connection whose statements all read one state of the index (a read transaction)."""
+        with self.connection() as conn:
+            conn.execute(self.READ_SNAPSHOT_SQL)
+            yield conn
+            conn.execute("COMMIT")
+
+    def ranked(self, conn, text: str, owners: tuple[str, ...], fetch: int) -> list[tuple[int, str, float]]:
+        """(chunk rowid, source, rank) of the best `fetch` matches of plain-text `text` in the files
+        of `owners`, best (lowest) rank first.  Reads no chunk text: a chunk's file (its owner and
+        source) is the high half of its rowid, so only the chunks finally shown are read, by
+        `chunks`, on the same snapshot."""
         match = self.match_query(text)
         if not match:
             return []
         rank_binds = (match,) if self.RANK_BINDS_QUERY else ()
-        with self.connection() as conn:
-            return conn.execute(self._search_sql(len(owners)),
-                                (*rank_binds, match, match, RANK_CAP, *owners, fetch)).fetchall()
+        return conn.execute(self._ranked_sql(len(owners)),
+                            (*rank_binds, match, match, RANK_CAP, *owners, fetch)).fetchall()
 
     @classmethod
     @functools.cache
-    def _search_sql(cls, owner_count: int) -> str:
+    def _ranked_sql(cls, owner_count: int) -> str:
         """One statement: the RANK_CAP-th most recent match bounds (scalar subquery) the ranked ones."""
         marks = ", ".join("?" for _ in range(owner_count))
         newest_ranked = (f"SELECT rowid FROM memory_fts WHERE {cls.MATCH_SQL} "
                          "ORDER BY rowid DESC LIMIT 1 OFFSET ?")
-        return (f"SELECT source, chunk_text, line_start, line_end, {cls.RANK_SQL} AS score FROM memory_fts "
-                f"WHERE {cls.MATCH_SQL} AND rowid > COALESCE(({newest_ranked}), -1) AND owner IN ({marks}) "
-                "ORDER BY score LIMIT ?")
+        return (f"SELECT memory_fts.rowid, f.source, {cls.RANK_SQL} AS score FROM memory_fts "
+                f"JOIN memory_files f ON f.id = (memory_fts.rowid >> {ROWID_SHIFT}) "
+                f"WHERE {cls.MATCH_SQL} AND memory_fts.rowid > COALESCE(({newest_ranked}), -1) "
+                f"AND f.owner IN ({marks}) ORDER BY score LIMIT ?")
+
+    @staticmethod
+    def chunks(conn, rowids: list[int]) -> dict[int, tuple[str, int, int]]:
+        """rowid → (chunk_text, line_start, line_end) of the given chunks."""
+        if not rowids:
+            return {}
+        rows = conn.execute("SELECT rowid, chunk_text, line_start, line_end FROM memory_fts "
+                            f"WHERE rowid IN ({', '.join('?' for _ in rowids)})", tuple(rowids)).fetchall()
+        return {rowid: (text, int(start), int(end)) for rowid, text, start, end in rows}
 
     def has_tables(self) -> bool:
         with self.connection() as conn:
@@ -321,6 +341,7 @@ class SqliteIndex(MemoryIndex):
     # bm25 (negative, more negative is better) sorted by SQLite itself: `ORDER BY rank` would have
     # FTS5 prepare a sorting statement of its own on every query.
     RANK_SQL = "bm25(memory_fts)"
+    READ_SNAPSHOT_SQL = "BEGIN"  # WAL: a read transaction keeps the snapshot of its first read
     RANK_BINDS_QUERY = False
     INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner) "
                         "VALUES (?, ?, ?, ?, ?, ?)")

@@ -219,13 +219,14 @@ class MemoryStore:
         if limit <= 0:
             return []
         owners = (SHARED,) if not user_id else (SHARED, user_id)
-        rows = self.index.search(query, owners, max(3 * limit, 30))
         half_life, today = self.settings().half_life_days, date.today()
-        scored = [(apply_decay(rank, decay_factor(source, half_life, today)), source, text, start, end)
-                  for source, text, start, end, rank in rows]
-        scored.sort(key=lambda row: row[0])
-        return [SearchHit(source, int(start), int(end), text, -rank)
-                for rank, source, text, start, end in scored[:limit]]
+        with self.index.snapshot() as conn:
+            ranked = self.index.ranked(conn, query, owners, max(3 * limit, 30))
+            best = sorted(((apply_decay(rank, decay_factor(source, half_life, today)), rowid, source)
+                           for rowid, source, rank in ranked), key=lambda row: row[0])[:limit]
+            chunks = self.index.chunks(conn, [rowid for _, rowid, _ in best])
+        return [SearchHit(source, start, end, text, -rank)
+                for rank, rowid, source in best for text, start, end in (chunks[rowid],)]
 
     # --- indexing ---------------------------------------------------------------------------
 
