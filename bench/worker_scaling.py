@@ -117,7 +117,7 @@ def drive(port: int, requests: list[bytes], connections: int, seconds: float, re
 def measure(server: LiveServer, requests: list[bytes], args) -> dict:
     """req/s of the mix, the workers' CPU (cores busy) and the client's CPU over one round."""
     workers = psutil.Process(server.process.pid).children()
-    before = sum(cpu_seconds(worker) for worker in workers)
+    before = [cpu_seconds(worker) for worker in workers]
     results = multiprocessing.Queue()
     client = multiprocessing.Process(target=drive, args=(server.port, requests, args.connections, args.seconds,
                                                          args.reconnect, results))
@@ -126,8 +126,10 @@ def measure(server: LiveServer, requests: list[bytes], args) -> dict:
     ok, errors, client_cpu = results.get()
     client.join()
     elapsed = time.monotonic() - started
-    worker_cpu = sum(cpu_seconds(worker) for worker in workers) - before
+    each = [cpu_seconds(worker) - earlier for worker, earlier in zip(workers, before)]
+    worker_cpu = sum(each)
     return {"rps": ok / args.seconds, "errors": errors, "worker_cores": worker_cpu / elapsed,
+            "busiest_share": max(each) / max(worker_cpu, 1e-9),  # 1/workers when the load is even
             "worker_us": worker_cpu * 1e6 / max(ok, 1), "client_cores": client_cpu / elapsed,
             "client_us": client_cpu * 1e6 / max(ok, 1)}
 
@@ -196,9 +198,14 @@ def main() -> None:
           f"{'ok' if round(ratio, 2) >= GOAL else 'MISSED'}")
     # What the second core bought: 2 workers' CPU per request against 1 worker's (1.00 = no
     # contention between workers), and how many cores the workers actually got.
-    print(f"worker CPU per request, 2 vs 1        {mean[2]['worker_us'] / mean[1]['worker_us']:5.2f}x"
-          f"  (workers got {mean[2]['worker_cores']:.2f} of {os.cpu_count()} cores with 2,"
-          f" {mean[1]['worker_cores']:.2f} with 1)")
+    cost_ratio = mean[2]["worker_us"] / mean[1]["worker_us"]
+    print(f"worker CPU per request, 2 vs 1        {cost_ratio:5.2f}x  (1.00: the workers do not slow each other;"
+          f" busiest of the 2 workers did {100 * mean[2]['busiest_share']:.0f} % of the work)")
+    print(f"cores the workers got                 {mean[1]['worker_cores']:.2f} with 1 worker,"
+          f" {mean[2]['worker_cores']:.2f} of {os.cpu_count()} with 2 (the client took {mean[2]['client_cores']:.2f})")
+    # Not a measurement: what the ratio would be if 2 workers had every core the client leaves.
+    print(f"projected, workers owning the cores   {(os.cpu_count() - mean[2]['client_cores']) / cost_ratio:5.2f}x"
+          f"  (= ({os.cpu_count()} - client cores) / CPU-per-request ratio)")
 
 
 if __name__ == "__main__":
