@@ -39,7 +39,11 @@ FAILURE_WINDOW_SECS = 60.0
 
 
 class LruMap:
-    """A small thread-safe LRU mapping."""
+    """A small thread-safe LRU mapping.
+
+    Lookups (every authenticated request makes two) take no lock: each OrderedDict operation is
+    atomic on its own, and an entry evicted between the read and the reordering just stays evicted.
+    """
 
     def __init__(self, max_entries: int):
         self.max_entries = max_entries
@@ -47,11 +51,13 @@ class LruMap:
         self._lock = threading.Lock()
 
     def get(self, key) -> Any:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
+        value = self._entries.get(key)
+        if value is not None:
+            try:
                 self._entries.move_to_end(key)
-            return value
+            except KeyError:
+                pass
+        return value
 
     def put(self, key, value) -> None:
         with self._lock:
@@ -103,26 +109,23 @@ class Generation:
     def __init__(self, hint: GenerationHint, read_counter: Callable[[], int] | None):
         self.hint = hint
         self._read_counter = read_counter
-        self._lock = threading.Lock()
-        self._seen: tuple = (None, -math.inf, None)  # (hint signature, read at, counter)
+        # (hint signature, read at, counter), replaced as a whole: reading it needs no lock
+        self._seen: tuple = (None, -math.inf, None)
 
     def current(self) -> Any:
         signature = self.hint.signature()
-        with self._lock:
-            seen_signature, read_at, counter = self._seen
+        seen_signature, read_at, counter = self._seen
         if self._read_counter is None:
             return signature
         now = time.monotonic()
         if signature != seen_signature or now - read_at >= REFRESH_SECS:
             counter = self._read_counter()
-            with self._lock:
-                self._seen = (signature, now, counter)
+            self._seen = (signature, now, counter)
         return counter
 
     def forget(self) -> None:
         """Re-read the counter on the next lookup (this process just changed it)."""
-        with self._lock:
-            self._seen = (None, -math.inf, None)
+        self._seen = (None, -math.inf, None)
 
 
 class FailureThrottle:

@@ -192,6 +192,17 @@ def placeholders(sql: str, db=None) -> str:
     return sql if target.param == "?" else _with_param(sql, target.param)
 
 
+def fetch_all(sql: str, params: tuple = ()) -> list[tuple]:
+    """The rows of the `?`-placeholder query `sql`, run on this thread's/greenlet's connection
+    (opened on first use, returned at teardown like any other) straight through the driver: the
+    hot read routes skip peewee's per-statement layers, which cost as much as a small query."""
+    conn = database.connection()
+    sql = placeholders(sql)
+    if is_postgresql():
+        return conn.execute(sql, params).fetchall()
+    return retry_while_locked(lambda: conn.execute(sql, params).fetchall())  # a read is safe to repeat
+
+
 def insert_returning_id(sql: str, params: tuple) -> int:
     """Run the `?`-placeholder INSERT `sql` on the shared database; the new row's `id`."""
     if is_postgresql():

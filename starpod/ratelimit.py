@@ -38,6 +38,9 @@ class Verdict:
     retry_after: int = 0  # whole seconds until the oldest hit leaves the window
 
 
+ALLOWED = Verdict(True)
+
+
 @dataclass
 class _Lease:
     """Requests this worker reserved for one user, admitted in memory."""
@@ -96,14 +99,14 @@ def _now_us() -> int:
 def check(user_id: str, max_requests: int, window_secs: float, now_us: int | None = None) -> Verdict:
     """Record and allow a request, or reject it when the user's window is full."""
     if max_requests <= 0:
-        return Verdict(True)
+        return ALLOWED
     now_us = _now_us() if now_us is None else now_us
     terms = (max_requests, int(window_secs * 1_000_000))
     key = (database.database, user_id)
     with _lock:
         lease = _leases.get(key)
         if lease is not None and lease.take(now_us, terms):
-            return Verdict(True)
+            return ALLOWED
         unsettled = _retire(key, now_us)
     with write_transaction(f"rate_limit:{user_id}"):
         for lease in unsettled:

@@ -142,6 +142,18 @@ def test_sessions_api_shapes_and_limits(client):
     assert client.get("/api/sessions/nope/messages").status_code == 404
 
 
+def test_messages_of_a_session_without_any(client, make_user, admin_headers):
+    """The session's row and its messages come from one join: a session with none lists none, for
+    its owner and for an admin, and stays a 404 for anyone else."""
+    owner, owner_key = make_user(display_name="owner")
+    _, other_key = make_user(display_name="other")
+    empty = resolve("main", "empty", user=owner.id).session.id
+    for headers in ({"X-API-Key": owner_key}, admin_headers):
+        response = client.get(f"/api/sessions/{empty}/messages", headers=headers)
+        assert (response.status_code, response.get_json()) == (200, [])
+    assert client.get(f"/api/sessions/{empty}/messages", headers={"X-API-Key": other_key}).status_code == 404
+
+
 def test_read_flag(client):
     session_id = client.post("/api/chat", json={"text": "hi"}).get_json()["session_id"]
     assert client.post(f"/api/sessions/{session_id}/read", json={"is_read": False}).get_json() == {"ok": True}

@@ -58,7 +58,7 @@ def read_api_key_header() -> str | None:
     raw = request.headers.get("X-API-Key")
     if raw is None:
         return None
-    if raw and not all(0x20 <= ord(ch) < 0x7F for ch in raw):
+    if not (raw.isascii() and raw.isprintable()):  # for ASCII: exactly 0x20-0x7E
         return None
     return raw
 

@@ -5,16 +5,22 @@
 the client.  `Blueprint` is flask-smorest's with a body parser that answers 415 for a body that is
 not declared as JSON, 413 for a streamed (chunked) body over the size limit and 400 for JSON it
 cannot accept; authentication guards run before it, so a caller without a key never gets that far.
+Its query arguments of a flat schema are loaded field by field (`load_flat_query`), its alternative
+responses are documentation only (no wrapper layer at run time).
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import flask
 import flask_smorest
+from marshmallow import Schema, ValidationError, missing
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from webargs.multidictproxy import MultiDictProxy
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import UnsupportedMediaType
 
 from ..errors import BadRequest
@@ -91,9 +97,59 @@ class StrictJsonParser(FlaskParser):
             raise BadRequest(f"Malformed JSON body: {exc}", fields={"body": [str(exc)]}) from None
 
 
+FlatFields = tuple[tuple[str, str, Any], ...]  # (result key, query parameter, field)
+
+
+def flat_query_fields(schema: Schema) -> FlatFields | None:
+    """The fields of a schema whose `load` of a query string is one `deserialize` per field, or
+    None: a schema with hooks (pre/post-load, validators), a multi-valued or nested-key field."""
+    if any(schema._hooks.values()) or schema.partial or MultiDictProxy(MultiDict(), schema).multiple_keys:
+        return None
+    fields = []
+    for name, field in schema.load_fields.items():
+        attribute = field.attribute or name
+        if "." in attribute:  # marshmallow would build a nested dict
+            return None
+        fields.append((attribute, name if field.data_key is None else field.data_key, field))
+    return tuple(fields)
+
+
+def load_flat_query(fields: FlatFields, args: MultiDict) -> dict:
+    """What webargs + `schema.load` make of the query string `args` (first value of a repeated
+    parameter, unknown ones ignored, defaults filled in); ValidationError when a value is invalid."""
+    loaded = {}
+    for attribute, parameter, field in fields:
+        raw = args[parameter] if parameter in args else missing  # args.get raises and catches a KeyError
+        value = field.deserialize(raw, parameter, args)
+        if value is not missing:
+            loaded[attribute] = value
+    return loaded
+
+
+def _flat_query_arguments(fields: FlatFields, parse_by_webargs):
+    """flask-smorest's query `arguments` decorator (documentation, and parsing through webargs)
+    whose views load a valid query string with `load_flat_query` instead: webargs' and
+    marshmallow's per-request machinery costs more than a small GET view itself.  An invalid one
+    still goes through webargs, which answers it (422 naming the fields)."""
+    def decorator(view):
+        documented = parse_by_webargs(view)
+
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                query = load_flat_query(fields, flask.request.args)
+            except ValidationError:
+                return documented(*args, **kwargs)
+            return view(*args, query, **kwargs)  # where webargs puts it: after the positional args
+        wrapper._apidoc = documented._apidoc
+        return wrapper
+    return decorator
+
+
 class Blueprint(flask_smorest.Blueprint):
     """A flask-smorest Blueprint whose JSON bodies go through StrictJsonParser, each argument
-    schema built once."""
+    schema built once, flat query schemas loaded directly, and alternative responses documented
+    without a run-time wrapper."""
 
     ARGUMENTS_PARSER = StrictJsonParser()
 
@@ -101,6 +157,9 @@ class Blueprint(flask_smorest.Blueprint):
         if isinstance(schema, type):  # webargs would build an instance of a class on every request
             schema = schema()
         decorate = super().arguments(schema, location=location, **kwargs)
+        if location == "query":
+            fields = flat_query_fields(schema)
+            return decorate if fields is None else _flat_query_arguments(fields, decorate)
         if location != "json":
             return decorate
 
@@ -112,3 +171,13 @@ class Blueprint(flask_smorest.Blueprint):
             responses.setdefault(415, "UNSUPPORTED_MEDIA_TYPE")
             return view
         return document_body_errors
+
+    def alt_response(self, *args, **kwargs):
+        """flask-smorest's alternative response: its documentation only, on the view itself (its
+        wrapper does nothing but call the view)."""
+        document = super().alt_response(*args, **kwargs)
+
+        def decorator(view):
+            view._apidoc = document(view)._apidoc
+            return view
+        return decorator

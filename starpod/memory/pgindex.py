@@ -75,6 +75,7 @@ class PostgresIndex(MemoryIndex):
     MATCH_SQL = f"tsv @@ {_QUERY}"
     RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
     RANK_BINDS_QUERY = True
+    READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) "
                         f"VALUES (?, ?, ?, ?, ?, ?, to_tsvector('{SEARCH_CONFIG}', ?))")
 

@@ -1,6 +1,7 @@
 """Ranking helpers: plain-text queries for FTS5 and temporal decay of daily logs (spec §1.7)."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import date
@@ -24,6 +25,7 @@ def fts_query(text: str) -> str:
     return " ".join('"' + term.replace('"', '""') + '"' for term in text.split())
 
 
+@functools.lru_cache(maxsize=4096)  # every search hit asks; the same files keep coming back
 def decay_factor(source: str, half_life_days: float, today: date) -> float:
     """1.0 for evergreen files, halving per `half_life_days` for dated daily logs, 0.8 otherwise.
 

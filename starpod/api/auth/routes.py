@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import accounts
 from ..guards import client_ip, current_principal, public, read_api_key_header, require_admin
 from ..parsing import Blueprint
+from ..responses import json_response
 from ..schemas import StatusSchema
 from .schemas import (ApiKeyCreatedSchema, ApiKeyCreateSchema, ApiKeyMetaSchema, TelegramLinkSchema,
                       TelegramLinkUpdateSchema, UserCreateSchema, UserSchema, UserUpdateSchema, VerifySchema)
@@ -30,13 +31,13 @@ def verify():
     """Whether the X-API-Key header holds a valid key; 200, never rate-limited, but 429 when the
     caller's address failed key verification too often (no argon2 for it for a while)."""
     if not accounts.has_users():
-        return {"authenticated": True, "auth_disabled": True}
+        return json_response({"authenticated": True, "auth_disabled": True})
     key = read_api_key_header()
     principal = accounts.authenticate(key, client_ip()) if key is not None else None
     if principal is None:
-        return {"authenticated": False, "auth_disabled": False}
-    return {"authenticated": True, "auth_disabled": False,
-            "user": {"id": principal.user_id, "display_name": principal.display_name, "role": principal.role}}
+        return json_response({"authenticated": False, "auth_disabled": False})
+    return json_response({"authenticated": True, "auth_disabled": False, "user": {
+        "id": principal.user_id, "display_name": principal.display_name, "role": principal.role}})
 
 
 @blp.route("/settings/auth/users", methods=["GET"])

@@ -37,8 +37,8 @@ def search(args):
     if not 1 <= args["limit"] <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     hits = memory_store().search(args["q"], current_user_id(AUTH_DISABLED_USER), args["limit"])
-    return json_response([{"source": h.path, "text": h.text, "line_start": h.line_start, "line_end": h.line_end}
-                          for h in hits])
+    return json_response([{"source": path, "text": text, "line_start": start, "line_end": end}
+                          for path, start, end, text, _score in hits])
 
 
 @blp.route("/reindex", methods=["POST"])
