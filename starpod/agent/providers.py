@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 import orjson
 from jiter import from_json
 
+from ..concurrency import _gevent_active
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
 from .sse import events
@@ -160,15 +161,26 @@ class Deadline:
 
     @contextmanager
     def closing_at_end(self, close: Callable[[], None]) -> Iterator[None]:
-        """Call `close` (ending a response stream) if the block is still running at the deadline;
-        a timer is a greenlet under gevent, so this works there and with threads alike."""
-        timer = threading.Timer(self.remaining(), close)
-        timer.daemon = True
-        timer.start()
+        """Call `close` (ending a response stream) if the block is still running at the deadline.
+
+        Under gevent a timer of the event loop starts a greenlet for it when the deadline comes
+        (a `threading.Timer` there would start, switch to and kill one on every provider call);
+        elsewhere a timer thread calls it."""
+        if _gevent_active():
+            import gevent
+
+            timer = gevent.get_hub().loop.timer(self.remaining())
+            timer.start(gevent.spawn, close)
+            cancel = timer.close
+        else:
+            timer = threading.Timer(self.remaining(), close)
+            timer.daemon = True
+            timer.start()
+            cancel = timer.cancel
         try:
             yield
         finally:
-            timer.cancel()
+            cancel()
 
 
 SDK_CLIENT_CLASSES = {"anthropic": "Anthropic", "openai": "OpenAI"}
