@@ -101,16 +101,20 @@ class LocalRun:
         changed, self._changed = self._changed, Event()
         changed.set()
 
-    def follow(self, after_seq: int) -> Iterator[str]:
+    def follow(self, after_seq: int) -> Iterator[list[str]]:
+        """The frames after `after_seq` in batches: every frame there is each time the follower
+        asks, so one that fell behind catches up in one go."""
         position = max(after_seq, 0)
         while True:
             changed = self._changed
-            while position < len(self.frames):
-                yield self.frames[position]
-                position += 1
-            if self.finished:
+            if position < len(self.frames):
+                batch = self.frames[position:]
+                position += len(batch)
+                yield batch
+            elif self.finished:
                 return
-            changed.wait()
+            else:
+                changed.wait()
 
 
 class RunManager:
@@ -319,14 +323,15 @@ class RunManager:
             run_id, owner = row
         return run_id if user_id is None or owner == user_id else None
 
-    def follow(self, run_id: str, after_seq: int) -> Iterator[str]:
-        """Every frame of the run after `after_seq`, then each new one as it comes, until its end."""
+    def follow(self, run_id: str, after_seq: int) -> Iterator[list[str]]:
+        """Every frame of the run after `after_seq`, then the new ones as they come, until its end;
+        in batches of whatever is there when the follower asks."""
         run = self.local.get(run_id)
         if run is not None:
             return run.follow(after_seq)
         return self._follow_stored(run_id, after_seq)
 
-    def _follow_stored(self, run_id: str, last: int) -> Iterator[str]:
+    def _follow_stored(self, run_id: str, last: int) -> Iterator[list[str]]:
         while True:
             changed = self.changed_elsewhere()
             with database.connection_context():
@@ -336,9 +341,9 @@ class RunManager:
                 rows = list(RunEvent.select(RunEvent.seq, RunEvent.frame)
                             .where((RunEvent.run == run_id) & (RunEvent.seq > last))
                             .order_by(RunEvent.seq).tuples())
-            for seq, frame in rows:
-                yield frame
-                last = seq
+            if rows:
+                last = rows[-1][0]
+                yield [frame for _, frame in rows]
             if run.status == FINISHED:  # read before the events, so none can be missing
                 return
             if not rows and self._orphaned(run):
