@@ -164,7 +164,7 @@ def chats(url: str, count: int, deltas: int, cross_pid: int | None = None, sprea
     finished = max((r[2] for r in results), default=started)
     frames = sum(len(r[0]) for r in results)
     expected = count * (deltas + 2)
-    gaps = sum(1 for r in results if [f["seq"] for f in r[0]] != list(range(1, len(r[0]) + 1)))
+    gaps = sum(1 for r in results if [f.get("seq") for f in r[0]] != list(range(1, len(r[0]) + 1)))
     return {"results": results, "frames": frames, "expected": expected, "seconds": finished - started,
             "seq_gaps": gaps}
 

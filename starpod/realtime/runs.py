@@ -205,9 +205,14 @@ class RunManager:
     def _publish(self, run: LocalRun, frame: dict) -> None:
         seq = len(run.frames) + 1
         text = encode(frame, seq)
-        run.add(text)
-        session_id = frame["session_id"] if frame["type"] == "stream_start" else None
-        self._queue.put(("event", (run.id, seq, session_id, text), None))
+        if frame["type"] == "stream_start":
+            # Stored before anyone sees it: a client holding a stream_start can resume its run from
+            # any worker, which finds the run by this row.
+            self._submit("event", (run.id, seq, frame["session_id"], text))
+            run.add(text)
+        else:
+            run.add(text)
+            self._queue.put(("event", (run.id, seq, None, text), None))
 
     def _next_spec(self, run: LocalRun) -> RunSpec | None:
         """The next stream from follow-ups that came too late or were queued; None finishes the run."""
