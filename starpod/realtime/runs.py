@@ -29,7 +29,7 @@ from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
 from ..config import Config
 from ..db import database, placeholders, write_transaction
 from ..errors import StarpodError, client_message, new_request_id
-from ..models import ChatRun, RunEvent, RunFollowup
+from ..models import ChatRun, RunEvent, RunFollowup, new_uuid
 from ..timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
 from .doorbell import Doorbell
 
@@ -42,7 +42,19 @@ RETENTION = timedelta(hours=24)       # finished runs are kept this long (the la
 MAX_BATCH = 2000
 STORE_ATTEMPTS = 5
 INTERRUPTED = "Run interrupted: the server stopped before it finished"
-INSERT_EVENTS = f"INSERT INTO {RunEvent._meta.table_name} (run_id, seq, session_id, frame) VALUES (?, ?, ?, ?)"
+# The statements every run executes, written once: building them with Peewee costs 0.1-0.2 ms each.
+RUNS, EVENTS, FOLLOWUPS = ChatRun._meta.table_name, RunEvent._meta.table_name, RunFollowup._meta.table_name
+INSERT_RUN = f"INSERT INTO {RUNS} (id, user_id, status, worker_id, created_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_EVENTS = f"INSERT INTO {EVENTS} (run_id, seq, session_id, frame) VALUES (?, ?, ?, ?)"
+HAS_PENDING = f"SELECT 1 FROM {FOLLOWUPS} WHERE run_id = ? AND status = 'pending' LIMIT 1"
+HAS_PENDING_INJECT = f"SELECT 1 FROM {FOLLOWUPS} WHERE run_id = ? AND status = 'pending' AND mode = 'inject' LIMIT 1"
+FINISH_RUN = f"UPDATE {RUNS} SET status = '{FINISHED}', finished_at = ? WHERE id = ?"
+FORGET_OLDER_RUNS = (f"DELETE FROM {RUNS} WHERE status = '{FINISHED}' AND id IN "
+                     f"(SELECT run_id FROM {EVENTS} WHERE session_id = ? AND run_id <> ?)")
+
+
+def _exists(statement: str, *params) -> bool:
+    return database.execute_sql(placeholders(statement), params).fetchone() is not None
 
 
 def run_lock(run_id: str) -> str:
@@ -131,9 +143,11 @@ class RunManager:
     # --- starting and executing ----------------------------------------------------------
 
     def start(self, spec: RunSpec) -> str:
+        run_id, now = new_uuid(), now_iso()
         with database.connection_context():
-            row = ChatRun.create(user_id=spec.user_id, worker_id=self.doorbell.worker_id)
-        run = LocalRun(row.id, spec.user_id)
+            database.execute_sql(placeholders(INSERT_RUN), (run_id, spec.user_id, RUNNING, self.doorbell.worker_id,
+                                                            now, now))
+        run = LocalRun(run_id, spec.user_id)
         self.local[run.id] = run
         run.greenlet = gevent.spawn(self._execute, run, spec)
         return run.id
@@ -248,10 +262,10 @@ class RunManager:
 
     def claim_injected(self, run_id: str) -> list[str]:
         """Inject-mode follow-ups not yet given to the model (called by the pipeline's loop)."""
+        if not _exists(HAS_PENDING_INJECT, run_id):
+            return []
         pending = ((RunFollowup.run == run_id) & (RunFollowup.status == "pending")
                    & (RunFollowup.mode == "inject"))
-        if not RunFollowup.select().where(pending).exists():
-            return []
         with write_transaction(run_lock(run_id)):
             rows = list(RunFollowup.select().where(pending).order_by(RunFollowup.id))
             RunFollowup.update(status="claimed").where(RunFollowup.id.in_([r.id for r in rows])).execute()
@@ -296,20 +310,19 @@ class RunManager:
 
     @staticmethod
     def _finish(run_id: str) -> list[RunFollowup]:
+        if not _exists(HAS_PENDING, run_id):
+            database.execute_sql(placeholders(FINISH_RUN), (now_iso(), run_id))
+            return []
         pending = list(RunFollowup.select()
                        .where((RunFollowup.run == run_id) & (RunFollowup.status == "pending"))
                        .order_by(RunFollowup.id))
-        if pending:
-            RunFollowup.update(status="claimed").where(RunFollowup.id.in_([p.id for p in pending])).execute()
-        else:
-            ChatRun.update(status=FINISHED, finished_at=now_iso()).where(ChatRun.id == run_id).execute()
+        RunFollowup.update(status="claimed").where(RunFollowup.id.in_([p.id for p in pending])).execute()
         return pending
 
     @staticmethod
     def _forget_older_runs(session_id: str, run_id: str) -> None:
         """Only the newest run of a session stays replayable once it has finished."""
-        older = RunEvent.select(RunEvent.run).where((RunEvent.session_id == session_id) & (RunEvent.run != run_id))
-        ChatRun.delete().where(ChatRun.id.in_(older) & (ChatRun.status == FINISHED)).execute()
+        database.execute_sql(placeholders(FORGET_OLDER_RUNS), (session_id, run_id))
 
     # --- following -----------------------------------------------------------------------
 
