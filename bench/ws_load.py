@@ -1,9 +1,11 @@
 """WebSocket load on one gunicorn gevent worker, with the fake provider in its own process.
 
 (a) N idle authenticated connections held open (each proves it is alive by answering a frame);
-(b) C concurrent chats streaming D deltas each: total frames/s, frames lost, and the added latency
-    between the provider writing a chunk and the client receiving its `text_delta` (every chunk
-    carries a unique token; both sides stamp it with the system-wide monotonic clock), run twice:
+(b) C concurrent chats streaming D deltas each: total frames/s, frames lost, the delivered
+    `text_delta` frames per CPU-second of the server (goal >= 10,000; provider stream parsing,
+    storage and fan-out all count), and the added latency between the provider writing a chunk
+    and the client receiving its `text_delta` (goal p95 <= 20 ms; every chunk carries a unique
+    token; both sides stamp it with the system-wide monotonic clock), run twice:
     "in step" (all chats start together, so their chunks arrive in bursts of C and the last of a
     burst waits for the other C-1: the worst case) and "staggered" (starts spread over one chunk
     interval: the steady state of independent chats).  frames/s is paced by the provider.  The
@@ -38,6 +40,8 @@ from tests import fake_provider  # noqa: E402
 from tests.support import LiveServer  # noqa: E402
 
 TOKEN_WIDTH = 8  # "c123d045" style tokens: one per chunk
+DELTAS_PER_CPU_SECOND_GOAL = 10_000
+P95_GOAL_MS = 20.0
 
 
 def token(chat: int, index: int) -> str:
@@ -160,7 +164,7 @@ def chats(url: str, count: int, deltas: int, cross_pid: int | None = None, sprea
     finished = max((r[2] for r in results), default=started)
     frames = sum(len(r[0]) for r in results)
     expected = count * (deltas + 2)
-    gaps = sum(1 for r in results if [f["seq"] for f in r[0]] != list(range(1, len(r[0]) + 1)))
+    gaps = sum(1 for r in results if [f.get("seq") for f in r[0]] != list(range(1, len(r[0]) + 1)))
     return {"results": results, "frames": frames, "expected": expected, "seconds": finished - started,
             "seq_gaps": gaps}
 
@@ -190,19 +194,27 @@ class CpuMeter:
         used["other"] = machine.user + machine.system + machine.nice + machine.irq + machine.softirq - sum(used.values())
         return used
 
-    def summary(self, seconds: float) -> str:
+    def used(self) -> dict[str, float]:
+        """CPU seconds each group used since `begin()`."""
         end = self._sample()
-        shares = {name: (end[name] - self.start[name]) / seconds * 100 for name in end}
-        return ("    CPU (% of one core; {} cores): ".format(psutil.cpu_count())
-                + "  ".join(f"{name} {max(share, 0):.0f}%" for name, share in shares.items()))
+        return {name: end[name] - self.start[name] for name in end}
 
 
-def report(label: str, outcome: dict, stamps: dict) -> None:
+def report(label: str, outcome: dict, stamps: dict, cpu: dict[str, float] | None = None) -> None:
+    """One line of counts and latencies; with the CPU used (`CpuMeter.used`), the share of each
+    process group and the delivered deltas per server CPU-second, beside their goals."""
     p50, p95 = latency_ms(outcome["results"], stamps)
     lost = outcome["expected"] - outcome["frames"]
     print(f"{label:<34} frames {outcome['frames']:>6}/{outcome['expected']:<6} lost {lost:<4} "
           f"seq-gaps {outcome['seq_gaps']:<3} {outcome['frames'] / outcome['seconds']:>8.0f} frames/s   "
-          f"added latency p50 {p50:6.2f} ms  p95 {p95:7.2f} ms")
+          f"added latency p50 {p50:6.2f} ms  p95 {p95:7.2f} ms (goal <= {P95_GOAL_MS:.0f})")
+    if cpu is None:
+        return
+    print(f"    CPU (% of one core; {psutil.cpu_count()} cores): "
+          + "  ".join(f"{name} {max(used, 0) / outcome['seconds'] * 100:.0f}%" for name, used in cpu.items()))
+    delivered = sum(1 for frames, _, _ in outcome["results"] for frame in frames if frame["type"] == "text_delta")
+    print(f"    delivered text_delta per server CPU-second: {delivered / cpu['server']:,.0f} "
+          f"(goal >= {DELTAS_PER_CPU_SECOND_GOAL:,}; {delivered} deltas, server CPU {cpu['server']:.2f} s)")
 
 
 def main() -> None:
@@ -235,9 +247,9 @@ def main() -> None:
             for label, spread in (("in step", 0.0), ("staggered", args.delay)):
                 meter = CpuMeter(server.process.pid, provider.pid)
                 outcome = chats(url, args.chats, args.deltas, spread=spread, on_start=meter.begin)
+                cpu = meter.used()
                 commands.send("stamps")
-                report(f"(b) {args.chats} chats x {args.deltas} deltas, {label}", outcome, commands.recv())
-                print(meter.summary(outcome["seconds"]))
+                report(f"(b) {args.chats} chats x {args.deltas} deltas, {label}", outcome, commands.recv(), cpu)
         finally:
             server.stop()
 

@@ -350,35 +350,39 @@ def test_followups_are_injected_and_stored(app, config, fake_provider, client):
     assert rows[3]["content"] == "also check the weather"
 
 
+def test_sse_events_split_like_the_event_stream_format():
+    """LF, CRLF and CR line ends (a CRLF split across chunks too), comments, multi-line data,
+    an event without a name, and an unterminated last event (dropped)."""
+    from starpod.agent.sse import events
+
+    chunks = [b": comment\r\nevent: a\r", b"\ndata: 1\r\n\r\ndata:2\ndata: 3\n", b"\nevent: b\rdata: {}\r\r",
+              b"data: cut"]
+    assert list(events(chunks)) == [("a", b"1"), (None, b"2\n3"), ("b", b"{}")]
+
+
 def test_anthropic_raw_events_accumulate_like_the_sdk_helper():
     """Tool input split over deltas, thinking with its signature, usage totals from message_delta."""
-    from anthropic._models import construct_type
-    from anthropic.types import RawMessageStreamEvent
-
-    def event(data):
-        return construct_type(type_=RawMessageStreamEvent, value=data)
-
     def delta(index, **fields):
-        return event({"type": "content_block_delta", "index": index, "delta": fields})
+        return {"type": "content_block_delta", "index": index, "delta": fields}
 
     turn = providers._AnthropicTurn()
     stream = [
-        event({"type": "message_start", "message": {
+        {"type": "message_start", "message": {
             "id": "m", "type": "message", "role": "assistant", "model": "x", "content": [], "stop_reason": None,
-            "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3}}}),
-        event({"type": "content_block_start", "index": 0,
-               "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 1, "cache_read_input_tokens": 3}}},
+        {"type": "content_block_start", "index": 0,
+         "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
         delta(0, type="thinking_delta", thinking="hmm "), delta(0, type="thinking_delta", thinking="ok"),
         delta(0, type="signature_delta", signature="sig"),
-        event({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}}),
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
         delta(1, type="text_delta", text="Hel"), delta(1, type="text_delta", text="lo"),
-        event({"type": "content_block_start", "index": 2,
-               "content_block": {"type": "tool_use", "id": "t1", "name": "Glob", "input": {}}}),
+        {"type": "content_block_start", "index": 2,
+         "content_block": {"type": "tool_use", "id": "t1", "name": "Glob", "input": {}}},
         delta(2, type="input_json_delta", partial_json='{"pat'), delta(2, type="input_json_delta", partial_json='tern": "*"}'),
-        event({"type": "content_block_start", "index": 3,
-               "content_block": {"type": "tool_use", "id": "t2", "name": "SkillList", "input": {}}}),
-        event({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-               "usage": {"output_tokens": 12, "input_tokens": 9}}),
+        {"type": "content_block_start", "index": 3,
+         "content_block": {"type": "tool_use", "id": "t2", "name": "SkillList", "input": {}}},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+         "usage": {"output_tokens": 12, "input_tokens": 9}},
     ]
     assert [text for text in map(turn.feed, stream) if text] == ["Hel", "lo"]
     result = turn.result()

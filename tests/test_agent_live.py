@@ -51,3 +51,19 @@ def test_provider_failure_is_502_live(server, fake):
     fake.script(Failure(400, "bad request from provider", "invalid_request_error"))
     response = server.request("POST", "/api/chat", API_KEY, json={"text": "hi"})
     assert response.status_code == 502 and "bad request from provider" in response.json()["error"]
+
+
+def test_provider_stalling_mid_stream_is_cut_at_the_deadline_under_gevent(server, fake):
+    """A stream that stopped sending ends as timed out under gevent workers too, where the
+    deadline closes it with an event-loop timer."""
+    fake.reset()
+    toml = server.home / "config" / "agent.toml"
+    original = toml.read_text()
+    toml.write_text(original + "\n[providers]\nrequest_timeout_secs = 2\n")
+    try:
+        fake.script(Reply("ab", chunks=2, chunk_delay=20))
+        response = server.request("POST", "/api/chat", API_KEY, json={"text": "hi"})
+    finally:
+        toml.write_text(original)
+    assert response.status_code == 502
+    assert response.json()["error"] == "Chat error: API error: request timed out"

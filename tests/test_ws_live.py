@@ -404,6 +404,23 @@ def test_disconnect_mid_run_then_resume_on_the_other_worker(server, fake):
     assert messages(server, seen[0]["session_id"])[-1]["content"] == text
 
 
+def test_resume_on_the_other_worker_right_after_stream_start(server, fake):
+    """stream_start is stored before it is sent: a client holding it finds the run from any worker."""
+    fake.script(Reply("abcdef", chunks=6, chunk_delay=0.05))
+    by_worker = connections_on_both_workers(server, count=2)
+    (_, sockets_a), (_, sockets_b) = by_worker.items()
+    send(sockets_a[0], type="message", text="quick")
+    start = recv(sockets_a[0])
+    assert start["type"] == "stream_start"
+    send(sockets_b[0], type="resume", session_id=start["session_id"], after_seq=1)
+    rest = until_end(sockets_b[0])
+    assert [f["seq"] for f in rest] == list(range(2, 2 + len(rest)))
+    assert deltas(rest) == "abcdef" and rest[-1]["type"] == "stream_end"
+    for sockets in by_worker.values():
+        for ws in sockets:
+            ws.close()
+
+
 def test_run_continues_and_is_stored_when_nobody_listens(server, fake):
     fake.script(Reply("unattended reply", chunks=5, chunk_delay=0.05))
     ws = connect(server)

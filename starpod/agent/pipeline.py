@@ -3,8 +3,9 @@
 Used by `POST /api/chat`, the WebSocket, the scheduler and the Telegram channel.  Order of work:
 validate and pick the provider (errors raise on the first `next()`, before anything is stored),
 resolve the session, store the `user` row, yield `stream_start`, run the agent loop (tool rows
-stored as they happen), then store the `assistant` row, the usage row and the daily-log entry,
-and yield `stream_end` last.
+stored as they happen), then store the `assistant` row and the usage row and yield `stream_end`.
+The daily-log entry is appended after `stream_end`, as the spec has it: under gevent in a greenlet
+of its own, so neither the reply nor the next request waits for the memory index.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .. import sessions
+from ..concurrency import _gevent_active
 from ..config import Config
 from ..db import database, write_transaction
 from ..errors import BadRequest, PayloadTooLarge, new_request_id
@@ -185,12 +187,15 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
         loop.outcome.is_error = True
         loop.outcome.errors.append(f"Stream error: internal error (request id {request_id})")
     outcome = loop.outcome
-    _finish(config, request, session, conversation, provider.model, outcome)
+    _finish(request, session, conversation, provider.model, outcome)
     yield _stream_end(session.id, outcome)
+    if not outcome.errors:
+        _after_reply(_daily_log, config, request.user_id,
+                     f"**User**: {truncate_utf8(request.text, DAILY_EXCERPT_BYTES)}\n"
+                     f"**{config.agent.agent_name}**: {truncate_utf8(outcome.text, DAILY_EXCERPT_BYTES)}")
 
 
-def _finish(config: Config, request: ChatRequest, session, conversation: Conversation, model: str,
-            outcome: Outcome) -> None:
+def _finish(request: ChatRequest, session, conversation: Conversation, model: str, outcome: Outcome) -> None:
     with database.atomic():
         conversation.flush()
         if outcome.text:
@@ -201,10 +206,15 @@ def _finish(config: Config, request: ChatRequest, session, conversation: Convers
                                   usage.cache_read, usage.cache_write, outcome.cost_usd, model)
         if request.mark_unread:
             sessions.mark_read(session, False)
-    if not outcome.errors:
-        _daily_log(config, request.user_id,
-                   f"**User**: {truncate_utf8(request.text, DAILY_EXCERPT_BYTES)}\n"
-                   f"**{config.agent.agent_name}**: {truncate_utf8(outcome.text, DAILY_EXCERPT_BYTES)}")
+
+
+def _after_reply(work: Callable, *args) -> None:
+    """Do `work(*args)`, which nobody waits for: in a greenlet of its own under gevent, else now."""
+    if _gevent_active():
+        import gevent
+        gevent.spawn(work, *args)
+    else:
+        work(*args)
 
 
 def collect(events: Iterator[dict]) -> dict:

@@ -6,6 +6,10 @@ the official `openai` SDK (Chat Completions).  The agent loop speaks one provide
 format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
+The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
+once, and the event stream of the answer is read with `sse.events` and parsed as plain JSON: the
+SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
+more CPU than everything else a streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
 needs the one its configured provider speaks (`warm_up` loads it in the background after start).
 Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
@@ -29,10 +33,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import orjson
 from jiter import from_json
 
+from ..concurrency import _gevent_active
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
+from .sse import events
 
 log = logging.getLogger(__name__)
 # The SDKs' HTTP client logs every request at INFO; one line per model call is noise in server logs.
@@ -154,15 +161,26 @@ class Deadline:
 
     @contextmanager
     def closing_at_end(self, close: Callable[[], None]) -> Iterator[None]:
-        """Call `close` (ending a response stream) if the block is still running at the deadline;
-        a timer is a greenlet under gevent, so this works there and with threads alike."""
-        timer = threading.Timer(self.remaining(), close)
-        timer.daemon = True
-        timer.start()
+        """Call `close` (ending a response stream) if the block is still running at the deadline.
+
+        Under gevent a timer of the event loop starts a greenlet for it when the deadline comes
+        (a `threading.Timer` there would start, switch to and kill one on every provider call);
+        elsewhere a timer thread calls it."""
+        if _gevent_active():
+            import gevent
+
+            timer = gevent.get_hub().loop.timer(self.remaining())
+            timer.start(gevent.spawn, close)
+            cancel = timer.close
+        else:
+            timer = threading.Timer(self.remaining(), close)
+            timer.daemon = True
+            timer.start()
+            cancel = timer.cancel
         try:
             yield
         finally:
-            timer.cancel()
+            cancel()
 
 
 SDK_CLIENT_CLASSES = {"anthropic": "Anthropic", "openai": "OpenAI"}
@@ -196,17 +214,7 @@ def warm_up(config: Config) -> None:
     if not api_key:
         sdk(kind)
         return
-    client = _client(kind, _endpoint(config, name), api_key)
-    # What the first streamed call would otherwise load lazily: the resource modules and, for
-    # anthropic, the validator of its stream events (pydantic builds it on first use).
-    if kind == "anthropic":
-        from anthropic._models import construct_type
-        from anthropic.types import RawMessageStreamEvent
-
-        _ = client.messages
-        construct_type(type_=RawMessageStreamEvent, value={"type": "message_stop"})
-    else:
-        _ = client.chat.completions
+    _client(kind, _endpoint(config, name), api_key)
 
 
 def _client(kind: str, base_url: str, api_key: str):
@@ -257,6 +265,28 @@ def _is_retryable(exc: Exception, module) -> bool:
 
 
 TIMED_OUT = "request timed out"
+
+
+def request_body(request: dict) -> bytes:
+    """The JSON body of a provider call; text with lone surrogates (which orjson refuses) goes
+    out escaped, as the SDKs would send it."""
+    try:
+        return orjson.dumps(request)
+    except orjson.JSONEncodeError:
+        return json.dumps(request).encode("ascii")
+
+
+@contextmanager
+def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadline) -> Iterator[Any]:
+    """POST `request` through the `kind` SDK's `client` and give the open HTTP response of its
+    event stream; an error status raises the SDK's error, and the response is closed at the deadline."""
+    response = client.post(path, content=request_body(request), cast_to=importlib.import_module("httpx2").Response,
+                           stream=True, options={"timeout": deadline.timeout(sdk(kind))})
+    with deadline.closing_at_end(response.close):
+        try:
+            yield response
+        finally:
+            response.close()
 
 
 class Provider(ABC):
@@ -319,17 +349,30 @@ class AnthropicProvider(Provider):
         if budget:
             request["thinking"] = {"type": "enabled", "budget_tokens": budget}
             request["max_tokens"] = max(max_tokens, budget + 8192)
+        request["stream"] = True
         client = _client("anthropic", self.base_url, self.api_key)
-        # Raw events, not `messages.stream()`: its accumulator rebuilds a message snapshot (and
-        # re-parses partial tool JSON) on every event, about half the CPU time of a streamed answer.
         turn = _AnthropicTurn()
-        with client.messages.create(**request, stream=True, timeout=deadline.timeout(sdk("anthropic"))) as stream, \
-                deadline.closing_at_end(stream.close):
-            for event in stream:
-                text = turn.feed(event)
-                if text:
-                    yield text
+        with streamed_post("anthropic", client, "/v1/messages", request, deadline) as response:
+            for name, data in events(response.iter_bytes()):
+                if name == "error":
+                    raise _anthropic_stream_error(client, response, data)
+                if name is not None and name != "ping" and data:
+                    text = turn.feed(orjson.loads(data))
+                    if text:
+                        yield text
         yield turn.result()
+
+
+def _anthropic_stream_error(client, response, data: bytes) -> Exception:
+    """The SDK's error for an `error` event in the stream (e.g. overloaded_error), as its own
+    stream reader raises it."""
+    try:
+        body = orjson.loads(data)
+        message = f"{body}"
+    except orjson.JSONDecodeError:
+        body = data.decode("utf-8", "replace")
+        message = body or f"Error code: {response.status_code}"
+    return client._make_status_error(message, body=body, response=response)
 
 
 class _AnthropicTurn:
@@ -341,42 +384,43 @@ class _AnthropicTurn:
         self.usage = Usage()
         self.stop_reason: str | None = None
 
-    def feed(self, event) -> str | None:
-        """Take one raw event; returns the text it adds to the answer, if any."""
-        kind = event.type
+    def feed(self, event: dict) -> str | None:
+        """Take one event (its parsed JSON); returns the text it adds to the answer, if any."""
+        kind = event.get("type")
         if kind == "content_block_delta":
-            return self._delta(event.index, event.delta)
+            return self._delta(event["index"], event["delta"])
         if kind == "content_block_start":
-            self.blocks.append(_from_anthropic_block(event.content_block))
+            self.blocks.append(_from_anthropic_block(event["content_block"]))
         elif kind == "message_start":
-            self.blocks = [_from_anthropic_block(block) for block in event.message.content]
-            self._usage(event.message.usage)
-            self.stop_reason = event.message.stop_reason
+            message = event["message"]
+            self.blocks = [_from_anthropic_block(block) for block in message.get("content") or ()]
+            self._usage(message.get("usage"))
+            self.stop_reason = message.get("stop_reason")
         elif kind == "message_delta":
-            self.stop_reason = event.delta.stop_reason
-            self._usage(event.usage)
+            self.stop_reason = (event.get("delta") or {}).get("stop_reason")
+            self._usage(event.get("usage"))
         return None
 
-    def _delta(self, index: int, delta) -> str | None:
+    def _delta(self, index: int, delta: dict) -> str | None:
         block_type = (self.blocks[index] or {}).get("type")
-        kind = delta.type
+        kind = delta.get("type")
         if kind == "text_delta" and block_type == "text":
-            self.fragments.setdefault(index, []).append(delta.text)
-            return delta.text
+            self.fragments.setdefault(index, []).append(delta["text"])
+            return delta["text"]
         if kind == "input_json_delta" and block_type == "tool_use":
-            self.fragments.setdefault(index, []).append(delta.partial_json)
+            self.fragments.setdefault(index, []).append(delta["partial_json"])
         elif kind == "thinking_delta" and block_type == "thinking":
-            self.fragments.setdefault(index, []).append(delta.thinking)
+            self.fragments.setdefault(index, []).append(delta["thinking"])
         elif kind == "signature_delta" and block_type == "thinking":
-            self.blocks[index]["signature"] = delta.signature
+            self.blocks[index]["signature"] = delta["signature"]
         return None
 
-    def _usage(self, usage) -> None:
+    def _usage(self, usage: dict | None) -> None:
         """Counts on message_delta are cumulative totals; an omitted one keeps the earlier value."""
         for target, source in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
                                ("cache_read", "cache_read_input_tokens"),
                                ("cache_write", "cache_creation_input_tokens")):
-            value = getattr(usage, source, None)
+            value = (usage or {}).get(source)
             if value is not None:
                 setattr(self.usage, target, value)
 
@@ -392,15 +436,16 @@ class _AnthropicTurn:
                          stop_reason=self.stop_reason)
 
 
-def _from_anthropic_block(block) -> dict | None:
-    if block.type == "text":
-        return {"type": "text", "text": block.text}
-    if block.type == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input or {}}
-    if block.type == "thinking":
-        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
-    if block.type == "redacted_thinking":
-        return {"type": "redacted_thinking", "data": block.data}
+def _from_anthropic_block(block: dict) -> dict | None:
+    kind = block.get("type")
+    if kind == "text":
+        return {"type": "text", "text": block.get("text") or ""}
+    if kind == "tool_use":
+        return {"type": "tool_use", "id": block["id"], "name": block["name"], "input": block.get("input") or {}}
+    if kind == "thinking":
+        return {"type": "thinking", "thinking": block.get("thinking") or "", "signature": block.get("signature") or ""}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block["data"]}
     return None
 
 
@@ -454,31 +499,51 @@ class OpenAICompatibleProvider(Provider):
         calls: dict[int, dict] = {}
         usage = Usage()
         stop_reason = None
-        stream = client.chat.completions.create(**request, timeout=deadline.timeout(sdk("openai")))
-        with stream, deadline.closing_at_end(stream.close):
-            for chunk in stream:
-                if chunk.usage is not None:
-                    usage = _openai_usage(chunk.usage)
-                for choice in chunk.choices or ():
-                    delta = choice.delta
-                    if delta is not None and delta.content:
-                        text.append(delta.content)
-                        yield delta.content
-                    for call in (delta.tool_calls or ()) if delta is not None else ():
-                        slot = calls.setdefault(call.index if call.index is not None else len(calls),
-                                                {"id": None, "name": "", "arguments": ""})
-                        if call.id:
-                            slot["id"] = call.id
-                        if call.function is not None:
-                            slot["name"] += call.function.name or ""
-                            slot["arguments"] += call.function.arguments or ""
-                    if choice.finish_reason:
-                        stop_reason = choice.finish_reason
+        with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
+            for _, data in events(response.iter_bytes()):
+                if data.startswith(b"[DONE]"):
+                    break
+                if not data:
+                    continue
+                chunk = orjson.loads(data)
+                if chunk.get("error"):
+                    raise _openai_stream_error(response, chunk["error"])
+                if chunk.get("usage") is not None:
+                    usage = _openai_usage(chunk["usage"])
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        text.append(delta["content"])
+                        yield delta["content"]
+                    for call in delta.get("tool_calls") or ():
+                        _add_call_fragment(calls, call)
+                    if choice.get("finish_reason"):
+                        stop_reason = choice["finish_reason"]
         content: list[dict] = [{"type": "text", "text": "".join(text)}] if text else []
         for _, call in sorted(calls.items()):
             content.append({"type": "tool_use", "id": call["id"] or f"call_{uuid.uuid4().hex[:24]}",
                             "name": call["name"], "input": _parse_arguments(call["arguments"])})
         yield ModelTurn(content=content, usage=usage, stop_reason=stop_reason)
+
+
+def _add_call_fragment(calls: dict[int, dict], call: dict) -> None:
+    """Merge one streamed piece of a tool call into `calls` (by its index)."""
+    index = call.get("index")
+    slot = calls.setdefault(index if index is not None else len(calls), {"id": None, "name": "", "arguments": ""})
+    if call.get("id"):
+        slot["id"] = call["id"]
+    function = call.get("function")
+    if function is not None:
+        slot["name"] += function.get("name") or ""
+        slot["arguments"] += function.get("arguments") or ""
+
+
+def _openai_stream_error(response, error) -> Exception:
+    """The SDK's error for an error object in the stream, as its own stream reader raises it."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return sdk("openai").APIError(message=message, request=response.request, body=error)
 
 
 def _parse_arguments(raw: str) -> dict:
@@ -489,11 +554,10 @@ def _parse_arguments(raw: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _openai_usage(usage) -> Usage:
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-    prompt = usage.prompt_tokens or 0
-    return Usage(max(prompt - cached, 0), usage.completion_tokens or 0, cached, 0)
+def _openai_usage(usage: dict) -> Usage:
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = usage.get("prompt_tokens") or 0
+    return Usage(max(prompt - cached, 0), usage.get("completion_tokens") or 0, cached, 0)
 
 
 def to_openai_messages(system: str | None, messages: list[dict]) -> list[dict]:

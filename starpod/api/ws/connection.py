@@ -5,9 +5,9 @@ re-checked through the auth cache first, and a socket whose key was revoked (or 
 deactivated, or whose key expired) is closed with 4401 instead.
 
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
-sends everything queued in the outbox in order, and a relay copies the frames of the run being
-followed into the outbox.  Runs belong to the worker's RunManager, not to the connection: when
-the client goes away only the relay stops.
+sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
+of the run being followed, each time all that are there in one write.  Runs belong to the worker's
+RunManager, not to the connection: when the client goes away only the relay stops.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gevent.queue import Full, Queue
 from marshmallow import ValidationError
 from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
+from wsproto.events import TextMessage
 
 from ... import accounts
 from ...accounts import Principal
@@ -98,6 +99,7 @@ class Connection:
         self.followup_mode = agent.followup_mode
         ws.max_message_size = attachments.message_size_limit(agent.attachments)
         self.outbox: Queue = Queue(OUTBOX_SIZE)
+        self._sending = Semaphore()
         self.relay: gevent.Greenlet | None = None
         self.run_id: str | None = None
 
@@ -119,11 +121,23 @@ class Connection:
 
     def _write_loop(self) -> None:
         while True:
-            frame = self.outbox.get()
+            frames = [self.outbox.get()]
+            while not self.outbox.empty():
+                frames.append(self.outbox.get_nowait())
             try:
-                self.ws.send(frame)
-            except ConnectionClosed:
+                self.send_texts(frames)
+            except (ConnectionClosed, OSError):
                 return
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Send text frames in one write (as simple-websocket's `send` sends one).  Frames are
+        built and written under one lock: with permessage-deflate they must reach the wire in
+        the order they were compressed."""
+        ws = self.ws
+        with self._sending:
+            if not ws.connected:
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            ws.sock.send(b"".join([ws.ws.send(TextMessage(data=text)) for text in texts]))
 
     def notify(self, frame: str) -> None:
         """Queue a notification; a client too far behind loses it instead of stalling the worker."""
@@ -253,8 +267,10 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            for frame in self.hub.runs.follow(run_id, after_seq):
-                self.outbox.put(frame)
+            for frames in self.hub.runs.follow(run_id, after_seq):
+                self.send_texts(frames)
+        except (ConnectionClosed, OSError):
+            return  # the client went away; the run goes on without it
         except PeeweeException:
             log.exception("lost track of run %s", run_id)
             self.send_error("Lost track of the run; send resume to continue")
