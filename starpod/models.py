@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from peewee import (AutoField, BigIntegerField, BooleanField, Check, CompositeKey, FloatField, ForeignKeyField,
-                    IntegerField, Model, TextField)
+                    IntegerField, Model, SQL, TextField)
 
 from .db import database
 from .timeutil import now_iso
@@ -205,7 +205,9 @@ class ChatRun(BaseModel):
     created_at = TextField(default=now_iso)
     heartbeat_at = TextField(default=now_iso)  # refreshed by the executing worker; stale = orphaned
     finished_at = TextField(null=True)
-    stop_requested = BooleanField(default=False)  # its executing worker stops the reply streaming now
+    # Its executing worker stops the reply streaming now.  The database default serves the runs
+    # inserted by plain SQL (realtime/runs.py), which names only the columns it sets.
+    stop_requested = BooleanField(default=False, constraints=[SQL("DEFAULT FALSE")])
 
     class Meta:
         table_name = "chat_runs"

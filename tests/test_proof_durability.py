@@ -272,6 +272,22 @@ def test_interrupted_run_replays_to_an_interrupted_end(crash):
     assert not running_runs(crash["home"] / "db" / "starpod.db")
 
 
+def test_a_client_ahead_of_the_store_still_gets_the_interrupted_end(crash):
+    """Frames reach a run's clients before the batch writer stores them: a client that saw frames
+    the kill lost resumes after a seq beyond the stored end and still gets that end, after its seq."""
+    server, session_id = crash["server"], crash["session_id"]
+    seen = stored_run_frames(crash["home"] / "db" / "starpod.db", session_id) + 100
+    ws = websocket.create_connection(f"{server.ws_url}/ws?token={crash['key']}", timeout=CLOSE_SECS)
+    try:
+        ws.send(json.dumps({"type": "resume", "session_id": session_id, "after_seq": seen}))
+        frame = json.loads(ws.recv())
+        while frame["type"] == "notification":
+            frame = json.loads(ws.recv())
+    finally:
+        ws.close()
+    assert (frame["type"], frame["seq"], frame["is_error"], frame["errors"]) == ("stream_end", seen + 1, True, [INTERRUPTED])
+
+
 def test_instance_paused_mid_crash_runs_as_recorded(crash):
     server, key, db = crash["server"], crash["key"], crash["home"] / "db" / "starpod.db"
     instance_id, status, pid, port = instance_row(db)

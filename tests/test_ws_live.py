@@ -31,7 +31,9 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, fake):
     home = tmp_path_factory.mktemp("ws") / "home"
-    live = LiveServer(home, workers=2, env=fake.environ(STARPOD_WS_PING_SECS="3")).start()
+    # Pings well apart: simple-websocket closes a socket whose pong it has not read by the next
+    # ping, which a worker stalled for seconds on a loaded test machine can miss.
+    live = LiveServer(home, workers=2, env=fake.environ(STARPOD_WS_PING_SECS="10")).start()
     live.admin_key = live.generated_admin_key()
     yield live
     live.stop()

@@ -366,11 +366,27 @@ class RunManager:
                 last = rows[-1][0]
                 yield [frame for _, frame in rows]
             if run.status == FINISHED:  # read before the events, so none can be missing
+                if not rows:
+                    yield from self._end_beyond_store(run_id, last)
                 return
             if not rows and self._orphaned(run):
                 self.interrupt(run_id)
                 continue
             changed.wait(POLL_SECS)
+
+    @staticmethod
+    def _end_beyond_store(run_id: str, last: int) -> Iterator[list[str]]:
+        """The run's end again, numbered after `last`, for a follower that saw more frames than were
+        stored: its worker died before the batch writer stored them, and the `stream_end` that
+        closed the run took a seq the follower already had."""
+        with database.connection_context():
+            stored = (RunEvent.select(RunEvent.seq, RunEvent.frame).where(RunEvent.run == run_id)
+                      .order_by(RunEvent.seq.desc()).tuples().first())
+        if stored is not None and stored[0] < last:
+            end = json.loads(stored[1])
+            if end["type"] == "stream_end":
+                del end["seq"]
+                yield [encode(end, last + 1)]
 
     def _orphaned(self, run: ChatRun) -> bool:
         """Nobody executes `run`: not this worker, and its worker's heartbeat is stale or that
