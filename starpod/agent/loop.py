@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 from .. import sessions
 from ..concurrency import _gevent_active
 from ..config import Config
-from ..db import database
+from ..db import close_connection, database
 from ..errors import NotConfigured
 from ..sessions import truncate_utf8
 from .pricing import cost_usd
@@ -112,8 +112,20 @@ class Outcome:
 
 
 def _run_tool_with_db(ctx: ToolContext, call: dict) -> ToolResult:
-    with database.connection_context():
+    """One of several concurrent tools, in a greenlet/thread of its own: it takes a pooled
+    connection only if it queries, and gives it back when done."""
+    try:
         return run_tool(ctx, call["name"], call["input"])
+    finally:
+        close_connection()
+
+
+def _release_connection_while_tools_run() -> None:
+    """Give the caller's connection back to the pool (it reconnects at its next query).  With a
+    bounded pool (PostgreSQL), callers holding every connection while their tools wait for one
+    would deadlock."""
+    if not database.in_transaction():
+        close_connection()
 
 
 def execute_tools(ctx: ToolContext, calls: list[dict]) -> Iterator[tuple[dict, ToolResult]]:
@@ -121,6 +133,7 @@ def execute_tools(ctx: ToolContext, calls: list[dict]) -> Iterator[tuple[dict, T
     if len(calls) == 1:
         yield calls[0], run_tool(ctx, calls[0]["name"], calls[0]["input"])
         return
+    _release_connection_while_tools_run()
     if _gevent_active():
         from gevent.pool import Pool
         pool = Pool(MAX_PARALLEL_TOOLS)
