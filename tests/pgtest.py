@@ -92,6 +92,11 @@ def end_module() -> None:
     _current = None
 
 
+def absent_database_url() -> str:
+    """A URL on the test server naming a database that does not exist."""
+    return _url_with_database(server_url(), f"starpod_absent_{uuid.uuid4().hex[:12]}")
+
+
 def database_url_for(home) -> str | None:
     """DATABASE_URL for `home` in the running module's database; None when tests run on SQLite."""
     return _current.url_for(home) if _current is not None else None
