@@ -13,7 +13,7 @@ stemmer without a stop-word list, since FTS5 drops no words.  A query is every
 whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
 only, it can never be a syntax error.
 
-psycopg 3 is used directly: one connection per greenlet at a time from a small per-process pool;
+psycopg 3 is used directly: one connection per greenlet at a time from a small, bounded per-process pool;
 its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
 lock, the reindex lock a session-scoped one, so both hold across servers.
 """
@@ -73,6 +73,9 @@ class PostgresIndex(MemoryIndex):
     MATCH_SQL = f"tsv @@ {_QUERY}"
     RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
     RANK_BINDS_QUERY = True
+    # Writers queue for one advisory lock anyway; a few connections per process keep a server's
+    # share of PostgreSQL's max_connections small next to the relational pool.
+    MAX_OPEN_CONNECTIONS = 2
     INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) "
                         f"VALUES (?, ?, ?, ?, ?, ?, to_tsvector('{SEARCH_CONFIG}', ?))")
 
@@ -112,12 +115,13 @@ class PostgresIndex(MemoryIndex):
 
     @contextmanager
     def reindex_lock(self) -> Iterator[None]:
-        with self.connection() as conn:
+        # On a connection of its own, outside the bounded pool the reindex's batches draw from.
+        conn = self._connect()
+        try:
             conn.execute("SELECT pg_advisory_lock(?)", (REINDEX_LOCK_KEY,))
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(?)", (REINDEX_LOCK_KEY,))
+            yield
+        finally:
+            conn.close()  # ending the session releases its advisory lock
 
 
 class PgConnection:
