@@ -1,6 +1,7 @@
 """Memory store: chunker, path validation, decay, spaces, search, reindex, restart, two processes.
 
-Everything that touches the index runs on both engines (SQLite FTS5 and PostgreSQL, `memory_engine`).
+Everything that touches the index runs on the test run's engine (SQLite FTS5, or PostgreSQL in the
+PostgreSQL pass: `memory_engine`).
 """
 from __future__ import annotations
 
