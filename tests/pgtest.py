@@ -1,4 +1,4 @@
-"""PostgreSQL for the test suite: `STARPOD_TEST_DATABASE=postgresql` runs the chosen modules on it.
+"""PostgreSQL for the test suite: `STARPOD_TEST_DATABASE=postgresql` runs every module on it.
 
 Each test module gets a fresh database `starpod_test_<random>` (dropped afterwards), and inside it
 one schema per data directory: a `home` maps to the same schema every time it is used, as it maps
