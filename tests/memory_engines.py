@@ -33,10 +33,11 @@ class PostgresEngine:
         return self.database.url_for(home)
 
     def query(self, home: Path, sql: str, params: tuple = ()) -> list[tuple]:
-        """Rows of `sql` run in `home`'s schema."""
+        """Rows of `sql` run in `home`'s schema (none for a statement that returns none)."""
         import psycopg
         with psycopg.connect(self.url_for(home), autocommit=True, connect_timeout=10) as conn:
-            return conn.execute(sql, params).fetchall()
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from starpod.config import MemoryConfig
+from starpod.dbcopy import migrate_url
 from starpod.errors import StarpodError
 from starpod.memory import MemoryStore, chunk_text
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
-from starpod.memory.pgindex import PostgresIndex, tokenize
+from starpod.memory.pgindex import TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
 from starpod.memory.store import cap_bytes
 
@@ -484,6 +485,24 @@ def test_postgresql_tables_and_gin_index(store, memory_engine):
     store.write("gin.md", "tapir")
     [(vector,)] = memory_engine.query(store.home, "SELECT tsv::text FROM memory_fts WHERE source = 'gin.md'")
     assert vector == "'1':4,5 'gin':1 'md':2 'tapir':3"
+
+
+def test_postgresql_rows_keep_the_tsvector_inline_and_migration_0013_relayouts_older_tables(store, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    layout = ("SELECT c.reloptions, array_agg(a.attname || '=' || a.attstorage::text ORDER BY a.attname) FROM pg_class c "
+              "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname IN ('tsv', 'chunk_text') "
+              "WHERE c.oid = 'memory_fts'::regclass GROUP BY c.reloptions")
+    new_layout = ([f"toast_tuple_target={TOAST_TUPLE_TARGET}"], ["chunk_text=e", "tsv=m"])
+    assert memory_engine.query(store.home, layout) == [new_layout]
+    store.write("old.md", "an okapi written before the upgrade")
+    memory_engine.query(store.home, "ALTER TABLE memory_fts RESET (toast_tuple_target), "
+                                    "ALTER COLUMN tsv SET STORAGE EXTENDED, ALTER COLUMN chunk_text SET STORAGE EXTENDED")
+    assert "0013_memory_fts_layout" in migrate_url(memory_engine.url_for(store.home))
+    assert memory_engine.query(store.home, layout) == [new_layout]
+    assert sources(store.search("okapi", None)) == []  # emptied: the next reindex rewrites every row
+    store.reindex()
+    assert sources(store.search("okapi", None)) == ["old.md"]
 
 
 def test_postgresql_query_is_built_from_tokens_only():

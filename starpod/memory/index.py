@@ -285,15 +285,25 @@ class MemoryIndex(ABC):
         match = self.match_query(text)
         if not match:
             return []
+        with self.connection() as conn:
+            return self._ranked(conn, match, owners, fetch)
+
+    def _ranked(self, conn, match: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
+        """The search: the RANK_CAP most recent matches (of any owner) ranked, those of `owners` kept.
+
+        Two statements: FTS5 finds the bound by walking its rowid-ordered doclist, without ranking.
+        """
         marks = ", ".join("?" for _ in owners)
         rank_binds = (match,) if self.RANK_BINDS_QUERY else ()
-        with self.connection() as conn:
-            bound = conn.execute(f"SELECT rowid FROM memory_fts WHERE {self.MATCH_SQL} "
-                                 "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, RANK_CAP)).fetchone()
-            return conn.execute(
-                f"SELECT source, chunk_text, line_start, line_end, {self.RANK_SQL} AS score FROM memory_fts "
-                f"WHERE {self.MATCH_SQL} AND rowid > ? AND owner IN ({marks}) ORDER BY score LIMIT ?",
-                (*rank_binds, match, bound[0] if bound else -1, *owners, fetch)).fetchall()
+        bound = conn.execute(f"SELECT rowid FROM memory_fts WHERE {self.MATCH_SQL} "
+                             "ORDER BY rowid DESC LIMIT 1 OFFSET ?", (match, RANK_CAP)).fetchone()
+        return conn.execute(
+            f"SELECT source, chunk_text, line_start, line_end, {self.RANK_SQL} AS score FROM memory_fts "
+            f"WHERE {self.MATCH_SQL} AND rowid > ? AND owner IN ({marks}) ORDER BY score LIMIT ?",
+            (*rank_binds, match, bound[0] if bound else -1, *owners, fetch)).fetchall()
+
+    def refresh_statistics(self) -> None:
+        """After many chunks changed: whatever keeps the engine's query plans good (nothing for FTS5)."""
 
     def has_tables(self) -> bool:
         with self.connection() as conn:

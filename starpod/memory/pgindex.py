@@ -2,8 +2,9 @@
 
 Same tables as the SQLite index (see `index.py`), in the connection's current schema (the URL
 may choose it with `options=-csearch_path=…`) next to the relational tables, whose names they do
-not share.  `memory_fts` is a plain table whose `tsvector` column has a GIN index; ranking is `ts_rank_cd` (negated, so lower is better as with bm25) and
-temporal decay is applied by the store exactly as for SQLite.
+not share.  `memory_fts` is a plain table whose `tsvector` column has a GIN index and stays in the
+row (STORAGE); ranking is `ts_rank_cd` (negated, so lower is better as with bm25) and temporal
+decay is applied by the store exactly as for SQLite.
 
 To search like FTS5's `porter` tokenizer (unicode61 + Porter stemming), text is tokenized here,
 not by PostgreSQL's parser (which keeps `knowledge/rust.md` or `foo-bar` whole): a token is a run
@@ -13,8 +14,8 @@ stemmer without a stop-word list, since FTS5 drops no words.  A query is every
 whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
 only, it can never be a syntax error.
 
-psycopg 3 is used directly: one connection per greenlet at a time from a small, bounded per-process pool;
-its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
+psycopg 3 is used directly: one connection per greenlet at a time from a small, bounded
+per-process pool; its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
 lock, the reindex lock a session-scoped one, so both hold across servers.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import unicodedata
 from contextlib import contextmanager
 from typing import Iterator
 
+from . import index
 from .chunker import Chunk
 from .index import MemoryIndex
 
@@ -34,6 +36,15 @@ CONNECT_TIMEOUT_SECS = 30
 # A tsvector is at most 1 MiB; only this much of a chunk's tokens is indexed (a default chunk is
 # 1600 bytes, so only a giant single-line chunk is ever cut).
 MAX_INDEXED_CHARS = 256 * 1024
+
+# How memory_fts keeps its rows (migration 0013 applies it to older tables): a search reads each
+# candidate's tsvector, so it stays in the row, uncompressed up to TOAST_TUPLE_TARGET bytes a row,
+# while the chunk text (read only for the results) moves out of line.  In the default layout
+# both were compressed or out of line, and reading the tsvector dominated a broad search.
+TOAST_TUPLE_TARGET = 4096
+STORAGE = (f"ALTER TABLE memory_fts SET (toast_tuple_target = {TOAST_TUPLE_TARGET})",
+           "ALTER TABLE memory_fts ALTER COLUMN tsv SET STORAGE MAIN",
+           "ALTER TABLE memory_fts ALTER COLUMN chunk_text SET STORAGE EXTERNAL")
 
 SCHEMA = f"""
 DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
@@ -61,6 +72,7 @@ CREATE TABLE IF NOT EXISTS memory_fts (
     owner TEXT NOT NULL,
     tsv TSVECTOR NOT NULL
 );
+{";".join(STORAGE)};
 CREATE INDEX IF NOT EXISTS memory_fts_tsv ON memory_fts USING GIN (tsv)
 """
 
@@ -106,6 +118,25 @@ class PostgresIndex(MemoryIndex):
         phrases = [" <-> ".join(f"'{token}'" for token in tokens)
                    for tokens in map(tokenize, text.split()) if tokens]
         return " & ".join(f"({phrase})" for phrase in phrases)
+
+    def _ranked(self, conn: "PgConnection", match: str, owners: tuple[str, ...], fetch: int) -> list[tuple]:
+        """One statement.  For a broad query the planner walks the primary key backwards, checking
+        the match row by row, so it reads only the RANK_CAP most recent matches and ranks those; for
+        a selective one it takes the GIN index (it knows which from the statistics)."""
+        marks = ", ".join("?" for _ in owners)
+        return conn.execute(
+            "SELECT source, chunk_text, line_start, line_end, score FROM ("
+            f"SELECT source, chunk_text, line_start, line_end, owner, {self.RANK_SQL} AS score FROM memory_fts "
+            f"WHERE {self.MATCH_SQL} ORDER BY rowid DESC LIMIT ?) AS recent "
+            f"WHERE owner IN ({marks}) ORDER BY score LIMIT ?",
+            (match, match, index.RANK_CAP, *owners, fetch)).fetchall()
+
+    def refresh_statistics(self) -> None:
+        """Statistics for the planner's choice above, and the GIN index's pending entries merged
+        (every search would otherwise scan them)."""
+        with self.connection() as conn:
+            conn.execute("ANALYZE memory_fts")
+            conn.execute("SELECT gin_clean_pending_list('memory_fts_tsv')")
 
     def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
         text = chunk.text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL

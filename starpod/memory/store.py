@@ -292,6 +292,8 @@ class MemoryStore:
             _report(progress, done, total)
             self._remove_gone(gone, known)
             indexed, indexed_bytes = self._index_batches(stale, known, chunking, progress, done, total)
+            if indexed + len(gone) > (total + len(gone)) // 10:  # autovacuum's default analyze threshold
+                self.index.refresh_statistics()
         stats = {"files": total, "indexed": indexed, "unchanged": total - indexed, "removed": len(gone),
                  "bytes": indexed_bytes, "seconds": round(time.monotonic() - started, 3)}
         log.info("memory reindex done: %s", stats)
