@@ -201,7 +201,8 @@ def test_doctor_reports_each_check(store, tmp_path):
     home, _ = store
     healthy = ok(starpod("doctor", "--json", "--port", 0, "--home", home, cwd=tmp_path, ANTHROPIC_API_KEY="x"))
     checks = {c["check"]: c for c in json.loads(healthy.stdout)}
-    assert checks["database"]["detail"] == ("PostgreSQL reachable" if on_postgresql(home) else "starpod.db: integrity ok")
+    database = "PostgreSQL reachable" if on_postgresql(home) else "starpod.db: integrity ok"
+    assert checks["database"]["detail"] == database
     assert {checks[name]["status"] for name in ("data directory", "database", "provider key", "port")} == {"ok"}
 
     with socket.socket() as taken:

@@ -17,7 +17,7 @@ import pytest
 from starpod.config import MemoryConfig
 from starpod.dbcopy import migrate_url
 from starpod.errors import StarpodError
-from starpod.memory import MemoryStore, chunk_text
+from starpod.memory import MemoryStore, chunk_text, index
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
 from starpod.memory.pgindex import TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
@@ -477,6 +477,15 @@ def test_ranking_prefers_denser_matches_on_both_engines(store):
     assert sources(hits) == ["dense.md", "sparse.md"] and hits[0].score > hits[1].score > 0
 
 
+def test_a_broad_query_ranks_only_the_rank_cap_most_recently_changed_matches(store, monkeypatch):
+    for number in range(5):
+        store.write(f"wombat{number}.md", f"wombat note {number}")
+    monkeypatch.setattr(index, "RANK_CAP", 3)
+    assert sorted(sources(store.search("wombat", None))) == ["wombat2.md", "wombat3.md", "wombat4.md"]
+    store.write("wombat0.md", "wombat note 0, changed")
+    assert sorted(sources(store.search("wombat", None))) == ["wombat0.md", "wombat3.md", "wombat4.md"]
+
+
 def test_postgresql_tables_and_gin_index(store, memory_engine):
     if memory_engine.name != "postgresql":
         pytest.skip("PostgreSQL engine only")
@@ -490,14 +499,14 @@ def test_postgresql_tables_and_gin_index(store, memory_engine):
 def test_postgresql_rows_keep_the_tsvector_inline_and_migration_0013_relayouts_older_tables(store, memory_engine):
     if memory_engine.name != "postgresql":
         pytest.skip("PostgreSQL engine only")
-    layout = ("SELECT c.reloptions, array_agg(a.attname || '=' || a.attstorage::text ORDER BY a.attname) FROM pg_class c "
-              "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname IN ('tsv', 'chunk_text') "
+    layout = ("SELECT c.reloptions, array_agg(a.attname || '=' || a.attstorage::text ORDER BY a.attname) "
+              "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname IN ('tsv', 'chunk_text') "
               "WHERE c.oid = 'memory_fts'::regclass GROUP BY c.reloptions")
     new_layout = ([f"toast_tuple_target={TOAST_TUPLE_TARGET}"], ["chunk_text=e", "tsv=m"])
     assert memory_engine.query(store.home, layout) == [new_layout]
     store.write("old.md", "an okapi written before the upgrade")
-    memory_engine.query(store.home, "ALTER TABLE memory_fts RESET (toast_tuple_target), "
-                                    "ALTER COLUMN tsv SET STORAGE EXTENDED, ALTER COLUMN chunk_text SET STORAGE EXTENDED")
+    memory_engine.query(store.home, "ALTER TABLE memory_fts RESET (toast_tuple_target), ALTER COLUMN tsv "
+                                    "SET STORAGE EXTENDED, ALTER COLUMN chunk_text SET STORAGE EXTENDED")
     assert "0013_memory_fts_layout" in migrate_url(memory_engine.url_for(store.home))
     assert memory_engine.query(store.home, layout) == [new_layout]
     assert sources(store.search("okapi", None)) == []  # emptied: the next reindex rewrites every row

@@ -129,7 +129,8 @@ class PostgresIndex(MemoryIndex):
             f"SELECT source, chunk_text, line_start, line_end, owner, {self.RANK_SQL} AS score FROM memory_fts "
             f"WHERE {self.MATCH_SQL} ORDER BY rowid DESC LIMIT ?) AS recent "
             f"WHERE owner IN ({marks}) ORDER BY score LIMIT ?",
-            (match, match, index.RANK_CAP, *owners, fetch)).fetchall()
+            (match, match, index.RANK_CAP, *owners, fetch),
+            prepare=False).fetchall()  # a prepared, generic plan could not tell broad terms from selective
 
     def refresh_statistics(self) -> None:
         """Statistics for the planner's choice above, and the GIN index's pending entries merged
@@ -161,8 +162,8 @@ class PgConnection:
     def __init__(self, raw):
         self.raw = raw
 
-    def execute(self, sql: str, params: tuple = ()):
-        return self.raw.execute(_placeholders(sql), params)
+    def execute(self, sql: str, params: tuple = (), prepare: bool | None = None):
+        return self.raw.execute(_placeholders(sql), params, prepare=prepare)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if rows:
