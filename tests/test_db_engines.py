@@ -134,7 +134,8 @@ def test_a_nul_in_a_text_parameter_is_stored_as_replacement_and_finds_nothing(po
 
 def _waiting_advisory_locks(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as observer:
-        return observer.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        return observer.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()"
                                 ).fetchone()[0]
 
 

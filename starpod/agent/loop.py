@@ -120,10 +120,11 @@ def _run_tool_with_db(ctx: ToolContext, call: dict) -> ToolResult:
         close_connection()
 
 
-def _release_connection_while_tools_run() -> None:
-    """Give the caller's connection back to the pool (it reconnects at its next query).  With a
-    bounded pool (PostgreSQL), callers holding every connection while their tools wait for one
-    would deadlock."""
+def _release_connection() -> None:
+    """Give this greenlet's (thread's) connection back to the pool while it waits on something slow,
+    the model or its tools; its next query takes one again.  With a bounded pool (PostgreSQL),
+    waiting callers holding every connection would starve the others, or deadlock when their tools
+    need one."""
     if not database.in_transaction():
         close_connection()
 
@@ -133,7 +134,7 @@ def execute_tools(ctx: ToolContext, calls: list[dict]) -> Iterator[tuple[dict, T
     if len(calls) == 1:
         yield calls[0], run_tool(ctx, calls[0]["name"], calls[0]["input"])
         return
-    _release_connection_while_tools_run()
+    _release_connection()
     if _gevent_active():
         from gevent.pool import Pool
         pool = Pool(MAX_PARALLEL_TOOLS)
@@ -191,6 +192,7 @@ class AgentLoop:
                 break
             self._drain_followups()
             turn: ModelTurn | None = None
+            _release_connection()
             try:
                 for item in self.provider.stream(system=self.system, messages=self.conversation.messages,
                                                  tools=specs, max_tokens=self.agent.max_tokens,
