@@ -124,8 +124,8 @@ def _release_connection() -> None:
     """Give this greenlet's (thread's) connection back to the pool while it waits on something slow,
     the model or its tools; its next query takes one again.  With a bounded pool (PostgreSQL),
     waiting callers holding every connection would starve the others, or deadlock when their tools
-    need one."""
-    if not database.in_transaction():
+    need one.  Not while its opener (a transaction, a `connection_context`) still counts on it."""
+    if database.obj is not None and not database.in_transaction() and not database.obj._state.ctx:
         close_connection()
 
 
