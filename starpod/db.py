@@ -137,10 +137,28 @@ def open_postgresql(url: str, max_connections: int | None = None) -> StarpodPost
         max_connections=max_connections or max_pg_connections(),
         stale_timeout=STALE_SECS,
         timeout=POOL_WAIT_SECS,
+        context=_nul_free_text(),
         **params,
     )
     concrete._state = _connection_state()
     return concrete
+
+
+def _nul_free_text():
+    """psycopg's adapters, except that a NUL in a string parameter is sent as U+FFFD (as the memory
+    index stores it): PostgreSQL text cannot hold NUL, so a lookup by a string holding one finds
+    nothing, and a text holding one is stored, as on SQLite, instead of failing the query."""
+    from psycopg import adapters
+    from psycopg.adapt import AdaptersMap
+    from psycopg.types.string import StrDumperUnknown
+
+    class NulFreeStrDumper(StrDumperUnknown):
+        def dump(self, obj: str):
+            return super().dump(obj.replace("\x00", "\ufffd"))
+
+    nul_free = AdaptersMap(adapters)
+    nul_free.register_dumper(str, NulFreeStrDumper)
+    return nul_free
 
 
 def _connection_state():

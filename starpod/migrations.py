@@ -11,7 +11,8 @@ import logging
 from peewee import Database
 
 from . import models
-from .db import placeholders, write_transaction
+from .db import is_postgresql, placeholders, write_transaction
+from .memory import pgindex
 from .timeutil import now_iso
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ def _run_stops(db: Database) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS chat_runs_stop_requested ON chat_runs (worker_id) WHERE stop_requested")
 
 
+def _memory_fts_layout(db: Database) -> None:
+    """PostgreSQL: the memory index's chunk rows in the layout broad searches read fastest
+    (`pgindex.STORAGE`), emptied so that the start-up reindex writes every chunk anew in it (a
+    layout applies to rows as they are written).  On SQLite the index is a file of its own."""
+    if not is_postgresql(db) or not db.table_exists("memory_fts"):
+        return
+    for statement in pgindex.STORAGE:
+        db.execute_sql(statement)
+    db.execute_sql("TRUNCATE memory_fts")
+    db.execute_sql("DELETE FROM memory_files")
+
+
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -57,6 +70,7 @@ MIGRATIONS = [
     ("0011_telegram", _create(models.TelegramState, models.TelegramUpdate)),
     ("0012_rate_limit_leases", _rate_limit_leases),
     ("0013_run_stops", _run_stops),
+    ("0014_memory_fts_layout", _memory_fts_layout),
 ]
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a fresh app per test (real storage in a temp STARPOD_HOME), users and keys.
 
-`STARPOD_TEST_DATABASE=postgresql` runs the modules in POSTGRESQL_MODULES on PostgreSQL instead
-of SQLite (tests/pgtest.py) and leaves the others out.
+`STARPOD_TEST_DATABASE=postgresql` runs the whole suite on PostgreSQL instead of SQLite: each
+module on a fresh database of its own, dropped afterwards (tests/pgtest.py).
 """
 from __future__ import annotations
 
@@ -16,23 +16,6 @@ from starpod.db import database
 
 from .secrets_scan import pytest_sessionfinish, secrets_ledger  # noqa: F401  (the run-wide secrets proof)
 from . import pgtest
-
-# Every module that touches the relational database.
-POSTGRESQL_MODULES = {
-    "test_agent_chat.py", "test_agent_live.py", "test_agent_sessions.py", "test_agent_tools.py",
-    "test_auth_api.py", "test_auth_live.py", "test_auth_store.py", "test_db_copy.py", "test_db_engines.py",
-    "test_instances_local.py", "test_leases.py", "test_locks.py", "test_memory_api.py", "test_settings_api.py",
-    "test_scale_out.py", "test_settings_live.py", "test_skills_api.py", "test_tools_live.py", "test_usage_api.py",
-    "test_usermemory_api.py", "test_webapi_live.py", "test_ws_live.py", "test_ws_shutdown.py",
-    "test_cron_api.py", "test_cron_engine.py", "test_telegram_channel.py", "test_input_hardening.py",
-    "test_auth_hardening.py", "test_usage_api.py",
-}
-
-
-def pytest_ignore_collect(collection_path: Path, config):
-    if pgtest.requested() and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
-        return collection_path.name not in POSTGRESQL_MODULES
-    return None
 
 
 def _require_postgresql() -> None:

@@ -1,4 +1,4 @@
-"""PostgreSQL for the test suite: `STARPOD_TEST_DATABASE=postgresql` runs the chosen modules on it.
+"""PostgreSQL for the test suite: `STARPOD_TEST_DATABASE=postgresql` runs every module on it.
 
 Each test module gets a fresh database `starpod_test_<random>` (dropped afterwards), and inside it
 one schema per data directory: a `home` maps to the same schema every time it is used, as it maps
@@ -90,6 +90,11 @@ def end_module() -> None:
     if _current is not None:
         _current.drop()
     _current = None
+
+
+def absent_database_url() -> str:
+    """A URL on the test server naming a database that does not exist."""
+    return _url_with_database(server_url(), f"starpod_absent_{uuid.uuid4().hex[:12]}")
 
 
 def database_url_for(home) -> str | None:

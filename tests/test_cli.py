@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ import requests
 from starpod import accounts, prepare_storage
 from starpod.config import VERSION, Config
 from starpod.db import database
+from . import pgtest
 from .support import GENERATED_KEY_RE, REPO, LiveServer
 
 CLI_TIMEOUT = 120
@@ -23,17 +25,30 @@ KEY_RE = r"sp_live_[0-9a-f]{40}"
 
 
 def cli_env(**extra: str) -> dict:
-    """The caller's environment without anything that would pick a data directory, port or key."""
+    """The caller's environment without anything that would pick a data directory, database, port or key."""
     env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_API_KEY") and k not in ("STARPOD_HOME", "HOST", "PORT")}
+           if not k.endswith("_API_KEY") and k not in ("STARPOD_HOME", "DATABASE_URL", "HOST", "PORT")}
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
 
 
 def starpod(*args, cwd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "starpod.cli", *map(str, args)], cwd=cwd, env=cli_env(**env),
+    args = [str(arg) for arg in args]
+    env = {**database_env(args, cwd, env), **env}
+    return subprocess.run([sys.executable, "-m", "starpod.cli", *args], cwd=cwd, env=cli_env(**env),
                           capture_output=True, text=True, timeout=CLI_TIMEOUT)
+
+
+def database_env(args: list[str], cwd, env: dict) -> dict:
+    """DATABASE_URL of the data directory the command uses, when the test run is on PostgreSQL."""
+    home = args[args.index("--home") + 1] if "--home" in args else env.get("STARPOD_HOME", Path(cwd) / ".starpod")
+    url = pgtest.database_url_for(home)
+    return {"DATABASE_URL": url} if url else {}
+
+
+def on_postgresql(home) -> bool:
+    return pgtest.database_url_for(home) is not None
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -80,7 +95,8 @@ def test_init_prints_the_framed_key_once_and_says_where(tmp_path):
     key = GENERATED_KEY_RE.search(result.stdout).group(1)
     assert f'curl -H "X-API-Key: {key}" http://localhost:3000/api/auth/verify' in result.stdout
     assert "shown only this once" in result.stdout and "http://localhost:3000/" in result.stdout
-    assert (home / "db" / "starpod.db").is_file() and (home / "config" / "SOUL.md").is_file()
+    assert (home / "db" / "starpod.db").is_file() != on_postgresql(home)  # DATABASE_URL: no SQLite file
+    assert (home / "config" / "SOUL.md").is_file()
     again = ok(starpod("init", cwd=tmp_path))
     assert "already initialized" in again.stdout and "sp_live_" not in again.stdout
 
@@ -185,7 +201,8 @@ def test_doctor_reports_each_check(store, tmp_path):
     home, _ = store
     healthy = ok(starpod("doctor", "--json", "--port", 0, "--home", home, cwd=tmp_path, ANTHROPIC_API_KEY="x"))
     checks = {c["check"]: c for c in json.loads(healthy.stdout)}
-    assert checks["database"]["detail"] == "starpod.db: integrity ok"
+    database = "PostgreSQL reachable" if on_postgresql(home) else "starpod.db: integrity ok"
+    assert checks["database"]["detail"] == database
     assert {checks[name]["status"] for name in ("data directory", "database", "provider key", "port")} == {"ok"}
 
     with socket.socket() as taken:
@@ -203,9 +220,13 @@ def test_doctor_reports_each_check(store, tmp_path):
 
     broken = tmp_path / "broken"
     ok(starpod("init", "--home", broken, cwd=tmp_path))
-    (broken / "db" / "starpod.db").write_bytes(b"this is not a database" * 100)
+    if on_postgresql(broken):
+        database = {"DATABASE_URL": pgtest.absent_database_url()}
+    else:
+        (broken / "db" / "starpod.db").write_bytes(b"this is not a database" * 100)
+        database = {}
     (broken / "config").chmod(0o777)
-    result = starpod("doctor", "--json", "--home", broken, cwd=tmp_path, ANTHROPIC_API_KEY="x")
+    result = starpod("doctor", "--json", "--home", broken, cwd=tmp_path, ANTHROPIC_API_KEY="x", **database)
     assert result.returncode == 1
     statuses = {c["check"]: c["status"] for c in json.loads(result.stdout)}
     assert statuses["database"] == statuses["permissions"] == "FAIL"
@@ -294,6 +315,10 @@ def test_serve_with_host_loopback_and_backup_while_running(store, tmp_path):
                                  json={"display_name": "Written while running", "role": "user"})
         assert created.status_code == 201, created.text
         archive = tmp_path / "backup.tar.gz"
+        if on_postgresql(home):
+            refused = starpod("backup", archive, "--home", home, cwd=tmp_path)
+            assert refused.returncode == 1 and "pg_dump" in refused.stderr and not archive.exists()
+            return  # the database is PostgreSQL's to back up: nothing to restore from the archive
         ok(starpod("backup", archive, "--home", home, cwd=tmp_path))
         assert archive.stat().st_mode & 0o077 == 0  # chats and key hashes: owner only
         assert starpod("backup", archive, "--home", home, cwd=tmp_path).returncode == 1  # never overwrites

@@ -12,10 +12,11 @@ from datetime import datetime, timedelta, timezone
 import psutil
 import pytest
 
-from starpod.db import database, open_database
+from starpod.db import database
 from starpod.config import Config
 from starpod.notify import notify
 
+from . import appdb
 from .fake_provider import Reply
 from .support import LiveServer, wait_until
 from .test_ws_live import connect, worker_of
@@ -131,7 +132,7 @@ def test_notifications_reach_only_the_owners_sockets(server, fake, keys):
             assert frame["result_preview"] == "notified" and frame["session_id"]
         request = next(r for r in fake.requests if "bob-news please" in json.dumps(r.body["messages"]))
         assert "scheduled cron job" in json.dumps(request.body["system"])
-        open_database(server.home / "db" / "starpod.db")
+        appdb.open_app_database(server.home)
         try:
             notify("agent-level", "", "for admins", True, config=Config(home=server.home))
         finally:
@@ -156,7 +157,7 @@ def test_notifications_reach_only_the_owners_sockets(server, fake, keys):
 
 
 def lease_holder_pid(server) -> int:
-    open_database(server.home / "db" / "starpod.db")
+    appdb.open_app_database(server.home)
     try:
         from starpod.leases import current_holder
         holder = current_holder("scheduler")

@@ -4,7 +4,6 @@ another process never stalls the worker's other greenlets."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import threading
 import time
@@ -14,6 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from starpod.memory.pgindex import WRITE_LOCK_KEY as MEMORY_WRITE_LOCK_KEY
+
+from . import appdb, pgtest
 from .fake_provider import Reply, ToolCall
 from .support import REPO, LiveServer, live_server, wait_until
 
@@ -78,35 +80,43 @@ def test_concurrent_chats_with_concurrent_tools_and_list_requests(server, fake):
     assert "Traceback" not in log and "MonkeyPatchWarning" not in log
 
 
-# database file → a request that must write to it, its status and part of its answer
+# database file → a request that must write to it, its status and part of its answer, and on
+# PostgreSQL the lock its write waits for (SQLite: the file's write lock)
 LOCKED_WRITES = {
     "starpod.db": ("/api/settings/auth/users", {"display_name": "Waited for the lock"}, 201,
-                   {"display_name": "Waited for the lock"}),
-    "memory.db": ("/api/memory/reindex", None, 200, {"status": "ok"}),
+                   {"display_name": "Waited for the lock"},
+                   "LOCK TABLE users IN EXCLUSIVE MODE"),  # reads go on, writes wait
+    "memory.db": ("/api/memory/reindex", None, 200, {"status": "ok"},
+                  f"SELECT pg_advisory_xact_lock({MEMORY_WRITE_LOCK_KEY})"),
 }
+
+
+def write_waits(server, waits_logged: int) -> bool:
+    """Whether a write of the server waits for the test's lock: on SQLite it logs its retries."""
+    if pgtest.requested():
+        return appdb.lock_waits(server.home) > 0
+    return server.log_text().count(LOCK_WAIT_LOGGED) > waits_logged
 
 
 @pytest.mark.parametrize("db_file", sorted(LOCKED_WRITES))
 def test_a_write_waiting_for_another_process_lock_does_not_stall_the_worker(server, db_file):
-    path, body, status, expected = LOCKED_WRITES[db_file]
+    path, body, status, expected, pg_lock = LOCKED_WRITES[db_file]
     (server.home / f"lock-wait-{db_file}.md").write_text("# A new note\n\nso a reindex has work to do\n")
     assert server.get("/api/sessions", API_KEY).status_code == 200  # last_used_at written: no write on auth
     waits_logged = server.log_text().count(LOCK_WAIT_LOGGED)
-    holder = sqlite3.connect(server.home / "db" / db_file, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    holder = appdb.write_lock(server.home, pg_lock, db_file)  # another process holds the write lock
     locked_at = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
         try:
             write = pool.submit(server.request, "POST", path, API_KEY, json=body)
-            wait_until(lambda: server.log_text().count(LOCK_WAIT_LOGGED) > waits_logged,
-                       "the write to wait for the lock")
+            wait_until(lambda: write_waits(server, waits_logged), "the write to wait for the lock")
             answers_while_locked = 0
             while answers_while_locked < 5 or time.monotonic() - locked_at < 4.0:
                 assert server.get("/api/health").status_code == 200
                 answers_while_locked += 1
             assert not write.done()
         finally:
-            holder.execute("ROLLBACK")
+            holder.rollback()
             holder.close()
         answer = write.result()
     assert answer.status_code == status, answer.text
@@ -114,6 +124,9 @@ def test_a_write_waiting_for_another_process_lock_does_not_stall_the_worker(serv
 
 
 def test_worker_refuses_to_start_when_peewee_was_imported_before_gevent_patched(tmp_path):
+    if pgtest.requested():
+        pytest.skip("SQLite only: the PostgreSQL pool builds its connection state when the worker opens it, "
+                    "after gevent patched threading (starpod.db._connection_state)")
     config = tmp_path / "late_patch.conf.py"
     config.write_text("import peewee  # before gevent patches threading\n" + (REPO / "gunicorn.conf.py").read_text())
     gunicorn = Path(sys.executable).parent / "gunicorn"

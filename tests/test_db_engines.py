@@ -25,8 +25,8 @@ def test_postgres_urls_and_pool_bound(tmp_path):
                          max_connections=7)
     assert is_postgresql(db)
     assert db.database == "starpod"
-    assert db.connect_params == {"user": "someone", "password": "p@ss", "host": "db.example", "port": 6543,
-                                 "sslmode": "require"}
+    params = {name: value for name, value in db.connect_params.items() if name != "context"}  # the adapters
+    assert params == {"user": "someone", "password": "p@ss", "host": "db.example", "port": 6543, "sslmode": "require"}
     assert db._max_connections == 7 and db._wait_timeout == POOL_WAIT_SECS
     assert max_pg_connections({}) == 20
     assert max_pg_connections({"STARPOD_DB_MAX_CONNECTIONS": "5"}) == 5
@@ -121,9 +121,21 @@ def test_sqlite_lock_types_are_refused_on_postgresql_with_the_remedy(postgres):
     db.close_all()
 
 
+def test_a_nul_in_a_text_parameter_is_stored_as_replacement_and_finds_nothing(postgres):
+    db = open_postgresql(postgres.url_for("nul"), max_connections=2)
+    with db.connection_context():
+        db.execute_sql("CREATE TABLE notes (name TEXT)")
+        db.execute_sql("INSERT INTO notes VALUES (%s)", ("a\x00b",))
+        assert db.execute_sql("SELECT name FROM notes").fetchall() == [("a\ufffdb",)]
+        assert db.execute_sql("SELECT count(*) FROM notes WHERE name = %s", ("\x00",)).fetchone() == (0,)
+        assert db.execute_sql("SELECT %s::int", ("7",)).fetchone() == (7,)  # strings still adapt to any type
+    db.close_all()
+
+
 def _waiting_advisory_locks(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as observer:
-        return observer.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        return observer.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                                "WHERE l.locktype = 'advisory' AND NOT l.granted AND d.datname = current_database()"
                                 ).fetchone()[0]
 
 

@@ -1,5 +1,5 @@
 """`GET /api/memory/search` and `POST /api/memory/reindex`: in-process app and real gunicorn workers,
-with the memory index on each engine (SQLite, PostgreSQL: `memory_engine`)."""
+with the memory index on the run's engine (`memory_engine`)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -8,21 +8,9 @@ import pytest
 
 from starpod.memory import get_store
 
-from .conftest import make_config
+from . import pgtest
 from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
 from .support import live_server
-
-
-def engine_env(engine, home) -> dict:
-    """DATABASE_URL for `home`'s index on `engine` (nothing for SQLite: the run's default applies)."""
-    url = engine.url_for(home)
-    return {"DATABASE_URL": url} if url else {}
-
-
-@pytest.fixture
-def config(home, memory_engine):
-    overrides = {"database_url": url} if (url := memory_engine.url_for(home)) else {}
-    return make_config(home, **overrides)
 
 
 def store_of(app):
@@ -105,11 +93,11 @@ def test_openapi_documents_memory_routes(client):
 ADMIN_KEY = "sp_live_" + "ab" * 20
 
 
-def test_two_workers_start_reindex_concurrently_and_restart(tmp_path, memory_engine):
+def test_two_workers_start_reindex_concurrently_and_restart(tmp_path):
     home = tmp_path / ".starpod"
     (home / "knowledge").mkdir(parents=True)
     (home / "knowledge" / "before.md").write_text("okapi placed before the first start")
-    env = {"STARPOD_API_KEY": ADMIN_KEY, **engine_env(memory_engine, home)}
+    env = {"STARPOD_API_KEY": ADMIN_KEY}
     key = ADMIN_KEY
     with live_server(home, workers=2, env=env) as server:
         get = lambda q: server.get("/api/memory/search", key, params={"q": q, "limit": 100})  # noqa: E731
@@ -163,6 +151,6 @@ def test_doctor_checks_the_index_on_its_engine(app, capsys, monkeypatch, memory_
     assert check["detail"] == (f"PostgreSQL: {store_of(app).index.chunk_count()} chunks" if on_postgresql
                                else "memory.db: integrity ok")
     if memory_engine.name == "postgresql":
-        monkeypatch.setenv("DATABASE_URL", memory_engine.url + "_absent")
+        monkeypatch.setenv("DATABASE_URL", pgtest.absent_database_url())
         check = memory_check()
         assert check["status"] == "FAIL" and "does not exist" in check["detail"]

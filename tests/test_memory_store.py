@@ -1,6 +1,7 @@
 """Memory store: chunker, path validation, decay, spaces, search, reindex, restart, two processes.
 
-Everything that touches the index runs on both engines (SQLite FTS5 and PostgreSQL, `memory_engine`).
+Everything that touches the index runs on the test run's engine (SQLite FTS5, or PostgreSQL in the
+PostgreSQL pass: `memory_engine`).
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from starpod.config import MemoryConfig
+from starpod.dbcopy import migrate_url
 from starpod.errors import StarpodError
-from starpod.memory import MemoryStore, chunk_text
+from starpod.memory import MemoryStore, chunk_text, index
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
-from starpod.memory.pgindex import PostgresIndex, tokenize
+from starpod.memory.pgindex import TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
 from starpod.memory.store import cap_bytes
 
@@ -475,6 +477,15 @@ def test_ranking_prefers_denser_matches_on_both_engines(store):
     assert sources(hits) == ["dense.md", "sparse.md"] and hits[0].score > hits[1].score > 0
 
 
+def test_a_broad_query_ranks_only_the_rank_cap_most_recently_changed_matches(store, monkeypatch):
+    for number in range(5):
+        store.write(f"wombat{number}.md", f"wombat note {number}")
+    monkeypatch.setattr(index, "RANK_CAP", 3)
+    assert sorted(sources(store.search("wombat", None))) == ["wombat2.md", "wombat3.md", "wombat4.md"]
+    store.write("wombat0.md", "wombat note 0, changed")
+    assert sorted(sources(store.search("wombat", None))) == ["wombat0.md", "wombat3.md", "wombat4.md"]
+
+
 def test_postgresql_tables_and_gin_index(store, memory_engine):
     if memory_engine.name != "postgresql":
         pytest.skip("PostgreSQL engine only")
@@ -483,6 +494,24 @@ def test_postgresql_tables_and_gin_index(store, memory_engine):
     store.write("gin.md", "tapir")
     [(vector,)] = memory_engine.query(store.home, "SELECT tsv::text FROM memory_fts WHERE source = 'gin.md'")
     assert vector == "'1':4,5 'gin':1 'md':2 'tapir':3"
+
+
+def test_postgresql_rows_keep_the_tsvector_inline_and_migration_0014_relayouts_older_tables(store, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    layout = ("SELECT c.reloptions, array_agg(a.attname || '=' || a.attstorage::text ORDER BY a.attname) "
+              "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname IN ('tsv', 'chunk_text') "
+              "WHERE c.oid = 'memory_fts'::regclass GROUP BY c.reloptions")
+    new_layout = ([f"toast_tuple_target={TOAST_TUPLE_TARGET}"], ["chunk_text=e", "tsv=m"])
+    assert memory_engine.query(store.home, layout) == [new_layout]
+    store.write("old.md", "an okapi written before the upgrade")
+    memory_engine.query(store.home, "ALTER TABLE memory_fts RESET (toast_tuple_target), ALTER COLUMN tsv "
+                                    "SET STORAGE EXTENDED, ALTER COLUMN chunk_text SET STORAGE EXTENDED")
+    assert "0014_memory_fts_layout" in migrate_url(memory_engine.url_for(store.home))
+    assert memory_engine.query(store.home, layout) == [new_layout]
+    assert sources(store.search("okapi", None)) == []  # emptied: the next reindex rewrites every row
+    store.reindex()
+    assert sources(store.search("okapi", None)) == ["old.md"]
 
 
 def test_postgresql_query_is_built_from_tokens_only():

@@ -1,22 +1,21 @@
 """Whole-system proof: durability.  The gunicorn master and both workers are killed together with
 SIGKILL (the whole process group) while a chat streams over /ws, a settings loop rewrites
 agent.toml, a memory reindex of thousands of files is half done and a local instance is being
-paused; the server is then restarted on the same data directory.  After the restart both databases
-pass `PRAGMA integrity_check`, agent.toml parses and holds a value that was written, the user's
-message is stored, the interrupted run is closed and replays to a `stream_end` saying so, the
-instance is running as recorded, and no lock is left behind.
+paused; the server is then restarted on the same data directory.  After the restart both SQLite
+databases pass `PRAGMA integrity_check`, agent.toml parses and holds a value that was written, the
+user's message is stored, the interrupted run is closed and replays to a `stream_end` saying so,
+the instance is running as recorded, and no lock is left behind.
 
 The kill lands mid-operation by events, not by timing: the chat's provider streams far slower than
 the test proceeds, the settings loop has answered PUTs, the pause is held after its SIGSTOP by this
-test taking starpod.db's write lock (the server waits for it) until the kill, and the kill follows
-the reindex's first committed batch (of many).
+test taking starpod.db's write lock (on PostgreSQL the instance row's; the server waits for it)
+until the kill, and the kill follows the reindex's first committed batch (of many).
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 import tomllib
@@ -29,6 +28,7 @@ import websocket
 
 from starpod.realtime.runs import INTERRUPTED
 
+from . import appdb, pgtest
 from .fake_provider import Reply
 from .support import LiveServer, wait_until
 
@@ -38,15 +38,6 @@ STREAM_TEXT = "".join(f"<{i:03d}>" for i in range(600))  # 600 deltas, 50 ms apa
 USER_TEXT = "Tell me a very long story, please"
 BULK_FILES = 6000
 DATABASES = ("starpod.db", "memory.db")
-
-
-def query(path: Path, sql: str, *params) -> list[tuple]:
-    """Rows of one statement on a database the server is using (a short-lived connection)."""
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 class SettingsWriter(threading.Thread):
@@ -91,34 +82,29 @@ def write_bulk_memory(home: Path) -> None:
         (directory / f"note-{i:04d}.md").write_text(f"# Note {i}\ncrashproof{i}\n{body}")
 
 
-def indexed_bulk_files(memory_db: Path) -> int:
-    return query(memory_db, "SELECT COUNT(*) FROM memory_files WHERE source LIKE '%bulk/note-%'")[0][0]
+def indexed_bulk_files(home: Path) -> int:
+    return appdb.query(home, "SELECT COUNT(*) FROM memory_files WHERE source LIKE ?", "%bulk/note-%",
+                       file=appdb.MEMORY_DB)[0][0]
 
 
-def stored_run_frames(db: Path, session_id: str) -> int:
+def stored_run_frames(home: Path, session_id: str) -> int:
     """Frames stored for the run that streams `session_id` (0 before its stream_start is stored)."""
-    return query(db, "SELECT COUNT(*) FROM chat_run_events WHERE run_id IN "
-                     "(SELECT run_id FROM chat_run_events WHERE session_id = ?)", session_id)[0][0]
+    return appdb.query(home, "SELECT COUNT(*) FROM chat_run_events WHERE run_id IN "
+                             "(SELECT run_id FROM chat_run_events WHERE session_id = ?)", session_id)[0][0]
 
 
-def hold_pause_after_its_sigstop(server: LiveServer, key: str, db: Path) -> sqlite3.Connection:
-    """Pause the instance while this test holds starpod.db's write lock: the pause stops the
-    instance's server, then waits to record it.  Returns the connection holding the lock."""
-    instance_id, _, pid, _ = instance_row(db)
-    conn = write_lock(db)
+def hold_pause_after_its_sigstop(server: LiveServer, key: str, home: Path):
+    """Pause the instance while this test holds the lock its record's write waits for (SQLite:
+    starpod.db's write lock; PostgreSQL: the row's): the pause stops the instance's server, then
+    waits to record it.  Returns the connection holding the lock."""
+    instance_id, _, pid, _ = instance_row(home)
+    conn = appdb.write_lock(home, "SELECT 1 FROM instances FOR UPDATE")
     try:
         post_in_background(server, f"/api/instances/{instance_id}/pause", key)
         wait_until(lambda: frozen(pid), "the pause to stop the instance's server")
     except BaseException:
         conn.close()
         raise
-    return conn
-
-
-def write_lock(db: Path) -> sqlite3.Connection:
-    """A connection holding `db`'s write lock (every writer of the server waits for it)."""
-    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
-    conn.execute("BEGIN IMMEDIATE")
     return conn
 
 
@@ -129,26 +115,27 @@ def frozen(pid: int) -> bool:
         return False
 
 
-def instance_row(db: Path) -> tuple[str, str, int | None, int]:
+def instance_row(home: Path) -> tuple[str, str, int | None, int]:
     """(id, status, pid, port) of the one instance."""
-    return query(db, "SELECT id, status, pid, port FROM instances")[0]
+    return appdb.query(home, "SELECT id, status, pid, port FROM instances")[0]
 
 
-def wait_for_running_instance(server: LiveServer, key: str, db: Path) -> None:
+def wait_for_running_instance(server: LiveServer, key: str, home: Path) -> None:
     """The instance being created answers (its first start may outlast the create request)."""
-    wait_until(lambda: query(db, "SELECT id FROM instances"), "the instance record")
-    instance_id = instance_row(db)[0]
+    wait_until(lambda: appdb.query(home, "SELECT id FROM instances"), "the instance record")
+    instance_id = instance_row(home)[0]
     wait_until(lambda: server.get(f"/api/instances/{instance_id}", key).json()["status"] == "running",
                "the instance to run")
 
 
-def running_runs(db: Path) -> list[tuple]:
-    return query(db, "SELECT id FROM chat_runs WHERE status = 'running'")
+def running_runs(home: Path) -> list[tuple]:
+    return appdb.query(home, "SELECT id FROM chat_runs WHERE status = 'running'")
 
 
-def kill_instance(db: Path) -> None:
+def kill_instance(home: Path) -> None:
     """Cleanup: the instance's server runs in its own session, so the server's kill spares it."""
-    rows = query(db, "SELECT pid FROM instances WHERE pid IS NOT NULL") if db.exists() else []
+    rows = appdb.query(home, "SELECT pid FROM instances WHERE pid IS NOT NULL") \
+        if appdb.has_table(home, "instances") else []
     for (pid,) in rows:
         try:
             os.killpg(pid, signal.SIGKILL)
@@ -171,7 +158,6 @@ def start_streaming_chat(server: LiveServer, key: str) -> tuple[websocket.WebSoc
 def crash(tmp_path_factory, fake):
     """Kill the server mid-everything, restart it, and hand the tests what happened."""
     home = tmp_path_factory.mktemp("durability") / "home"
-    starpod_db, memory_db = home / "db" / "starpod.db", home / "db" / "memory.db"
     fake.script(Reply(STREAM_TEXT, chunks=600, chunk_delay=0.05))
     server = LiveServer(home, workers=2, env=fake.environ()).start()
     restarted = None
@@ -180,7 +166,7 @@ def crash(tmp_path_factory, fake):
         assert key, "the server did not log a bootstrap admin key"
         creating = post_in_background(server, "/api/instances", key, json={"name": "durable"})
         ws, session_id = start_streaming_chat(server, key)
-        wait_until(lambda: stored_run_frames(starpod_db, session_id) >= 2, "the run's first frames to be stored")
+        wait_until(lambda: stored_run_frames(home, session_id) >= 2, "the run's first frames to be stored")
 
         general = server.get("/api/settings/general", key).json()
         writer = SettingsWriter(server, key, general)
@@ -189,17 +175,17 @@ def crash(tmp_path_factory, fake):
 
         write_bulk_memory(home)
         creating.join(DEADLINE_SECS)
-        wait_for_running_instance(server, key, starpod_db)
-        pause_lock = hold_pause_after_its_sigstop(server, key, starpod_db)
+        wait_for_running_instance(server, key, home)
+        pause_lock = hold_pause_after_its_sigstop(server, key, home)
         try:
             reindex = post_in_background(server, "/api/memory/reindex", key)
-            wait_until(lambda: indexed_bulk_files(memory_db) > 0, "the reindex's first batch", interval=0.005)
+            wait_until(lambda: indexed_bulk_files(home) > 0, "the reindex's first batch", interval=0.005)
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait(DEADLINE_SECS)
         finally:
             pause_lock.rollback()
             pause_lock.close()
-        indexed_at_kill = indexed_bulk_files(memory_db)
+        indexed_at_kill = indexed_bulk_files(home)
         ws.close()
         writer.join(DEADLINE_SECS)
         reindex.join(DEADLINE_SECS)
@@ -209,17 +195,19 @@ def crash(tmp_path_factory, fake):
                "general": general, "indexed_at_kill": indexed_at_kill,
                "agent_toml": (home / "config" / "agent.toml").read_text(),
                "general_after": restarted.get("/api/settings/general", key),
-               "running_after": running_runs(starpod_db)}
+               "running_after": running_runs(home)}
     finally:
         server.stop()
         if restarted:
             restarted.stop()
-        kill_instance(starpod_db)
+        kill_instance(home)
 
 
 @pytest.mark.parametrize("name", DATABASES)
 def test_databases_pass_integrity_check(crash, name):
-    assert query(crash["home"] / "db" / name, "PRAGMA integrity_check") == [("ok",)]
+    if pgtest.requested():
+        pytest.skip("SQLite files only: PostgreSQL recovers its own database after a client dies")
+    assert appdb.query(crash["home"], "PRAGMA integrity_check", file=name) == [("ok",)]
 
 
 def test_the_kill_landed_mid_reindex(crash):
@@ -243,11 +231,10 @@ def test_user_message_is_stored(crash):
 
 
 def test_interrupted_run_is_closed_once_realtime_starts(crash):
-    starpod_db = crash["home"] / "db" / "starpod.db"
     assert crash["running_after"], "the killed run should still be recorded as running"
     ws = websocket.create_connection(f"{crash['server'].ws_url}/ws?token={crash['key']}", timeout=DEADLINE_SECS)
     try:
-        wait_until(lambda: not running_runs(starpod_db), "the interrupted run to be closed", CLOSE_SECS)
+        wait_until(lambda: not running_runs(crash["home"]), "the interrupted run to be closed", CLOSE_SECS)
     finally:
         ws.close()
 
@@ -269,7 +256,7 @@ def test_interrupted_run_replays_to_an_interrupted_end(crash):
     assert streamed and STREAM_TEXT.startswith(streamed) and streamed != STREAM_TEXT
     end = run_frames[-1]
     assert (end["session_id"], end["is_error"], end["errors"]) == (session_id, True, [INTERRUPTED])
-    assert not running_runs(crash["home"] / "db" / "starpod.db")
+    assert not running_runs(crash["home"])
 
 
 def test_a_client_ahead_of_the_store_still_gets_the_interrupted_end(crash):
@@ -289,8 +276,8 @@ def test_a_client_ahead_of_the_store_still_gets_the_interrupted_end(crash):
 
 
 def test_instance_paused_mid_crash_runs_as_recorded(crash):
-    server, key, db = crash["server"], crash["key"], crash["home"] / "db" / "starpod.db"
-    instance_id, status, pid, port = instance_row(db)
+    server, key = crash["server"], crash["key"]
+    instance_id, status, pid, port = instance_row(crash["home"])
     assert status == "running"  # the pause never recorded: so its server must run, not stay frozen
     assert crash["server"].get(f"/api/instances/{instance_id}", key).json()["status"] == "running"
     wait_until(lambda: not frozen(pid), "the instance's server to be resumed")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 import time
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ import pytest
 
 from starpod.timeutil import to_rfc3339, utcnow
 
+from . import appdb
 from .fake_provider import Reply
 from .fake_telegram import FakeTelegram
 from .support import LiveServer
@@ -128,9 +128,8 @@ def test_unlinked_and_deactivated_senders_only_learn_their_id(server, users, tg,
 
 
 def _age_session(server, session_id: str, hours: int) -> None:
-    with sqlite3.connect(server.home / "db" / "starpod.db", timeout=30) as db:
-        db.execute("UPDATE session_metadata SET last_message_at = ? WHERE id = ?",
-                   (to_rfc3339(utcnow() - timedelta(hours=hours)), session_id))
+    appdb.query(server.home, "UPDATE session_metadata SET last_message_at = ? WHERE id = ?",
+                to_rfc3339(utcnow() - timedelta(hours=hours)), session_id)
 
 
 def test_gap_rollover_and_new_command_start_new_sessions(server, users, tg):

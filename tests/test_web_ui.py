@@ -14,10 +14,11 @@ import threading
 import pytest
 import requests
 
-from starpod.db import database, open_database
+from starpod.db import database
 from starpod.config import Config
 from starpod.notify import notify
 
+from . import appdb
 from .browser import PHONE, DESKTOP, WAIT_SECS, save_screenshot, start_chromium
 from .fake_provider import Failure, Reply, ToolCall
 from .support import LiveServer
@@ -397,7 +398,7 @@ def test_notification_toast_opens_its_session(driver, server, fake):
     fake.script(Reply("digest body"))
     session_id = server.request("POST", "/api/chat", server.admin_key, json={"text": "Digest run"}).json()["session_id"]
     sign_in(driver, server, server.admin_key, "#/memory")
-    open_database(server.home / "db" / "starpod.db")
+    appdb.open_app_database(server.home)
     try:
         notify("daily-digest", session_id, "Your digest is ready", True, config=Config(home=server.home))
     finally:

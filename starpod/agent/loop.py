@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 from .. import sessions
 from ..concurrency import _gevent_active
 from ..config import Config
-from ..db import database
+from ..db import close_connection, database
 from ..errors import NotConfigured
 from ..sessions import truncate_utf8
 from .pricing import cost_usd
@@ -122,8 +122,21 @@ def _run_tool_until_stopped(ctx: ToolContext, call: dict, stop: StopSignal) -> T
 
 
 def _run_tool_with_db(ctx: ToolContext, call: dict, stop: StopSignal) -> ToolResult:
-    with database.connection_context():
+    """One of several concurrent tools, in a greenlet/thread of its own: it takes a pooled
+    connection only if it queries, and gives it back when done."""
+    try:
         return _run_tool_until_stopped(ctx, call, stop)
+    finally:
+        close_connection()
+
+
+def _release_connection() -> None:
+    """Give this greenlet's (thread's) connection back to the pool while it waits on something slow,
+    the model or its tools; its next query takes one again.  With a bounded pool (PostgreSQL),
+    waiting callers holding every connection would starve the others, or deadlock when their tools
+    need one.  Not while its opener (a transaction, a `connection_context`) still counts on it."""
+    if database.obj is not None and not database.in_transaction() and not database.obj._state.ctx:
+        close_connection()
 
 
 def execute_tools(ctx: ToolContext, calls: list[dict], stop: StopSignal) -> Iterator[tuple[dict, ToolResult]]:
@@ -132,6 +145,7 @@ def execute_tools(ctx: ToolContext, calls: list[dict], stop: StopSignal) -> Iter
     if len(calls) == 1:
         yield calls[0], _run_tool_until_stopped(ctx, calls[0], stop)
         return
+    _release_connection()
     if _gevent_active():
         from gevent.pool import Pool
         pool = Pool(MAX_PARALLEL_TOOLS)
@@ -195,6 +209,7 @@ class AgentLoop:
             self._drain_followups()
             turn: ModelTurn | None = None
             streamed: list[str] = []
+            _release_connection()
             try:
                 for item in self.stop.each(self.provider.stream(
                         system=self.system, messages=self.conversation.messages, tools=specs,

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     admin_key = prepare_storage(config, log_new_key=False)
     database.close_all()
     # Seed the memory files and build the search index now, so the first server start is quick.
-    store = MemoryStore(config.home, lambda: config.agent.memory)
+    store = MemoryStore(config.home, lambda: config.agent.memory, config.database_url)
     store.open()
     store.close()
     state = "already initialized" if existed else "initialized"

@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -93,12 +93,17 @@ class MemoryIndex(ABC):
     READ_SNAPSHOT_SQL: str      # starts a transaction whose reads all see one snapshot
     INSERT_CHUNK_SQL: str
     OBSOLETE_TABLES: tuple[str, ...] = ()  # tables of older schema versions, dropped on upgrade
+    MAX_OPEN_CONNECTIONS: int | None = None  # per process, None: unbounded; more callers wait their turn
 
     def __init__(self) -> None:
         self._idle: list = []
         self._lock = threading.Lock()
         self._closed = False
         self._pid = os.getpid()
+        self._slots = self._new_slots()
+
+    def _new_slots(self) -> threading.BoundedSemaphore | None:
+        return threading.BoundedSemaphore(self.MAX_OPEN_CONNECTIONS) if self.MAX_OPEN_CONNECTIONS else None
 
     # --- engine hooks ------------------------------------------------------------------------
 
@@ -125,9 +130,9 @@ class MemoryIndex(ABC):
     def match_query(self, text: str) -> str:
         """Plain user text → the engine's query; "" when it can match nothing."""
 
-    def compact(self) -> None:
-        """Tidy the index after writes so that searches stay fast; engines that need no upkeep
-        do nothing."""
+    def compact(self, changed: int, total: int) -> None:
+        """Tidy the index after a reindex that wrote or removed `changed` of `total` files, so that
+        searches stay fast; engines that need no upkeep do nothing."""
 
     def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
         return rowid, source, chunk.text, chunk.line_start, chunk.line_end, owner
@@ -167,25 +172,32 @@ class MemoryIndex(ABC):
     def connection(self) -> Iterator:
         with self._lock:
             if self._pid != os.getpid():  # inherited over a fork: the parent's connections are not ours
-                self._idle, self._pid = [], os.getpid()
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            yield conn
-        finally:
-            keep = False
+                self._idle, self._pid, self._slots = [], os.getpid(), self._new_slots()
+            slots = self._slots
+        with slots if slots is not None else nullcontext():
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self._connect()
             try:
-                if conn.in_transaction:
-                    conn.rollback()
-                with self._lock:
-                    keep = (not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
-                            and self._reusable(conn))
-                    if keep:
-                        self._idle.append(conn)
+                yield conn
             finally:
-                if not keep:
-                    conn.close()
+                self._give_back(conn)
+
+    def _give_back(self, conn) -> None:
+        """Back to the idle connections, or closed (broken, too many idle, or the index closed)."""
+        keep = False
+        try:
+            if conn.in_transaction:
+                conn.rollback()
+            with self._lock:
+                keep = (not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS
+                        and self._reusable(conn))
+                if keep:
+                    self._idle.append(conn)
+        finally:
+            if not keep:
+                conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator:
@@ -381,7 +393,7 @@ class SqliteIndex(MemoryIndex):
     def match_query(self, text: str) -> str:
         return fts_query(text)
 
-    def compact(self) -> None:
+    def compact(self, changed: int, total: int) -> None:
         """Merge the index's b-trees into one once writes left more than MAX_SEGMENTS.
 
         Every query term is looked up in each b-tree (FTS5 adds one per write transaction and only

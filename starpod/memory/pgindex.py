@@ -2,8 +2,9 @@
 
 Same tables as the SQLite index (see `index.py`), in the connection's current schema (the URL
 may choose it with `options=-csearch_path=…`) next to the relational tables, whose names they do
-not share.  `memory_fts` is a plain table whose `tsvector` column has a GIN index; ranking is `ts_rank_cd` (negated, so lower is better as with bm25) and
-temporal decay is applied by the store exactly as for SQLite.
+not share.  `memory_fts` is a plain table whose `tsvector` column has a GIN index and stays in the
+row (STORAGE); ranking is `ts_rank_cd` (negated, so lower is better as with bm25) and temporal
+decay is applied by the store exactly as for SQLite.
 
 To search like FTS5's `porter` tokenizer (unicode61 + Porter stemming), text is tokenized here,
 not by PostgreSQL's parser (which keeps `knowledge/rust.md` or `foo-bar` whole): a token is a run
@@ -13,10 +14,10 @@ stemmer without a stop-word list, since FTS5 drops no words.  A query is every
 whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
 only, it can never be a syntax error.
 
-psycopg 3 is used directly: one connection per greenlet at a time from a small per-process pool;
-its waits use select/poll, which gevent patches.  The write lock is a transaction-scoped advisory
-lock, the reindex lock a session-scoped one (`locks.advisory_lock`, on a connection of its own), so
-both hold across servers.
+psycopg 3 is used directly: one connection per greenlet at a time from a small, bounded
+per-process pool; its waits use select/poll, which gevent patches.  The write lock is a
+transaction-scoped advisory lock, the reindex lock a session-scoped one (`locks.advisory_lock`, on
+a connection of its own, outside the bounded pool), so both hold across servers.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Iterator
 
 from ..locks import advisory_lock
 from .chunker import Chunk
+from . import index
 from .index import MemoryIndex
 
 SEARCH_CONFIG = "starpod_english"
@@ -36,6 +38,15 @@ CONNECT_TIMEOUT_SECS = 30
 # A tsvector is at most 1 MiB; only this much of a chunk's tokens is indexed (a default chunk is
 # 1600 bytes, so only a giant single-line chunk is ever cut).
 MAX_INDEXED_CHARS = 256 * 1024
+
+# How memory_fts keeps its rows (migration 0014 applies it to older tables): a search reads each
+# candidate's tsvector, so it stays in the row, uncompressed up to TOAST_TUPLE_TARGET bytes a row,
+# while the chunk text (read only for the results) moves out of line.  In the default layout
+# both were compressed or out of line, and reading the tsvector dominated a broad search.
+TOAST_TUPLE_TARGET = 4096
+STORAGE = (f"ALTER TABLE memory_fts SET (toast_tuple_target = {TOAST_TUPLE_TARGET})",
+           "ALTER TABLE memory_fts ALTER COLUMN tsv SET STORAGE MAIN",
+           "ALTER TABLE memory_fts ALTER COLUMN chunk_text SET STORAGE EXTERNAL")
 
 SCHEMA = f"""
 DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
@@ -63,6 +74,7 @@ CREATE TABLE IF NOT EXISTS memory_fts (
     owner TEXT NOT NULL,
     tsv TSVECTOR NOT NULL
 );
+{";".join(STORAGE)};
 CREATE INDEX IF NOT EXISTS memory_fts_tsv ON memory_fts USING GIN (tsv)
 """
 
@@ -76,6 +88,9 @@ class PostgresIndex(MemoryIndex):
     RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
     RANK_BINDS_QUERY = True
     READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    # Writers queue for one advisory lock anyway; a few connections per process keep a server's
+    # share of PostgreSQL's max_connections small next to the relational pool.
+    MAX_OPEN_CONNECTIONS = 2
     INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) "
                         f"VALUES (?, ?, ?, ?, ?, ?, to_tsvector('{SEARCH_CONFIG}', ?))")
 
@@ -110,6 +125,33 @@ class PostgresIndex(MemoryIndex):
                    for tokens in map(tokenize, text.split()) if tokens]
         return " & ".join(f"({phrase})" for phrase in phrases)
 
+    def ranked(self, conn: "PgConnection", text: str, owners: tuple[str, ...], fetch: int) -> list[tuple[int, str, float]]:
+        """As `MemoryIndex.ranked`, in one statement.  For a broad query the planner walks the
+        primary key backwards, checking the match row by row, so it reads only the RANK_CAP most
+        recent matches and ranks those; for a selective one it takes the GIN index (it knows which
+        from the statistics)."""
+        match = self.match_query(text)
+        if not match:
+            return []
+        marks = ", ".join("?" for _ in owners)
+        return conn.execute(
+            "SELECT rowid, source, score FROM ("
+            f"SELECT rowid, source, owner, {self.RANK_SQL} AS score FROM memory_fts "
+            f"WHERE {self.MATCH_SQL} ORDER BY rowid DESC LIMIT ?) AS recent "
+            f"WHERE owner IN ({marks}) ORDER BY score LIMIT ?",
+            (match, match, index.RANK_CAP, *owners, fetch),
+            prepare=False).fetchall()  # a prepared, generic plan could not tell broad terms from selective
+
+    def compact(self, changed: int, total: int) -> None:
+        """After a reindex that changed more than autovacuum's analyze threshold (10 %): statistics
+        for the planner's choice above, and the GIN index's pending entries merged (every search
+        would otherwise scan them)."""
+        if changed <= total // 10:
+            return
+        with self.connection() as conn:
+            conn.execute("ANALYZE memory_fts")
+            conn.execute("SELECT gin_clean_pending_list('memory_fts_tsv')")
+
     def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
         text = chunk.text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         # All four columns are searchable, as in the FTS5 table.
@@ -128,8 +170,8 @@ class PgConnection:
     def __init__(self, raw):
         self.raw = raw
 
-    def execute(self, sql: str, params: tuple = ()):
-        return self.raw.execute(_placeholders(sql), params)
+    def execute(self, sql: str, params: tuple = (), prepare: bool | None = None):
+        return self.raw.execute(_placeholders(sql), params, prepare=prepare)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if rows:

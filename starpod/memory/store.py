@@ -292,7 +292,7 @@ class MemoryStore:
             _report(progress, done, total)
             self._remove_gone(gone, known)
             indexed, indexed_bytes = self._index_batches(stale, known, chunking, progress, done, total)
-            self.index.compact()
+            self.index.compact(indexed + len(gone), total + len(gone))
         stats = {"files": total, "indexed": indexed, "unchanged": total - indexed, "removed": len(gone),
                  "bytes": indexed_bytes, "seconds": round(time.monotonic() - started, 3)}
         log.info("memory reindex done: %s", stats)
