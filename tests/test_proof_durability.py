@@ -263,7 +263,7 @@ def test_a_client_ahead_of_the_store_still_gets_the_interrupted_end(crash):
     """Frames reach a run's clients before the batch writer stores them: a client that saw frames
     the kill lost resumes after a seq beyond the stored end and still gets that end, after its seq."""
     server, session_id = crash["server"], crash["session_id"]
-    seen = stored_run_frames(crash["home"] / "db" / "starpod.db", session_id) + 100
+    seen = stored_run_frames(crash["home"], session_id) + 100
     ws = websocket.create_connection(f"{server.ws_url}/ws?token={crash['key']}", timeout=CLOSE_SECS)
     try:
         ws.send(json.dumps({"type": "resume", "session_id": session_id, "after_seq": seen}))
