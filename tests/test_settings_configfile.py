@@ -12,7 +12,19 @@ import tomlkit
 from starpod import settings
 from starpod.config import Config, LiveAgentConfig
 from starpod.configfile import ConfigFileError, atomic_write, edit_agent_toml, edit_toml, file_lock, lock_path_for
+from starpod.db import database, open_database
 from starpod.home import AGENT_TOML
+
+from . import pgtest
+
+
+@pytest.fixture(autouse=True)
+def run_engine(tmp_path):
+    """File locks follow the shared database's engine (an advisory lock on PostgreSQL): bind it to
+    this run's engine, not to whatever an earlier module left it on."""
+    open_database(tmp_path / "starpod.db", pgtest.database_url_for(tmp_path))
+    yield
+    database.close_all()
 
 
 @pytest.fixture
