@@ -198,10 +198,11 @@ def sdk(kind: str):
 
 
 def sdk_errors(module) -> tuple[type[Exception], ...]:
-    """What a call through `module` fails with: its own errors, and the HTTP library's for a
-    stream closed at the deadline (or cut by the network)."""
+    """What a call through `module` fails with: its own errors, and for a stream closed at the
+    deadline (or cut by the network) the HTTP library's, or the socket's own OSError when the close
+    lands while a greenlet waits in a read (gevent: "File descriptor was closed in another greenlet")."""
     kind = module.__name__
-    return getattr(module, SDK_BASE_ERRORS[kind]), importlib.import_module("httpx2").HTTPError
+    return getattr(module, SDK_BASE_ERRORS[kind]), importlib.import_module("httpx2").HTTPError, OSError
 
 
 def warm_up(config: Config) -> None:
