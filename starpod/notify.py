@@ -15,8 +15,7 @@ from .channels.telegram.notifications import deliver_notification
 from .config import Config
 from .db import database
 from .models import Notification
-from .realtime.doorbell import ring, run_dir
-from .realtime.pgbell import announce
+from .realtime.doorbell import ring_everyone
 from .sessions import truncate_utf8
 
 PREVIEW_MAX_BYTES = 500
@@ -37,7 +36,6 @@ def notify(job_name: str, session_id: str, result_preview: str, success: bool, *
     with database.connection_context() if database.is_closed() else nullcontext():
         Notification.create(frame=json.dumps(frame, ensure_ascii=False, separators=(",", ":")),
                             user_id=user_id)
-    ring(run_dir(config.home))
-    announce()
+    ring_everyone(config.home)
     if user_id is not None:
         deliver_notification(config, user_id, frame)

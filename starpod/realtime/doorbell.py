@@ -36,6 +36,13 @@ def run_dir(home: Path) -> Path:
     return home / "run" / HOST
 
 
+def ring_everyone(home: Path) -> None:
+    """Wake every worker serving data directory `home`: the doorbells of this machine (the
+    caller's own too) and, on PostgreSQL, the workers of the other servers; never raises."""
+    ring(run_dir(home))
+    announce()
+
+
 class Doorbell:
     """This process's doorbell plus the means to ring everyone else's."""
 

@@ -18,8 +18,7 @@ from typing import Mapping
 
 from ..db import database, placeholders
 from ..models import ChatRun, RunEvent
-from .doorbell import ring, run_dir
-from .pgbell import announce
+from .doorbell import ring_everyone
 from .runs import RUNNING, LocalRun
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,7 @@ def request_stop(home: Path, run_id: str, owner: str | None) -> bool:
         query = query.where(ChatRun.user_id == owner)
     if not query.execute():
         return False
-    ring(run_dir(home))  # this worker's own doorbell too: it may be the one executing the run
-    announce()
+    ring_everyone(home)  # this worker's own doorbell too: it may be the one executing the run
     return True
 
 
