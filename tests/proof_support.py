@@ -27,17 +27,6 @@ def start_proof_server(tmp_path_factory, name: str, env: dict | None = None, wor
     return server
 
 
-def create_user_with_key(server: LiveServer, role: str = "user", label: str = "proof") -> tuple[dict, dict]:
-    """(user JSON, created-key JSON with `key` and `meta`) made through the admin API."""
-    response = server.request("POST", "/api/settings/auth/users", server.admin_key, json={"role": role})
-    assert response.status_code == 201, response.text
-    user = response.json()
-    created = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
-                             json={"label": label})
-    assert created.status_code == 201, created.text
-    return user, created.json()
-
-
 @dataclass(frozen=True)
 class Route:
     """One URL rule and method of the app, with what the code and the document say about it."""

@@ -105,6 +105,16 @@ class LiveServer:
             self.process.wait()
         self._log.close()
 
+    def create_user(self, admin_key: str, role: str = "user", label: str = "test", **fields) -> tuple[dict, dict]:
+        """(user JSON, created-key JSON with `key` and `meta`): a new user with one key, through the admin API."""
+        response = self.request("POST", "/api/settings/auth/users", admin_key, json={"role": role, **fields})
+        assert response.status_code == 201, response.text
+        user = response.json()
+        created = self.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", admin_key,
+                               json={"label": label})
+        assert created.status_code == 201, created.text
+        return user, created.json()
+
     def get(self, path: str, key: str | None = None, **kwargs) -> requests.Response:
         return self.request("GET", path, key, **kwargs)
 

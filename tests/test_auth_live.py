@@ -62,8 +62,7 @@ def test_revoked_key_is_refused_by_every_worker(tmp_path):
     server = LiveServer(tmp_path / "home", workers=2, env={"STARPOD_API_KEY": admin_key, **ACCESS_LOG})
     server.start()
     try:
-        created = server.request("POST", "/api/settings/auth/users", admin_key, json={"display_name": "Bob"}).json()
-        issued = server.request("POST", f"/api/settings/auth/users/{created['id']}/api-keys", admin_key, json={}).json()
+        created, issued = server.create_user(admin_key, display_name="Bob")
         bob_key, bob_key_id = issued["key"], issued["meta"]["id"]
         path = "/api/settings/auth/users/" + created["id"]
 

@@ -37,8 +37,7 @@ def fresh_script(fake):
 
 def new_user(server, role: str) -> tuple[str, str, str]:
     """(user id, key, key id) of a new user with one key."""
-    user = server.request("POST", "/api/settings/auth/users", ADMIN_KEY, json={"role": role}).json()
-    issued = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", ADMIN_KEY, json={}).json()
+    user, issued = server.create_user(ADMIN_KEY, role=role)
     return user["id"], issued["key"], issued["meta"]["id"]
 
 

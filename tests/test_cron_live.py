@@ -42,13 +42,8 @@ def server(tmp_path_factory, fake):
 @pytest.fixture(scope="module")
 def keys(server):
     """API keys of two ordinary users: {"bob": key, "carol": key}."""
-    made = {}
-    for name in ("bob", "carol"):
-        user = server.request("POST", "/api/settings/auth/users", server.admin_key,
-                              json={"role": "user", "display_name": name}).json()
-        made[name] = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
-                                    json={"label": name}).json()["key"]
-    return made
+    return {name: server.create_user(server.admin_key, label=name, display_name=name)[1]["key"]
+            for name in ("bob", "carol")}
 
 
 def wait_for(condition, what: str):

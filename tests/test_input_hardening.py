@@ -46,10 +46,8 @@ def fresh_script(fake):
 @pytest.fixture(scope="module")
 def user(server):
     """(user id, key) of a non-admin."""
-    created = server.request("POST", "/api/settings/auth/users", server.admin_key, json={"role": "user"}).json()
-    key = server.request("POST", f"/api/settings/auth/users/{created['id']}/api-keys", server.admin_key,
-                         json={"label": "input"}).json()["key"]
-    return created["id"], key
+    created, issued = server.create_user(server.admin_key, label="input")
+    return created["id"], issued["key"]
 
 
 def raw(server, method: str, path: str, body: str, key: str | None = None, headers: dict | None = None):

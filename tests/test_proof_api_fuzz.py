@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 
 from .fake_provider import Reply
-from .proof_support import create_user_with_key, start_proof_server
+from .proof_support import start_proof_server
 
 EXAMPLES_PER_MODE = 15
 PROVIDER_STATUSES = (502, 503)  # the LLM provider failed or is not configured: answers, not crashes
@@ -96,7 +96,7 @@ def fuzz_all(server, schema, key: str, ledger) -> list[str]:
 
 
 def test_fuzzing_as_a_user_finds_no_server_error_and_nothing_undocumented(server, schema, secrets_ledger):
-    _, created = create_user_with_key(server, label="fuzz user")
+    _, created = server.create_user(server.admin_key, label="fuzz user")
     failures = fuzz_all(server, schema, created["key"], secrets_ledger)
     assert not failures, "\n".join(failures)
 

@@ -18,7 +18,7 @@ import websocket
 
 from starpod.api.guards import ADMIN, PUBLIC, USER
 
-from .proof_support import Route, app_routes, create_user_with_key, documented_statuses, requires_api_key, \
+from .proof_support import Route, app_routes, documented_statuses, requires_api_key, \
     start_proof_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -42,11 +42,11 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keys(server) -> dict[str, str | None]:
     """The key each caller presents (None = no key at all)."""
-    _, user_key = create_user_with_key(server)
-    _, revoked = create_user_with_key(server, label="to revoke")
+    _, user_key = server.create_user(server.admin_key)
+    _, revoked = server.create_user(server.admin_key, label="to revoke")
     assert server.request("POST", f"/api/settings/auth/api-keys/{revoked['meta']['id']}/revoke",
                           server.admin_key).status_code == 200
-    deactivated_user, deactivated = create_user_with_key(server)
+    deactivated_user, deactivated = server.create_user(server.admin_key)
     assert server.request("POST", f"/api/settings/auth/users/{deactivated_user['id']}/deactivate",
                           server.admin_key).status_code == 200
     return {"none": None, "malformed": "sp_live_\u00e9\u00e9 not a key", "unknown": f"sp_live_{secrets.token_hex(20)}",

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from .fake_provider import Reply, ToolCall
-from .proof_support import create_user_with_key, start_proof_server
+from .proof_support import start_proof_server
 
 WORKERS = 4
 CHATS = WORKERS * 25
@@ -43,7 +43,7 @@ def server(tmp_path_factory, fake):
 
 @pytest.fixture(scope="module")
 def user_keys(server) -> list[str]:
-    return [create_user_with_key(server, label=f"chatter {n}")[1]["key"] for n in range(USERS)]
+    return [server.create_user(server.admin_key, label=f"chatter {n}")[1]["key"] for n in range(USERS)]
 
 
 def chat(server, key: str, number: int) -> tuple[str, int, str]:
@@ -70,7 +70,7 @@ def write_agent_file(server, number: int) -> str:
 
 
 def revoke_a_key(server, number: int) -> str:
-    _, created = create_user_with_key(server, label=f"short-lived {number}")
+    _, created = server.create_user(server.admin_key, label=f"short-lived {number}")
     revoked = server.request("POST", f"/api/settings/auth/api-keys/{created['meta']['id']}/revoke", server.admin_key)
     return expect(revoked, 200) + expect(server.get("/api/sessions", created["key"]), 401)
 

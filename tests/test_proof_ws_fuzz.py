@@ -21,7 +21,7 @@ from starpod.config import AttachmentsConfig
 from starpod.realtime.attachments import message_size_limit
 
 from .fake_provider import Reply
-from .proof_support import create_user_with_key, start_proof_server
+from .proof_support import start_proof_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -43,7 +43,7 @@ def server(tmp_path_factory, fake):
 def key(request, server):
     if request.param == "admin":
         return server.admin_key
-    return create_user_with_key(server, label="ws fuzz")[1]["key"]
+    return server.create_user(server.admin_key, label="ws fuzz")[1]["key"]
 
 
 def connect(server, key):

@@ -80,8 +80,7 @@ def test_a_run_started_on_one_server_resumes_on_the_other_without_a_gap(servers,
 
 def test_a_key_revoked_on_one_server_is_refused_by_the_other(servers):
     server_a, server_b = servers
-    user = server_a.request("POST", "/api/settings/auth/users", ADMIN_KEY, json={"display_name": "Bo"}).json()
-    issued = server_a.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", ADMIN_KEY, json={}).json()
+    user, issued = server_a.create_user(ADMIN_KEY, display_name="Bo")
     assert requests.get(server_b.base_url + "/api/auth/verify", headers={"X-API-Key": issued["key"]},
                         timeout=30).json()["authenticated"]  # B has verified (and cached) the key
     server_a.request("POST", f"/api/settings/auth/api-keys/{issued['meta']['id']}/revoke", ADMIN_KEY)

@@ -41,11 +41,7 @@ def server(tmp_path_factory, fake):
 
 @pytest.fixture(scope="module")
 def user_key(server):
-    user = server.request("POST", "/api/settings/auth/users", server.admin_key,
-                          json={"role": "user", "display_name": "Bob"}).json()
-    created = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
-                             json={"label": "browser"})
-    return created.json()["key"]
+    return server.create_user(server.admin_key, label="browser", display_name="Bob")[1]["key"]
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ def server(tmp_path_factory, fake):
 @pytest.fixture(scope="module")
 def user(server):
     """(id, key) of a `user`-role account."""
-    created = server.request("POST", "/api/settings/auth/users", ADMIN_KEY, json={"display_name": "Bob"})
-    assert created.status_code == 201, created.text
-    user_id = created.json()["id"]
-    key = server.request("POST", f"/api/settings/auth/users/{user_id}/api-keys", ADMIN_KEY, json={"label": "t"})
-    assert key.status_code == 201, key.text
-    return user_id, key.json()["key"]
+    user, created = server.create_user(ADMIN_KEY, display_name="Bob")
+    return user["id"], created["key"]
 
 
 @pytest.fixture(autouse=True)

@@ -47,10 +47,7 @@ def fresh_script(fake):
 
 @pytest.fixture(scope="module")
 def user_key(server):
-    user = server.request("POST", "/api/settings/auth/users", server.admin_key, json={"role": "user"}).json()
-    created = server.request("POST", f"/api/settings/auth/users/{user['id']}/api-keys", server.admin_key,
-                             json={"label": "ws"})
-    return created.json()["key"]
+    return server.create_user(server.admin_key, label="ws")[1]["key"]
 
 
 # --- helpers -------------------------------------------------------------------------------
