@@ -178,18 +178,24 @@ def test_write_transactions_serialise_per_resource(postgres):
 
 LISTENER = textwrap.dedent("""
     import sys
-    from starpod.db import open_database
-    from starpod.realtime import pgbell
     from gevent import monkey
     monkey.patch_all()
+    import gevent
+    from starpod import changehints, pgnotify
+    from starpod.db import open_database
+    from starpod.realtime import pgbell
 
     db = open_database(None, sys.argv[1])
-    pgbell.listen("me", lambda: print("rung", flush=True))
+    pgbell.subscribe("me", lambda: print("rung", flush=True))
+    pgnotify.subscribe(changehints.TOPIC, lambda topic: print(f"changed {topic}", flush=True))
+    gevent.sleep(3600)
 """)
 
 
-def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
-    """`announce` on one server reaches `listen` on another (here: another process)."""
+def test_notifies_from_another_server_reach_every_subscriber_on_one_listen_connection(postgres, tmp_path):
+    """`announce` on one server reaches the doorbell and the change-hint subscribers of another
+    (here: another process), which LISTENs on one connection for both."""
+    from starpod import changehints
     from starpod.realtime import pgbell
     url = postgres.url_for("bells")
     open_database(tmp_path / "unused.db", url)
@@ -198,13 +204,19 @@ def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
     try:
         lines, seen = _lines(process), []
         deadline = time.monotonic() + DEADLINE_SECS
-        while "rung" not in seen and time.monotonic() < deadline:
+        while not {"rung", "changed auth"} <= set(seen) and time.monotonic() < deadline:
+            pgbell.announce("me")  # its own rings are ignored
             pgbell.announce("someone-else")  # repeated: the listener may not be listening yet
+            changehints.announce(changehints.AUTH)
             try:
                 seen.append(lines.get(timeout=0.2))
             except queue.Empty:
                 pass
-        assert "rung" in seen, f"the listener never woke; its output: {seen}"
+        assert {"rung", "changed auth"} <= set(seen), f"the listener never woke; its output: {seen}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            listening = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND query LIKE 'LISTEN%%'").fetchone()[0]
+        assert listening == 1
     finally:
         process.kill()
         process.wait()
