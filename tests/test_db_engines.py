@@ -15,7 +15,7 @@ import pytest
 from starpod.db import (POOL_WAIT_SECS, is_postgresql, max_pg_connections, open_database, open_postgresql,
                         write_transaction)
 
-from .support import REPO
+from .support import REPO, wait_until
 
 DEADLINE_SECS = 60
 
@@ -108,6 +108,25 @@ def test_a_query_waiting_on_the_server_does_not_stall_other_greenlets(postgres):
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+def test_a_pooled_connection_is_checked_out_without_a_round_trip_unless_the_server_closed_it(postgres):
+    db = open_postgresql(postgres.url_for("checkout"), max_connections=2)
+
+    def last_statement(pid: int) -> str:
+        return observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
+    with psycopg.connect(postgres.url_for("checkout"), autocommit=True) as observer:
+        with db.connection_context():
+            pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with db.connection_context():  # the same pooled connection, not asked whether it is alive
+            assert last_statement(pid) == "SELECT pg_backend_pid()"
+            assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == pid
+        observer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(lambda: observer.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                            (pid,)).fetchone()[0] == 0, "the backend to end")
+        with db.connection_context():  # the closed one is discarded, not handed out
+            assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+    db.close_all()
 
 
 def test_sqlite_lock_types_are_refused_on_postgresql_with_the_remedy(postgres):

@@ -502,7 +502,7 @@ TRICKY_TEXTS = [
     "okapi " * 300 + "tapir",                                   # a lexeme at more positions than kept
     " ".join(f"w{n % 300}" for n in range(17_000)),            # positions past the last one
     "x" * 2047 + " long " + "y" * 2048 + " words " + "z" * 5000,  # words too long to index
-    "running runs ran run-time",
+    "running runs ran run-time 007 42 " + "9" * 2047 + " " + "8" * 2048,  # numbers, one too long
     " ".join(f"k{n % 5000}" for n in range(60_000)),           # more words than are indexed
 ]
 

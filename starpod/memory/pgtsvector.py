@@ -3,10 +3,11 @@ the same space-separated tokens (pgindex.tokenize), at a fraction of its cost.
 
 PostgreSQL's text parser dominated a reindex (it parses about 5 MB/s on one core), so each distinct
 token is parsed once, by PostgreSQL, and remembered: `Lexicon.learn` asks for the lexemes
-`to_tsvector` makes of the token alone and their positions within it.  A chunk's vector is then
-its tokens' lexemes at the positions `to_tsvector` counts (a token takes as many positions as its
-last lexeme's; one it drops entirely, like a word over 2,047 characters, takes none).  A space
-always ends one of the parser's tokens, so a token parses alone as it does among others.
+`to_tsvector` makes of the token alone and their positions within it (a number, like the line
+numbers every chunk has, is known without asking: it is its own lexeme).  A chunk's vector is
+then its tokens' lexemes at the positions `to_tsvector` counts (a token takes as many positions
+as its last lexeme's; one it drops entirely, like a word over 2,047 characters, takes none).  A
+space always ends one of the parser's tokens, so a token parses alone as it does among others.
 
 The vector goes to PostgreSQL as `tsvector` input text, one `'lexeme':position` entry per token
 as a rule: the input function merges repeated lexemes and caps positions at MAX_POSITION as
@@ -21,6 +22,7 @@ from typing import Iterable
 
 MAX_POSITION = 16383        # MAXENTRYPOS - 1: later positions count as this one
 MAX_POSITIONS = 255         # MAXNUMPOS - 1: positions to_tsvector keeps per lexeme
+MAX_WORD_CHARS = 2047       # longer words are not indexed at all
 MAX_LEARNED = 500_000       # tokens remembered per process before the lexicon starts afresh
 
 _POSITION_TEXTS = [f"{position} " for position in range(1, MAX_POSITION + 1)]
@@ -41,6 +43,9 @@ class Lexicon:
     def learn(self, conn, chunks: Iterable[list[str]]) -> None:
         """Ask PostgreSQL (on `conn`, a psycopg connection) about the chunks' tokens not learned yet."""
         unknown = set().union(*chunks).difference(self._single).difference(self._several)
+        for token in [token for token in unknown if _is_number(token)]:  # line numbers, times, dates
+            self._single[token] = _entry(token)
+            unknown.discard(token)
         if not unknown:
             return
         if len(self._single) + len(self._several) + len(unknown) > MAX_LEARNED:
@@ -93,6 +98,11 @@ def _positions(found: list[int]) -> str:
     if found[-1] > MAX_POSITION or len(found) > MAX_POSITIONS:
         found = sorted({min(position, MAX_POSITION) for position in found})[:MAX_POSITIONS]
     return ",".join(map(str, found))
+
+
+def _is_number(token: str) -> bool:
+    """ASCII digits short enough to index, which `to_tsvector` keeps as they are (`simple`)."""
+    return token.isascii() and token.isdigit() and len(token) <= MAX_WORD_CHARS
 
 
 def _entry(lexeme: str) -> str:
