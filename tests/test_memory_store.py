@@ -21,6 +21,7 @@ from starpod.memory import MemoryStore, chunk_text, index
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
 from starpod.memory.pgindex import MAX_INDEXED_CHARS, SEARCH_CONFIG, TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
+from starpod.memory import pgtsvector
 from starpod.memory import store as store_module
 from starpod.memory.store import cap_bytes
 
@@ -524,6 +525,16 @@ def test_postgresql_tsvectors_built_in_python_equal_to_tsvector(tmp_path, memory
         assert memory_engine.query(store.home, f"SELECT tsv = to_tsvector('{SEARCH_CONFIG}', %s) FROM memory_fts "
                                                "WHERE rowid = %s", (words, rowid)) == [(True,)], source
     assert tokenize("".join(map(chr, range(128)))) == ["0123456789", "abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"]
+
+
+def test_postgresql_lexicon_starts_afresh_when_full(store, memory_engine, monkeypatch):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    monkeypatch.setattr(pgtsvector, "MAX_LEARNED", 8)
+    store.write("first.md", "aardvark badger")
+    store.write("second.md", "aardvark " + " ".join(f"beast{n}" for n in range(10)))
+    assert sorted(sources(store.search("aardvark", None))) == ["first.md", "second.md"]
+    assert sources(store.search("beast9", None)) == ["second.md"]
 
 
 def test_postgresql_full_reindex_builds_the_gin_index_once_and_searches_meanwhile(tmp_path, memory_engine,

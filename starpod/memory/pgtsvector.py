@@ -42,15 +42,16 @@ class Lexicon:
 
     def learn(self, conn, chunks: Iterable[list[str]]) -> None:
         """Ask PostgreSQL (on `conn`, a psycopg connection) about the chunks' tokens not learned yet."""
-        unknown = set().union(*chunks).difference(self._single).difference(self._several)
+        tokens = set().union(*chunks)
+        if len(self._single) + len(self._several) + len(tokens) > MAX_LEARNED:
+            self._single.clear()
+            self._several.clear()
+        unknown = tokens.difference(self._single).difference(self._several)
         for token in [token for token in unknown if _is_number(token)]:  # line numbers, times, dates
             self._single[token] = _entry(token)
             unknown.discard(token)
         if not unknown:
             return
-        if len(self._single) + len(self._several) + len(unknown) > MAX_LEARNED:
-            self._single.clear()
-            self._several.clear()
         found: dict[str, list[tuple[str, int]]] = {token: [] for token in unknown}
         for token, lexeme, positions in conn.execute(LEXEMES_SQL, (list(unknown), self.config)):
             if lexeme is not None:
