@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import selectors
 import sys
 import threading
@@ -118,18 +119,16 @@ class StarpodPostgresqlDatabase(PooledPsycopg3Database):
 
     def _is_closed(self, conn) -> bool:
         """Whether a pooled connection is unusable, told without the `SELECT 1` round trip peewee
-        sends on every checkout (a tenth of a chat's statements).  An idle connection has nothing
-        to read, so a readable one is being closed by the server (end of stream, or a FATAL error
-        such as a terminated backend) and is discarded; one not idle is left to peewee."""
-        if conn.closed or conn.broken:
-            return True
+        sends on every checkout (a tenth of a chat's statements): an idle connection has nothing
+        to read, so a readable one is being closed by the server (its FATAL error, end of stream)
+        and is discarded; one not idle is left to peewee."""
         from psycopg.pq import TransactionStatus
 
+        if conn.closed or conn.broken:
+            return True
         if conn.info.transaction_status != TransactionStatus.IDLE:
             return super()._is_closed(conn)  # rolls an unfinished transaction back, or finds it dead
-        with selectors.DefaultSelector() as selector:
-            selector.register(conn.fileno(), selectors.EVENT_READ)
-            return bool(selector.select(timeout=0))
+        return _readable(conn.fileno())
 
     def begin(self, isolation_level=None):
         if isinstance(isolation_level, str) and isolation_level.upper() in SQLITE_LOCK_TYPES:
@@ -186,6 +185,15 @@ def _connection_state():
     """
     local_class = type("_ConnectionLocal", (peewee._ConnectionState, threading.local), {})
     return local_class()
+
+
+def _readable(fd: int) -> bool:
+    """Whether `fd` has something to read, asked without waiting (and past gevent, whose patched
+    poll would cost more than the answer)."""
+    monkey = sys.modules.get("gevent.monkey")
+    poller = (monkey.get_original("select", "poll") if monkey else select.poll)()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _cooperate_with_gevent() -> None:
