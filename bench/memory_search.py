@@ -2,7 +2,9 @@
 
 Generates a data directory of markdown (about 100,000 chunks at the default chunk size, a fifth
 of it in per-user spaces), then reports, for each engine over the same files and queries:
-- full reindex throughput (MB/s) from an empty index,
+- full reindex throughput (MB/s) from an empty index, and per CPU-second of this process plus the
+  PostgreSQL backends serving it (when PostgreSQL runs on this machine): the steadier figure on a
+  busy machine,
 - incremental restart time with nothing changed (opening the store again),
 - median and p95 search latency for selective terms (≤ 100 hits) and common terms (≥ 10k hits, or
   a tenth of the chunks in a smaller run),
@@ -24,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -97,10 +101,12 @@ def measure(root: Path, database_url: str | None, queries: dict[str, list[str]])
     settings = MemoryConfig()
     store = MemoryStore(root, lambda: settings, database_url)
     store.open()
-    started = time.perf_counter()
+    backends, started, cpu_started = backend_cpu(database_url), time.perf_counter(), time.process_time()
     stats = store.reindex(full=True)
     seconds = time.perf_counter() - started
-    figures = {"chunks indexed": store.index.chunk_count(), "full reindex (MB/s)": stats["bytes"] / 1e6 / seconds}
+    cpu = time.process_time() - cpu_started + sum(used - backends.get(pid, 0) for pid, used in backend_cpu(database_url).items())
+    figures = {"chunks indexed": store.index.chunk_count(), "full reindex (MB/s)": stats["bytes"] / 1e6 / seconds,
+               "full reindex (MB per CPU-s)": stats["bytes"] / 1e6 / cpu}
     store.close()
     restart = MemoryStore(root, lambda: settings, database_url)
     started = time.perf_counter()
@@ -117,6 +123,25 @@ def measure(root: Path, database_url: str | None, queries: dict[str, list[str]])
         figures[f"{name} median (ms)"], figures[f"{name} p95 (ms)"] = median, p95
     restart.close()
     return figures
+
+
+def backend_cpu(database_url: str | None) -> dict[int, float]:
+    """CPU-seconds so far of each PostgreSQL backend serving the database of `database_url` that runs
+    on this machine (none for SQLite)."""
+    if not database_url:
+        return {}
+    import psycopg
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity "
+                                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    used = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:  # gone, or not on this machine
+            continue
+        used[pid] = times.user + times.system
+    return used
 
 
 def choose_queries(root: Path, words: list[str], count: int, common_hits_min: int,

@@ -3,9 +3,10 @@
 On one machine every process notices those changes by itself: agent.toml by its stat signature
 on each access (config.LiveAgentConfig), the auth generation through its hint file (authcache).
 Across servers sharing a volume, a stat may be answered from the client's attribute cache (NFS
-keeps one for up to a minute), so the process that made a change also NOTIFYs `CHANNEL` with its
-topic, and every worker of every server LISTENs on a connection of its own and forgets what it
-cached: agent.toml is read again on its next access, the auth counter on the next key lookup.
+keeps one for up to a minute), so the process that made a change also NOTIFYs `TOPIC` with what
+changed, and every worker of every server subscribes to it (on its one LISTEN connection,
+pgnotify) and forgets what it cached: agent.toml is read again on its next access, the auth
+counter on the next key lookup.
 
 Like every notification these are hints on top of the truth (the file, the counter row): a lost
 one costs at most the fallback poll, config.REREAD_SECS for agent.toml and
@@ -15,22 +16,20 @@ from __future__ import annotations
 
 import logging
 
-import gevent
-
 from . import accounts, pgnotify
 from .config import Config
 from .db import is_postgresql
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "starpod_changes"
+TOPIC = "changes"
 SETTINGS = "settings"
 AUTH = "auth"
 
 
 def announce(topic: str) -> None:
     """Tell every server that `topic` changed; inside a transaction, sent when it commits."""
-    pgnotify.notify(CHANNEL, topic)
+    pgnotify.notify(TOPIC, topic)
 
 
 def forget_cached(config: Config, topic: str) -> None:
@@ -43,11 +42,7 @@ def forget_cached(config: Config, topic: str) -> None:
         log.warning("ignoring a change hint about unknown topic %r", topic)
 
 
-def listen(config: Config) -> None:
-    """Forever: act on every hint (run it in a greenlet of its own)."""
-    pgnotify.listen(CHANNEL, lambda topic: forget_cached(config, topic))
-
-
-def start_change_hints(config: Config) -> gevent.Greenlet | None:
-    """In a gevent worker on PostgreSQL: listen for hints in a greenlet; None on SQLite."""
-    return gevent.spawn(listen, config) if is_postgresql() else None
+def start_change_hints(config: Config) -> None:
+    """In a gevent worker on PostgreSQL: act on every hint from now on (nothing on SQLite)."""
+    if is_postgresql():
+        pgnotify.subscribe(TOPIC, lambda topic: forget_cached(config, topic))

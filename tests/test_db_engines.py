@@ -15,7 +15,7 @@ import pytest
 from starpod.db import (POOL_WAIT_SECS, is_postgresql, max_pg_connections, open_database, open_postgresql,
                         write_transaction)
 
-from .support import REPO
+from .support import REPO, wait_until
 
 DEADLINE_SECS = 60
 
@@ -110,6 +110,25 @@ def test_a_query_waiting_on_the_server_does_not_stall_other_greenlets(postgres):
             process.wait()
 
 
+def test_a_pooled_connection_is_checked_out_without_a_round_trip_unless_the_server_closed_it(postgres):
+    db = open_postgresql(postgres.url_for("checkout"), max_connections=2)
+
+    def last_statement(pid: int) -> str:
+        return observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
+    with psycopg.connect(postgres.url_for("checkout"), autocommit=True) as observer:
+        with db.connection_context():
+            pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        with db.connection_context():  # the same pooled connection, not asked whether it is alive
+            assert last_statement(pid) == "SELECT pg_backend_pid()"
+            assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == pid
+        observer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_until(lambda: observer.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                            (pid,)).fetchone()[0] == 0, "the backend to end")
+        with db.connection_context():  # the closed one is discarded, not handed out
+            assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] != pid
+    db.close_all()
+
+
 def test_sqlite_lock_types_are_refused_on_postgresql_with_the_remedy(postgres):
     db = open_postgresql(postgres.url_for("lock-types"), max_connections=2)
     with db.connection_context():
@@ -178,18 +197,24 @@ def test_write_transactions_serialise_per_resource(postgres):
 
 LISTENER = textwrap.dedent("""
     import sys
-    from starpod.db import open_database
-    from starpod.realtime import pgbell
     from gevent import monkey
     monkey.patch_all()
+    import gevent
+    from starpod import changehints, pgnotify
+    from starpod.db import open_database
+    from starpod.realtime import pgbell
 
     db = open_database(None, sys.argv[1])
-    pgbell.listen("me", lambda: print("rung", flush=True))
+    pgbell.subscribe("me", lambda: print("rung", flush=True))
+    pgnotify.subscribe(changehints.TOPIC, lambda topic: print(f"changed {topic}", flush=True))
+    gevent.sleep(3600)
 """)
 
 
-def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
-    """`announce` on one server reaches `listen` on another (here: another process)."""
+def test_notifies_from_another_server_reach_every_subscriber_on_one_listen_connection(postgres, tmp_path):
+    """`announce` on one server reaches the doorbell and the change-hint subscribers of another
+    (here: another process), which LISTENs on one connection for both."""
+    from starpod import changehints
     from starpod.realtime import pgbell
     url = postgres.url_for("bells")
     open_database(tmp_path / "unused.db", url)
@@ -198,13 +223,19 @@ def test_a_notify_from_another_server_rings_the_listener(postgres, tmp_path):
     try:
         lines, seen = _lines(process), []
         deadline = time.monotonic() + DEADLINE_SECS
-        while "rung" not in seen and time.monotonic() < deadline:
+        while not {"rung", "changed auth"} <= set(seen) and time.monotonic() < deadline:
+            pgbell.announce("me")  # its own rings are ignored
             pgbell.announce("someone-else")  # repeated: the listener may not be listening yet
+            changehints.announce(changehints.AUTH)
             try:
                 seen.append(lines.get(timeout=0.2))
             except queue.Empty:
                 pass
-        assert "rung" in seen, f"the listener never woke; its output: {seen}"
+        assert {"rung", "changed auth"} <= set(seen), f"the listener never woke; its output: {seen}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            listening = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND query LIKE 'LISTEN%%'").fetchone()[0]
+        assert listening == 1
     finally:
         process.kill()
         process.wait()

@@ -19,8 +19,10 @@ from starpod.dbcopy import migrate_url
 from starpod.errors import StarpodError
 from starpod.memory import MemoryStore, chunk_text, index
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
-from starpod.memory.pgindex import TOAST_TUPLE_TARGET, PostgresIndex, tokenize
+from starpod.memory.pgindex import MAX_INDEXED_CHARS, SEARCH_CONFIG, TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
+from starpod.memory import pgtsvector
+from starpod.memory import store as store_module
 from starpod.memory.store import cap_bytes
 
 from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
@@ -494,6 +496,71 @@ def test_postgresql_tables_and_gin_index(store, memory_engine):
     store.write("gin.md", "tapir")
     [(vector,)] = memory_engine.query(store.home, "SELECT tsv::text FROM memory_fts WHERE source = 'gin.md'")
     assert vector == "'1':4,5 'gin':1 'md':2 'tapir':3"
+
+
+TRICKY_TEXTS = [
+    "Crème BRÛLÉE 東京 naïve_x ça ǅ ß ﬁ İstanbul ΣΑΣ x² ½ ٣٤ ① 𝟘𝟙 1e10abc abc1e10 0x1f 1.5e3 v1.2.3",
+    "okapi " * 300 + "tapir",                                   # a lexeme at more positions than kept
+    " ".join(f"w{n % 300}" for n in range(17_000)),            # positions past the last one
+    "x" * 2047 + " long " + "y" * 2048 + " words " + "z" * 5000,  # words too long to index
+    "running runs ran run-time 007 42 " + "9" * 2047 + " " + "8" * 2048,  # numbers, one too long
+    " ".join(f"k{n % 5000}" for n in range(60_000)),           # more words than are indexed
+]
+
+
+def test_postgresql_tsvectors_built_in_python_equal_to_tsvector(tmp_path, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    store = open_store(tmp_path / ".starpod", memory_engine)
+    try:
+        for number, text in enumerate(TRICKY_TEXTS):
+            store.write(f"tricky{number}.md", text)
+    finally:
+        store.close()
+    rows = memory_engine.query(store.home, "SELECT rowid, source, chunk_text, line_start, line_end FROM memory_fts "
+                                           "WHERE source LIKE 'tricky%%'")
+    assert len(rows) == len(TRICKY_TEXTS)  # one line, one chunk each
+    for rowid, source, text, start, end in rows:  # to_tsvector of the words, as the index used to store
+        words = " ".join(tokenize(f"{source} {text} {start} {end}"))[:MAX_INDEXED_CHARS]
+        assert memory_engine.query(store.home, f"SELECT tsv = to_tsvector('{SEARCH_CONFIG}', %s) FROM memory_fts "
+                                               "WHERE rowid = %s", (words, rowid)) == [(True,)], source
+    assert tokenize("".join(map(chr, range(128)))) == ["0123456789", "abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"]
+
+
+def test_postgresql_lexicon_starts_afresh_when_full(store, memory_engine, monkeypatch):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    monkeypatch.setattr(pgtsvector, "MAX_LEARNED", 8)
+    store.write("first.md", "aardvark badger")
+    store.write("second.md", "aardvark " + " ".join(f"beast{n}" for n in range(10)))
+    assert sorted(sources(store.search("aardvark", None))) == ["first.md", "second.md"]
+    assert sources(store.search("beast9", None)) == ["second.md"]
+
+
+def test_postgresql_full_reindex_builds_the_gin_index_once_and_searches_meanwhile(tmp_path, memory_engine,
+                                                                                 monkeypatch):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    monkeypatch.setattr(store_module, "BATCH_FILES", 1)  # a transaction, and a progress report, per file
+    store = open_store(tmp_path / ".starpod", memory_engine)
+    for number in range(6):
+        store.write(f"knowledge/quokka{number}.md", "quokka " * number)
+    before = store.search("quokka", None, 100)
+    gin = ("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'memory_fts' "
+           "AND indexdef LIKE '%%USING gin (tsv)'")
+    during = []
+
+    def progress(done: int, total: int) -> None:
+        during.append((memory_engine.query(store.home, gin)[0][0], len(store.search("quokka", None, 100))))
+    try:
+        store.reindex(progress, full=True)
+        assert store.search("quokka", None, 100) == before
+    finally:
+        store.close()
+    assert memory_engine.query(store.home, gin) == [(1,)]
+    assert {indexes for indexes, _ in during} == {0}  # dropped for the rebuild, built once at its end
+    found = [hits for _, hits in during]
+    assert found == sorted(found) and 0 < found[-1] and found[0] < found[-1]  # seen while it grows
 
 
 def test_postgresql_rows_keep_the_tsvector_inline_and_migration_0014_relayouts_older_tables(store, memory_engine):

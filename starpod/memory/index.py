@@ -91,7 +91,6 @@ class MemoryIndex(ABC):
     RANK_SQL: str               # rank expression (lower is better); may bind the query once more
     RANK_BINDS_QUERY: bool
     READ_SNAPSHOT_SQL: str      # starts a transaction whose reads all see one snapshot
-    INSERT_CHUNK_SQL: str
     OBSOLETE_TABLES: tuple[str, ...] = ()  # tables of older schema versions, dropped on upgrade
     MAX_OPEN_CONNECTIONS: int | None = None  # per process, None: unbounded; more callers wait their turn
 
@@ -112,8 +111,9 @@ class MemoryIndex(ABC):
         """A new connection whose `execute`/`executemany` take `?` placeholders."""
 
     @abstractmethod
-    def _begin_write(self, conn) -> None:
-        """Start a transaction that holds the index's write lock from its first statement."""
+    def _begin_write(self, conn, bulk: bool) -> None:
+        """Start a transaction that holds the index's write lock from its first statement; `bulk`:
+        one of a reindex's, which a crash may lose (the next reindex redoes it)."""
 
     @abstractmethod
     def _has_table(self, conn, name: str) -> bool:
@@ -124,7 +124,8 @@ class MemoryIndex(ABC):
 
     @abstractmethod
     def _clear_chunks(self, conn) -> None:
-        """Delete every chunk (inside the caller's transaction), the engine's fastest way."""
+        """Delete every chunk (inside the caller's transaction), the engine's fastest way; a full
+        rebuild follows, which ends with `compact`."""
 
     @abstractmethod
     def match_query(self, text: str) -> str:
@@ -134,8 +135,9 @@ class MemoryIndex(ABC):
         """Tidy the index after a reindex that wrote or removed `changed` of `total` files, so that
         searches stay fast; engines that need no upkeep do nothing."""
 
-    def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
-        return rowid, source, chunk.text, chunk.line_start, chunk.line_end, owner
+    @abstractmethod
+    def _write_chunks(self, conn, rows: list[tuple[int, str, str, int, int, str]]) -> None:
+        """Insert chunk rows (rowid, source, chunk_text, line_start, line_end, owner)."""
 
     @abstractmethod
     def reindex_lock(self):
@@ -200,10 +202,11 @@ class MemoryIndex(ABC):
                 conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator:
-        """A write transaction holding the index's write lock from its first statement."""
+    def transaction(self, bulk: bool = False) -> Iterator:
+        """A write transaction holding the index's write lock from its first statement (`bulk`:
+        see `_begin_write`)."""
         with self.connection() as conn:
-            self._begin_write(conn)
+            self._begin_write(conn, bulk)
             try:
                 yield conn
             except BaseException:
@@ -286,8 +289,9 @@ class MemoryIndex(ABC):
     def _insert_chunks(self, conn, file_id: int, first: int, source: str, owner: str,
                        chunks: Iterable[Chunk]) -> None:
         base = (file_id << ROWID_SHIFT) + first
-        conn.executemany(self.INSERT_CHUNK_SQL,
-                         [self._chunk_row(base + n, source, owner, c) for n, c in enumerate(chunks)])
+        rows = [(base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)]
+        if rows:
+            self._write_chunks(conn, rows)
 
     # --- search ----------------------------------------------------------------------------
 
@@ -379,8 +383,11 @@ class SqliteIndex(MemoryIndex):
     def _create_storage(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _begin_write(self, conn) -> None:
+    def _begin_write(self, conn, bulk: bool) -> None:
         retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+    def _write_chunks(self, conn, rows: list[tuple[int, str, str, int, int, str]]) -> None:
+        conn.executemany(self.INSERT_CHUNK_SQL, rows)
 
     def _has_table(self, conn, name: str) -> bool:
         return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None

@@ -10,7 +10,8 @@ To search like FTS5's `porter` tokenizer (unicode61 + Porter stemming), text is 
 not by PostgreSQL's parser (which keeps `knowledge/rust.md` or `foo-bar` whole): a token is a run
 of letters and digits, lower-cased, with diacritics removed from Latin letters.  The tokens are
 then stemmed by the `starpod_english` search configuration — PostgreSQL's Snowball English
-stemmer without a stop-word list, since FTS5 drops no words.  A query is every
+stemmer without a stop-word list, since FTS5 drops no words; a chunk's `tsvector` is built from
+them in Python exactly as `to_tsvector` would (pgtsvector) and written with COPY.  A query is every
 whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
 only, it can never be a syntax error.
 
@@ -24,12 +25,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..locks import advisory_lock
-from .chunker import Chunk
 from . import index
 from .index import MemoryIndex
+from .pgtsvector import Lexicon
 
 SEARCH_CONFIG = "starpod_english"
 WRITE_LOCK_KEY = 0x5350_4D45_4D57_5249   # pg_advisory_xact_lock key of index writes
@@ -47,6 +48,10 @@ TOAST_TUPLE_TARGET = 4096
 STORAGE = (f"ALTER TABLE memory_fts SET (toast_tuple_target = {TOAST_TUPLE_TARGET})",
            "ALTER TABLE memory_fts ALTER COLUMN tsv SET STORAGE MAIN",
            "ALTER TABLE memory_fts ALTER COLUMN chunk_text SET STORAGE EXTERNAL")
+
+GIN_INDEX = "memory_fts_tsv"
+GIN_INDEX_SQL = f"CREATE INDEX IF NOT EXISTS {GIN_INDEX} ON memory_fts USING GIN (tsv)"
+GIN_BUILD_MEMORY = "256MB"   # maintenance_work_mem of a build: fewer, larger merges
 
 SCHEMA = f"""
 DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
@@ -75,10 +80,14 @@ CREATE TABLE IF NOT EXISTS memory_fts (
     tsv TSVECTOR NOT NULL
 );
 {";".join(STORAGE)};
-CREATE INDEX IF NOT EXISTS memory_fts_tsv ON memory_fts USING GIN (tsv)
+{GIN_INDEX_SQL}
 """
 
+COPY_CHUNKS_SQL = "COPY memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) FROM STDIN"
+
 _TOKEN = re.compile(r"[^\W_]+")
+_ASCII_WORDS = bytes(code | 0x20 if chr(code).isalpha() else code if chr(code).isdigit() else 0x20
+                     for code in range(128)) + b" " * 128
 _QUERY = f"to_tsquery('{SEARCH_CONFIG}', ?)"
 
 
@@ -91,12 +100,11 @@ class PostgresIndex(MemoryIndex):
     # Writers queue for one advisory lock anyway; a few connections per process keep a server's
     # share of PostgreSQL's max_connections small next to the relational pool.
     MAX_OPEN_CONNECTIONS = 2
-    INSERT_CHUNK_SQL = ("INSERT INTO memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) "
-                        f"VALUES (?, ?, ?, ?, ?, ?, to_tsvector('{SEARCH_CONFIG}', ?))")
 
     def __init__(self, url: str):
         super().__init__()
         self.url = url
+        self.lexicon = Lexicon(SEARCH_CONFIG)
 
     def _connect(self) -> "PgConnection":
         return PgConnection(self._connect_raw())
@@ -109,14 +117,18 @@ class PostgresIndex(MemoryIndex):
     def _reusable(self, conn: "PgConnection") -> bool:
         return not (conn.raw.closed or conn.raw.broken)
 
-    def _begin_write(self, conn: "PgConnection") -> None:
+    def _begin_write(self, conn: "PgConnection", bulk: bool) -> None:
         conn.execute("BEGIN")
         conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+        if bulk:  # no wait for the WAL flush at commit
+            conn.execute("SET LOCAL synchronous_commit = off")
 
     def _has_table(self, conn: "PgConnection", name: str) -> bool:
         return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
 
     def _clear_chunks(self, conn: "PgConnection") -> None:
+        # Building the GIN index once over every row (compact) costs half of updating it row by row.
+        conn.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
         conn.execute("TRUNCATE memory_fts")
 
     def match_query(self, text: str) -> str:
@@ -143,20 +155,29 @@ class PostgresIndex(MemoryIndex):
             prepare=False).fetchall()  # a prepared, generic plan could not tell broad terms from selective
 
     def compact(self, changed: int, total: int) -> None:
-        """After a reindex that changed more than autovacuum's analyze threshold (10 %): statistics
-        for the planner's choice above, and the GIN index's pending entries merged (every search
-        would otherwise scan them)."""
-        if changed <= total // 10:
-            return
+        """After a reindex: the GIN index built again when a full rebuild dropped it (searches in
+        the meantime scan the table, so they are slower but see what is indexed so far); after one
+        that changed more than autovacuum's analyze threshold (10 %), statistics for the planner's
+        choice above and the GIN index's pending entries merged (every search would otherwise scan
+        them)."""
         with self.connection() as conn:
-            conn.execute("ANALYZE memory_fts")
-            conn.execute("SELECT gin_clean_pending_list('memory_fts_tsv')")
+            if not self._has_table(conn, GIN_INDEX):
+                conn.execute("BEGIN")
+                conn.execute(f"SET LOCAL maintenance_work_mem = '{GIN_BUILD_MEMORY}'")
+                conn.execute(GIN_INDEX_SQL)
+                conn.execute("COMMIT")
+            if changed > total // 10:
+                conn.execute("ANALYZE memory_fts")
+                conn.execute(f"SELECT gin_clean_pending_list('{GIN_INDEX}')")
 
-    def _chunk_row(self, rowid: int, source: str, owner: str, chunk: Chunk) -> tuple:
-        text = chunk.text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    def _write_chunks(self, conn: "PgConnection", rows: list[tuple[int, str, str, int, int, str]]) -> None:
+        """COPY the rows in, each with its tsvector built by the lexicon (pgtsvector)."""
+        rows = [(rowid, source, text.replace("\x00", "\ufffd"), start, end, owner)  # text cannot hold NUL
+                for rowid, source, text, start, end, owner in rows]
         # All four columns are searchable, as in the FTS5 table.
-        words = " ".join(tokenize(f"{source} {text} {chunk.line_start} {chunk.line_end}"))
-        return rowid, source, text, chunk.line_start, chunk.line_end, owner, words[:MAX_INDEXED_CHARS]
+        tokens = [_indexed_tokens(f"{source} {text} {start} {end}") for _, source, text, start, end, _ in rows]
+        self.lexicon.learn(conn.raw, tokens)
+        conn.copy(COPY_CHUNKS_SQL, ((*row, self.lexicon.tsvector(chunk)) for row, chunk in zip(rows, tokens)))
 
     @contextmanager
     def reindex_lock(self) -> Iterator[None]:
@@ -173,10 +194,11 @@ class PgConnection:
     def execute(self, sql: str, params: tuple = (), prepare: bool | None = None):
         return self.raw.execute(_placeholders(sql), params, prepare=prepare)
 
-    def executemany(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            with self.raw.cursor() as cursor:
-                cursor.executemany(_placeholders(sql), rows)
+    def copy(self, sql: str, rows: Iterable[tuple]) -> None:
+        """COPY … FROM STDIN of `rows` (sent as they come, so the server works on them meanwhile)."""
+        with self.raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     @property
     def in_transaction(self) -> bool:
@@ -194,7 +216,17 @@ class PgConnection:
 
 def tokenize(text: str) -> list[str]:
     """FTS5 unicode61's tokens: runs of letters and digits, lower-cased, Latin diacritics removed."""
+    if text.isascii():  # the common case, in one pass of C: letters lower-cased, all else a space
+        return text.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split()
     return _TOKEN.findall(_fold_latin_diacritics(text.lower()))
+
+
+def _indexed_tokens(text: str) -> list[str]:
+    """The tokens of `text` that are indexed: those of its first MAX_INDEXED_CHARS, space-separated."""
+    tokens = tokenize(text)
+    if sum(map(len, tokens)) + len(tokens) - 1 > MAX_INDEXED_CHARS:
+        return " ".join(tokens)[:MAX_INDEXED_CHARS].split()
+    return tokens
 
 
 def _fold_latin_diacritics(text: str) -> str:

@@ -280,7 +280,7 @@ class MemoryStore:
         with self.index.reindex_lock():  # one reindex walks the tree at a time
             chunking = self._chunking()
             if full or self.index.get_meta("chunking") != _chunking_key(chunking):
-                with self.index.transaction() as conn:
+                with self.index.transaction(bulk=True) as conn:
                     self.index.clear(conn)
                     self.index.set_meta(conn, "chunking", _chunking_key(chunking))
             known = self.index.files()
@@ -314,7 +314,7 @@ class MemoryStore:
         last_log = time.monotonic()
         while position < len(stale):
             batch_bytes = 0
-            with self.index.transaction() as conn:
+            with self.index.transaction(bulk=True) as conn:
                 for found in stale[position:]:
                     position += 1
                     if self._index_path(conn, found, known.get(found.source), chunking):

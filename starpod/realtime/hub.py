@@ -66,8 +66,9 @@ class Hub:
         with database.connection_context():
             self._notified_up_to = Notification.select(fn.MAX(Notification.id)).scalar() or 0
         self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._upkeep)]
+        self._unsubscribe = None
         if is_postgresql():  # other servers' rings arrive as notifications
-            self._greenlets.append(gevent.spawn(pgbell.listen, self.doorbell.worker_id, self.doorbell.ring_self))
+            self._unsubscribe = pgbell.subscribe(self.doorbell.worker_id, self.doorbell.ring_self)
 
     def _listen(self) -> None:
         while True:
@@ -112,6 +113,8 @@ class Hub:
 
     def stop(self) -> None:
         gevent.killall(self._greenlets)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self.doorbell.close()
 
     def close_clients(self) -> None:
