@@ -17,10 +17,13 @@ before the first chunk was yielded; failures become `ProviderError`.  A whole ca
 included, has one deadline (`[providers] request_timeout_secs`): no single read may wait past it,
 and a stream still open at the deadline is closed, so a stalled or trickling provider ends as
 "request timed out".  SDK clients are cached per
-process (building one loads TLS roots, which is too slow for every request).
+process (building one loads TLS roots, which is too slow for every request), and all of them send
+through one pooled `http.client` transport (transport.py): httpx2's own cost more CPU per call than
+the rest of a chat around it.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -40,6 +43,7 @@ from ..concurrency import _gevent_active
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
 from .sse import events
+from .transport import PooledTransport
 
 log = logging.getLogger(__name__)
 # The SDKs' HTTP client logs every request at INFO; one line per model call is noise in server logs.
@@ -218,6 +222,12 @@ def warm_up(config: Config) -> None:
     _client(kind, _endpoint(config, name), api_key)
 
 
+@functools.cache
+def _shared_transport() -> PooledTransport:
+    """The connection pool of every SDK client of this process."""
+    return PooledTransport()
+
+
 def _client(kind: str, base_url: str, api_key: str):
     """A cached SDK client for (kind, endpoint, key); the least recently used are dropped."""
     cache_key = (kind, base_url, api_key)
@@ -226,7 +236,10 @@ def _client(kind: str, base_url: str, api_key: str):
         if client is not None:
             _clients.move_to_end(cache_key)
             return client
-        client = getattr(sdk(kind), SDK_CLIENT_CLASSES[kind])(api_key=api_key, base_url=base_url, max_retries=0)
+        module = sdk(kind)
+        client = getattr(module, SDK_CLIENT_CLASSES[kind])(
+            api_key=api_key, base_url=base_url, max_retries=0,
+            http_client=module.DefaultHttpxClient(transport=_shared_transport()))
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)
