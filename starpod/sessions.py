@@ -8,12 +8,14 @@ listing/reading for a non-admin viewer only ever returns that viewer's sessions.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Callable, Iterable
 
+import orjson
 from peewee import fn
 
 from .config import AgentConfig
@@ -28,6 +30,7 @@ DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
 SCHEDULER_MAIN_KEY = "main"          # the session main-mode jobs and the heartbeat continue (spec §6.8)
 SCHEDULER_KEY_PREFIX = "scheduler:"  # + a fresh UUID: the session of one isolated job run
+_LONG_DIGITS = re.compile(r"\d{19}")  # a number that may not fit orjson's 64-bit integers
 
 
 # --- statements run on every chat ------------------------------------------------------------
@@ -227,15 +230,27 @@ def add_transcript(session_id: str, kind: str, data: dict) -> int:
     return insert_returning_id(_statements()["transcript"], (session_id, kind, json.dumps(data), now_iso()))
 
 
+def _load_entry(data: str):
+    """One stored transcript entry: orjson (every chat reads the whole transcript), or the json
+    module for what orjson refuses (lone surrogates, NaN) or would read differently (integers past
+    64 bits become floats there)."""
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
 def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
     """(summary of the latest compaction or None, [(entry id, message)] after it), oldest first."""
     marker = _execute("last_compaction", (session_id,)).fetchone()
     summary, keep_from = None, 0
     if marker is not None:
-        data = json.loads(marker[0])
+        data = _load_entry(marker[0])
         summary, keep_from = data["summary"], data["keep_from"]
     rows = _execute("transcript_messages", (session_id, keep_from)).fetchall()
-    return summary, [(entry_id, json.loads(data)) for entry_id, data in rows]
+    return summary, [(entry_id, _load_entry(data)) for entry_id, data in rows]
 
 
 def record_usage(session_id: str, turn: int, input_tokens: int, output_tokens: int, cache_read: int,
