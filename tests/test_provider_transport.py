@@ -147,3 +147,11 @@ def test_provider_unreachable_fails_as_provider_error(tmp_path, monkeypatch):
     with pytest.raises(ProviderError, match="Connection error"):
         list(provider.stream(system=None, messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],
                              tools=[], max_tokens=10))
+
+
+def test_header_with_a_line_break_is_refused_before_anything_is_sent(http):
+    peer = RawPeer()
+    with pytest.raises(httpx2.LocalProtocolError):
+        http.post(peer.url, content=b"x", headers={"x-key": "k\r\nx-injected: 1"})
+    assert peer.requests == []
+    peer.close()

@@ -1,10 +1,11 @@
-"""The HTTP/1.1 transport under the provider SDKs' HTTP client: the standard library's `http.client`
-with keep-alive connections pooled per origin.
+"""The HTTP/1.1 transport under the provider SDKs' HTTP client: keep-alive sockets pooled per
+origin, each request written in one piece and its response parsed by the standard library's
+`http.client.HTTPResponse`.
 
 The SDKs still build and send every request (headers, auth, endpoint, timeouts, status errors)
 through their `httpx2` client; only the wire work below it is done here.  httpx2's default
 transport (httpcore2 + h11) spent more CPU per provider call than everything else a chat does
-around it, and `http.client` parses the same exchange for a fraction of that.
+around it, and this does the same exchange for a fraction of that.
 
 Semantics kept from httpcore2: the request's `timeout` extension (connect, then read/write per
 socket operation), idle connections closed after `KEEPALIVE_EXPIRY` and checked before reuse (a
@@ -15,6 +16,7 @@ environment stay with httpx2's own transports (its client mounts them over this 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -29,10 +31,12 @@ from gevent.monkey import get_original
 KEEPALIVE_EXPIRY = 5.0       # httpx2's default: idle connections older than this are not reused
 MAX_IDLE_PER_ORIGIN = 100    # the SDKs' max_keepalive_connections
 READ_SIZE = 65536
-# The SDKs' own socket options: notice a dead peer on a long-idle or long-streaming connection.
-SOCKET_OPTIONS = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
+# No Nagle delay on small writes (as httpcore2), and the SDKs' own keep-alive probes: notice a
+# dead peer on a long-idle or long-streaming connection.
+SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
     (socket.IPPROTO_TCP, getattr(socket, name), value)
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 60), ("TCP_KEEPCNT", 5)) if hasattr(socket, name)]
+_NOT_IN_HEADERS = re.compile(rb"[\r\n\0]")
 # The real poll, not gevent's: a zero-timeout look at an idle socket must not switch greenlets.
 _poll = get_original("select", "poll")
 
@@ -45,28 +49,51 @@ def _readable(sock: socket.socket) -> bool:
 
 
 class _Connection:
-    """One `http.client` connection and when it went idle."""
+    """One keep-alive socket to an origin, and when it went idle."""
 
-    def __init__(self, scheme: str, host: str, port: int, ssl_context: ssl.SSLContext | None):
-        if scheme == "https":
-            self.http = http.client.HTTPSConnection(host, port, context=ssl_context)
-        else:
-            self.http = http.client.HTTPConnection(host, port)
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
         self.idle_since = 0.0
 
-    def open(self, connect_timeout: float | None) -> None:
-        self.http.timeout = connect_timeout
-        self.http.connect()
-        for option in SOCKET_OPTIONS:
-            self.http.sock.setsockopt(*option)
+    @classmethod
+    def open(cls, scheme: str, host: str, port: int, timeout: float | None,
+             ssl_context: ssl.SSLContext | None) -> "_Connection":
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            for option in SOCKET_OPTIONS:
+                sock.setsockopt(*option)
+            if scheme == "https":
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def send(self, request: httpx2.Request, read_timeout: float | None) -> None:
+        """The request's head and body in one write (two would wait on each other's ACK)."""
+        self.sock.settimeout(read_timeout)
+        self.sock.sendall(_head(request) + request.read())
 
     def reusable(self) -> bool:
-        sock = self.http.sock
-        return (sock is not None and time.monotonic() - self.idle_since < KEEPALIVE_EXPIRY
-                and not _readable(sock))
+        return time.monotonic() - self.idle_since < KEEPALIVE_EXPIRY and not _readable(self.sock)
 
     def close(self) -> None:
-        self.http.close()
+        """Close at once; a greenlet blocked reading from it wakes up to the end of its data."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _head(request: httpx2.Request) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if _NOT_IN_HEADERS.search(name) or _NOT_IN_HEADERS.search(value):
+            raise httpx2.LocalProtocolError(f"illegal header {name!r}", request=request)
+        lines.append(b"%s: %s" % (name, value))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
 
 
 @contextmanager
@@ -102,11 +129,11 @@ class _Body(httpx2.SyncByteStream):
                 raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
                                                  request=self.request)
             self.complete = True
-            self.response.close()  # lets its http.client connection send the next request
+            self.response.close()  # its buffered reader: the socket stays open for the next request
         except (AttributeError, ValueError) as exc:
             if not self.done:
                 raise
-            # Closed by another greenlet (the call's deadline) between two reads: http.client
+            # Closed by another greenlet (the call's deadline) between two reads: the response
             # has dropped the file it reads from.
             raise httpx2.ReadError("the response was closed", request=self.request) from exc
 
@@ -118,6 +145,7 @@ class _Body(httpx2.SyncByteStream):
             self.transport.release(self.key, self.connection)
         else:
             self.connection.close()
+            self.response.close()
 
 
 class PooledTransport(httpx2.BaseTransport):
@@ -134,26 +162,17 @@ class PooledTransport(httpx2.BaseTransport):
         timeouts = request.extensions.get("timeout") or {}
         connection = self._connection(key, request, timeouts.get("connect"))
         try:
-            connection.http.sock.settimeout(timeouts.get("read"))
-            response = self._exchange(connection, request)
+            with _mapped(request, httpx2.WriteTimeout, httpx2.WriteError):
+                connection.send(request, timeouts.get("read"))
+            with _mapped(request, httpx2.ReadTimeout, httpx2.ReadError):
+                response = http.client.HTTPResponse(connection.sock, method=request.method)
+                response.begin()
         except BaseException:
             connection.close()
             raise
         return httpx2.Response(response.status, headers=response.getheaders(),
                                stream=_Body(self, key, connection, response, request),
                                extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()})
-
-    @staticmethod
-    def _exchange(connection: _Connection, request: httpx2.Request) -> http.client.HTTPResponse:
-        conn = connection.http
-        with _mapped(request, httpx2.WriteTimeout, httpx2.WriteError):
-            conn.putrequest(request.method, request.url.raw_path.decode("ascii"), skip_host=True,
-                            skip_accept_encoding=True)
-            for name, value in request.headers.raw:
-                conn.putheader(name, value)
-            conn.endheaders(request.read() or None)
-        with _mapped(request, httpx2.ReadTimeout, httpx2.ReadError):
-            return conn.getresponse()
 
     def _connection(self, key: tuple, request: httpx2.Request, connect_timeout: float | None) -> _Connection:
         with self._lock:
@@ -163,10 +182,8 @@ class PooledTransport(httpx2.BaseTransport):
                 if connection.reusable():
                     return connection
                 connection.close()
-        connection = _Connection(*key, self._tls() if key[0] == "https" else None)
         with _mapped(request, httpx2.ConnectTimeout, httpx2.ConnectError):
-            connection.open(connect_timeout)
-        return connection
+            return _Connection.open(*key, connect_timeout, self._tls() if key[0] == "https" else None)
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl_context is None:
