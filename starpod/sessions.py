@@ -1,9 +1,9 @@
 """Chat sessions: channel-aware resolution, titles, display history, transcripts and usage.
 
 Plain domain logic over the session models (no Flask).  Resolution runs in one write
-transaction (`db.write_transaction`), so two workers receiving the same channel key at once
-continue one session instead of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
-listing/reading for a non-admin viewer only ever returns that viewer's sessions.
+transaction (the caller's `db.write_transaction` on `resolution_lock`), so two workers receiving
+the same channel key at once continue one session instead of opening two.  Sessions are private:
+every lookup is scoped to the effective user id, and listing/reading for a non-admin viewer only ever returns that viewer's sessions.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import orjson
 from peewee import fn
 
 from .config import AgentConfig
-from .db import database, fetch_all, insert_returning_id, placeholders, write_transaction
+from .db import database, fetch_all, insert_returning_id, placeholders
 from .errors import NotFound
 from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -154,26 +154,27 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
                     on_auto_close: Callable[[Session], None] | None = None) -> Resolution:
     """Find or create the session for (channel, key, user), touch it and apply the title rule.
 
-    A continued session past its gap is closed as inactive; `on_auto_close` (the transcript
-    export) is called with it after the transaction commits.
+    Runs in the caller's `write_transaction(resolution_lock(channel, key, user_id))`, which also
+    stores the message that led here (one transaction, not a nested one, per chat).  A continued
+    session past its gap is closed as inactive and handed to `on_auto_close`, whose caller exports
+    it after the commit.
     """
     now = utcnow()
     stamp = to_rfc3339(now)
     closed: Session | None = None
-    with write_transaction(resolution_lock(channel, key, user_id)):
-        current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
-        if current is not None and gap is not None:
-            last = parse_rfc3339(current.last_message_at) or now
-            if now - last >= timedelta(minutes=gap):
-                Session.update(is_closed=True, summary=AUTO_CLOSE_SUMMARY).where(Session.id == current.id).execute()
-                current.is_closed, current.summary = True, AUTO_CLOSE_SUMMARY
-                closed, current = current, None
-        is_new = current is None
-        if is_new:
-            current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
-                                     channel_session_key=key, user_id=user_id)
-        touch(current, stamp)
-        apply_title(current, text)
+    current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
+    if current is not None and gap is not None:
+        last = parse_rfc3339(current.last_message_at) or now
+        if now - last >= timedelta(minutes=gap):
+            Session.update(is_closed=True, summary=AUTO_CLOSE_SUMMARY).where(Session.id == current.id).execute()
+            current.is_closed, current.summary = True, AUTO_CLOSE_SUMMARY
+            closed, current = current, None
+    is_new = current is None
+    if is_new:
+        current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
+                                 channel_session_key=key, user_id=user_id)
+    touch(current, stamp)
+    apply_title(current, text)
     if closed is not None and on_auto_close is not None:
         on_auto_close(closed)
     return Resolution(current, is_new, closed.id if closed else None)

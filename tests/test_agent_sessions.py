@@ -7,6 +7,7 @@ import pytest
 
 from starpod import sessions
 from starpod.config import AgentConfig, ChannelsConfig, TelegramConfig
+from starpod.db import write_transaction
 from starpod.models import Session
 from starpod.timeutil import to_rfc3339, utcnow
 
@@ -15,7 +16,8 @@ from .fake_provider import Reply
 
 
 def resolve(channel: str, key: str, user: str = "admin", gap: int | None = None, text: str = "hi", **kw):
-    return sessions.resolve_session(channel, key, user, text, gap, **kw)
+    with write_transaction(sessions.resolution_lock(channel, key, user)):
+        return sessions.resolve_session(channel, key, user, text, gap, **kw)
 
 
 def age(session_id: str, hours: float) -> None:
