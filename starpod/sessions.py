@@ -3,7 +3,8 @@
 Plain domain logic over the session models (no Flask).  Resolution runs in one write
 transaction (the caller's `db.write_transaction` on `resolution_lock`), so two workers receiving
 the same channel key at once continue one session instead of opening two.  Sessions are private:
-every lookup is scoped to the effective user id, and listing/reading for a non-admin viewer only ever returns that viewer's sessions.
+every lookup is scoped to the effective user id, and listing/reading for a non-admin viewer only
+ever returns that viewer's sessions.
 """
 from __future__ import annotations
 
