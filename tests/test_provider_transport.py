@@ -25,9 +25,12 @@ class RawPeer:
     """Answers each request on a connection with `body` (chunked when `chunked`); when
     `close_after_answer`, closes the connection after each answer without saying so."""
 
-    def __init__(self, body: bytes = b"hello", chunked: bool = False, close_after_answer: bool = False):
+    def __init__(self, body: bytes = b"hello", chunked: bool = False, close_after_answer: bool = False,
+                 stall_after: int | None = None):
         self.body, self.chunked, self.close_after_answer = body, chunked, close_after_answer
-        self.connections = 0
+        self.stall_after = stall_after  # send only this many bytes of the answer, then nothing more
+        self.released = threading.Event()
+        self.connections = self.closed = 0
         self.requests: list[bytes] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -47,6 +50,8 @@ class RawPeer:
             self._answer_each(conn)
         except ConnectionError:  # the client hung up mid-answer
             pass
+        finally:
+            self.closed += 1
 
     def _answer_each(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as reader:
@@ -60,7 +65,10 @@ class RawPeer:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 self.requests.append(head + reader.read(length))
-                conn.sendall(self._answer())
+                conn.sendall(self._answer()[:self.stall_after])
+                if self.stall_after is not None:
+                    self.released.wait()
+                    return
                 if self.close_after_answer:
                     return
 
@@ -72,6 +80,7 @@ class RawPeer:
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body)
 
     def close(self) -> None:
+        self.released.set()
         self.listener.close()
 
 
@@ -98,7 +107,7 @@ def test_a_connection_the_peer_closed_is_not_reused(http):
     peer = RawPeer(close_after_answer=True)
     for _ in range(2):
         assert http.post(peer.url, content=b"x").content == b"hello"
-        wait_until(lambda: len(peer.requests) >= 1)
+        wait_until(lambda: peer.closed == peer.connections, "the peer closed its end")
     assert peer.connections == 2
     peer.close()
 
@@ -109,6 +118,18 @@ def test_a_response_closed_before_its_end_does_not_give_its_connection_back(http
         next(response.iter_raw(1024))
     assert http.post(peer.url, content=b"x").content == b"x" * 200_000
     assert peer.connections == 2
+    peer.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_response_closed_while_read_ends_in_an_error_not_a_short_answer(http, chunked):
+    """As the provider deadline closes a stream from another greenlet: the reader must fail."""
+    peer = RawPeer(b"x" * 1000, chunked=chunked, stall_after=200)
+    with http.stream("POST", peer.url, content=b"x") as response:
+        threading.Timer(0.3, response.close).start()
+        with pytest.raises(httpx2.TransportError):
+            for _ in response.iter_raw():
+                pass
     peer.close()
 
 
@@ -155,3 +176,16 @@ def test_header_with_a_line_break_is_refused_before_anything_is_sent(http):
         http.post(peer.url, content=b"x", headers={"x-key": "k\r\nx-injected: 1"})
     assert peer.requests == []
     peer.close()
+
+
+def test_environment_proxy_is_still_used(tmp_path, monkeypatch):
+    proxy = RawPeer(b"data: {}\n\n")
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    environ = {"ANTHROPIC_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": "http://provider.invalid"}
+    provider = make_provider(make_config(tmp_path / ".starpod", environ=environ))
+    list(provider.stream(system=None, messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+                         tools=[], max_tokens=10))
+    assert proxy.requests[0].startswith(b"POST http://provider.invalid/v1/messages HTTP/1.1\r\n")
+    proxy.close()

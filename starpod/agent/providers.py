@@ -228,6 +228,18 @@ def _shared_transport() -> PooledTransport:
     return PooledTransport()
 
 
+def _http_client(module):
+    """The SDK's default HTTP client over the shared transport.  A client given a transport no
+    longer mounts the environment's proxies itself, so they are mounted here as the SDK would
+    (with httpx2's own transport); hosts they exclude (NO_PROXY) keep the shared one."""
+    from httpx2 import HTTPTransport
+    from httpx2._utils import get_environment_proxies  # what httpx2 and the SDKs read the proxies with
+
+    mounts = {pattern: None if url is None else HTTPTransport(proxy=url)
+              for pattern, url in get_environment_proxies().items()}
+    return module.DefaultHttpxClient(transport=_shared_transport(), mounts=mounts)
+
+
 def _client(kind: str, base_url: str, api_key: str):
     """A cached SDK client for (kind, endpoint, key); the least recently used are dropped."""
     cache_key = (kind, base_url, api_key)
@@ -237,9 +249,8 @@ def _client(kind: str, base_url: str, api_key: str):
             _clients.move_to_end(cache_key)
             return client
         module = sdk(kind)
-        client = getattr(module, SDK_CLIENT_CLASSES[kind])(
-            api_key=api_key, base_url=base_url, max_retries=0,
-            http_client=module.DefaultHttpxClient(transport=_shared_transport()))
+        client = getattr(module, SDK_CLIENT_CLASSES[kind])(api_key=api_key, base_url=base_url, max_retries=0,
+                                                            http_client=_http_client(module))
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)

@@ -125,17 +125,20 @@ class _Body(httpx2.SyncByteStream):
             with _mapped(self.request, httpx2.ReadTimeout, httpx2.ReadError):
                 while chunk := self.response.read1(READ_SIZE):
                     yield chunk
-            if self.response.length:  # http.client ends a cut Content-Length body quietly
-                raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
-                                                 request=self.request)
-            self.complete = True
-            self.response.close()  # its buffered reader: the socket stays open for the next request
-        except (AttributeError, ValueError) as exc:
+        except (AttributeError, ValueError) as exc:  # the response dropped its file meanwhile
             if not self.done:
                 raise
-            # Closed by another greenlet (the call's deadline) between two reads: the response
-            # has dropped the file it reads from.
-            raise httpx2.ReadError("the response was closed", request=self.request) from exc
+            raise self._closed() from exc
+        if self.done:  # an end of data that closing it (the call's deadline) caused is no end
+            raise self._closed()
+        if self.response.length:  # http.client ends a cut Content-Length body quietly
+            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
+                                             request=self.request)
+        self.complete = True
+        self.response.close()  # its buffered reader: the socket stays open for the next request
+
+    def _closed(self) -> httpx2.ReadError:
+        return httpx2.ReadError("the response was closed while it was read", request=self.request)
 
     def close(self) -> None:
         if self.done:
