@@ -43,7 +43,6 @@ from ..concurrency import _gevent_active
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
 from .sse import events
-from .transport import PooledTransport
 
 log = logging.getLogger(__name__)
 # The SDKs' HTTP client logs every request at INFO; one line per model call is noise in server logs.
@@ -223,8 +222,11 @@ def warm_up(config: Config) -> None:
 
 
 @functools.cache
-def _shared_transport() -> PooledTransport:
-    """The connection pool of every SDK client of this process."""
+def _shared_transport():
+    """The connection pool of every SDK client of this process (imported with the first SDK
+    client: it needs httpx2, which the app does not load at start)."""
+    from .transport import PooledTransport
+
     return PooledTransport()
 
 
