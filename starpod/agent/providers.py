@@ -7,7 +7,8 @@ format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
-once, and the event stream of the answer is read with `sse.events` and parsed as plain JSON: the
+once, and the event stream of the answer is read off the connection (`httpbody`), split with
+`sse.events` and parsed as plain JSON: the
 SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
 more CPU than everything else a streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
@@ -290,6 +291,13 @@ def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadlin
             response.close()
 
 
+def body_chunks(response) -> Iterator[bytes]:
+    """The streamed body of `response` (httpbody.py; imported on first use, like the SDKs)."""
+    from .httpbody import body_chunks as read
+
+    return read(response)
+
+
 class Provider(ABC):
     """One configured provider + model; `request_timeout` is the deadline of one whole call."""
 
@@ -354,7 +362,7 @@ class AnthropicProvider(Provider):
         client = _client("anthropic", self.base_url, self.api_key)
         turn = _AnthropicTurn()
         with streamed_post("anthropic", client, "/v1/messages", request, deadline) as response:
-            for name, data in events(response.iter_bytes()):
+            for name, data in events(body_chunks(response)):
                 if name == "error":
                     raise _anthropic_stream_error(client, response, data)
                 if name is not None and name != "ping" and data:
@@ -501,7 +509,7 @@ class OpenAICompatibleProvider(Provider):
         usage = Usage()
         stop_reason = None
         with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
-            for _, data in events(response.iter_bytes()):
+            for _, data in events(body_chunks(response)):
                 if data.startswith(b"[DONE]"):
                     break
                 if not data:

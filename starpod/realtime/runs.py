@@ -3,7 +3,8 @@
 A run executes in its own greenlet of the worker that received the message and numbers every
 frame it produces with a per-run `seq`.  Frames go to two places: an in-memory list that followers
 in the same worker read at once, and the `chat_run_events` table (written in batches by one writer
-greenlet per worker), from which followers in any worker replay and continue after a doorbell ring.
+greenlet per worker, at most one batch per `STORE_INTERVAL` while frames stream), from which
+followers in any worker replay and continue after a doorbell ring.
 
 One run may hold several streams: follow-ups that arrive too late to be injected and queue-mode
 messages are stored in `chat_run_followups` and run, joined, as the next stream of the same run,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -41,6 +43,9 @@ POLL_SECS = 1.0                       # followers of runs in other workers re-re
 ORPHAN_AFTER = timedelta(seconds=60)  # a running run whose heartbeat is older belongs to a dead worker
 RETENTION = timedelta(hours=24)       # finished runs are kept this long (the last one per session too)
 MAX_BATCH = 2000
+# While frames stream, the writer stores at most one batch per interval instead of one per frame
+# (each store is a transaction and a doorbell ring); an operation someone waits for cuts it short.
+STORE_INTERVAL = 0.002
 STORE_ATTEMPTS = 5
 INTERRUPTED = "Run interrupted: the server stopped before it finished"
 # The statements every run executes, written once: building them with Peewee costs 0.1-0.2 ms each.
@@ -140,6 +145,7 @@ class RunManager:
         self.changed_elsewhere = changed_elsewhere
         self.local: dict[str, LocalRun] = {}
         self._queue: Queue = Queue()
+        self._urgent = Event()  # set when an operation that someone waits for is queued
         self._writer = gevent.spawn(self._write_loop)
 
     # --- starting and executing ----------------------------------------------------------
@@ -245,6 +251,7 @@ class RunManager:
         """Queue an operation behind every event queued so far and wait for its result."""
         result = AsyncResult()
         self._queue.put((kind, payload, result))
+        self._urgent.set()
         return result.get()
 
     def sync(self) -> None:
@@ -279,6 +286,8 @@ class RunManager:
     def _write_loop(self) -> None:
         while True:
             ops = [self._queue.get()]
+            self._urgent.clear()
+            started = time.monotonic()
             while len(ops) < MAX_BATCH:
                 try:
                     ops.append(self._queue.get_nowait())
@@ -289,6 +298,9 @@ class RunManager:
                 if waiter is not None:
                     waiter.set(value)
             self.doorbell.ring_others()
+            rest = STORE_INTERVAL - (time.monotonic() - started)
+            if rest > 0:
+                self._urgent.wait(rest)
 
     def _store(self, ops: list) -> list:
         for attempt in range(STORE_ATTEMPTS):

@@ -8,11 +8,14 @@ Three greenlets serve a connection: the request greenlet reads client frames (`s
 sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
 of the run being followed, each time all that are there in one write.  Runs belong to the worker's
 RunManager, not to the connection: when the client goes away only the relay stops.
+Without permessage-deflate a text frame is just a header and the text, built here
+(`text_frames`) rather than by wsproto's general frame writer: most frames are one small delta.
 """
 from __future__ import annotations
 
 import json
 import logging
+import struct
 
 import gevent
 from gevent.lock import Semaphore
@@ -20,6 +23,7 @@ from gevent.queue import Full, Queue
 from marshmallow import ValidationError
 from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
 
 from ... import accounts
@@ -69,6 +73,22 @@ def encode(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
+def text_frames(texts: list[str]) -> bytes:
+    """Unmasked, unfragmented server text frames without extensions (RFC 6455 §5.2)."""
+    parts = []
+    for text in texts:
+        payload = text.encode("utf-8")
+        size = len(payload)
+        if size < 126:
+            parts.append(bytes((0x81, size)))
+        elif size < 0x10000:
+            parts.append(struct.pack("!BBH", 0x81, 126, size))
+        else:
+            parts.append(struct.pack("!BBQ", 0x81, 127, size))
+        parts.append(payload)
+    return b"".join(parts)
+
+
 class WholeFrameSocket:
     """The client socket as simple-websocket sees it: each send() writes all of its bytes, alone.
 
@@ -91,8 +111,11 @@ class WholeFrameSocket:
 
 
 class Connection:
-    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, agent: AgentConfig):
+    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, agent: AgentConfig,
+                 deflate: bool = True):
+        """`deflate`: the client offered permessage-deflate (so it may be in use)."""
         self.ws = ws
+        self._frames = self._wsproto_frames if deflate else text_frames
         self.hub = hub
         self.caller = caller
         self.config = config
@@ -135,9 +158,12 @@ class Connection:
         the order they were compressed."""
         ws = self.ws
         with self._sending:
-            if not ws.connected:
+            if not ws.connected or ws.ws.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
-            ws.sock.send(b"".join([ws.ws.send(TextMessage(data=text)) for text in texts]))
+            ws.sock.send(self._frames(texts))
+
+    def _wsproto_frames(self, texts: list[str]) -> bytes:
+        return b"".join([self.ws.ws.send(TextMessage(data=text)) for text in texts])
 
     def notify(self, frame: str) -> None:
         """Queue a notification; a client too far behind loses it instead of stalling the worker."""
