@@ -180,6 +180,23 @@ def test_long_frames_arrive_whole(server, fake):
     assert deltas(frames) == text and frames[-1]["text"] == text
 
 
+def test_client_reading_late_gets_every_frame_whole_and_in_order(server, fake):
+    # 6 MB of deltas to a client that reads nothing more until the reply is stored: the server's
+    # socket fills up, so frames go out partly at once and partly later, and the relay takes over
+    text = "".join(chr(ord("a") + i % 26) for i in range(6_000_000))
+    fake.script(Reply(text, chunks=60))
+    ws = websocket.create_connection(f"{server.ws_url}/ws?token={server.admin_key}", timeout=15,
+                                     sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    send(ws, type="message", text="flood me")
+    start = recv(ws)
+    wait_until(lambda: [r for r in messages(server, start["session_id"]) if r["role"] == "assistant"],
+               "the reply stored")
+    frames = until_end(ws, [start])
+    ws.close()
+    assert [f["seq"] for f in frames] == list(range(1, 63))
+    assert deltas(frames) == text and frames[-1]["text"] == text
+
+
 def deflate_frames(server, text: str) -> tuple[list, list[dict]]:
     """Send `text` from a client that offers permessage-deflate (wsproto over a plain socket);
     the extensions the server accepted and every frame up to the stream_end."""

@@ -6,8 +6,10 @@ deactivated, or whose key expired) is closed with 4401 instead.
 
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
 sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
-of the run being followed, each time all that are there in one write.  Runs belong to the worker's
-RunManager, not to the connection: when the client goes away only the relay stops.
+of the run being followed, each time all that are there in one write.  Once the relay has caught up
+with a run of this worker, the run's own greenlet writes each new frame (`_offer`) as long as
+that needs no waiting, so a streamed delta costs no wake-up of the relay.  Runs belong to the
+worker's RunManager, not to the connection: when the client goes away only the relay stops.
 Without permessage-deflate a text frame is just a header and the text, built here
 (`text_frames`) rather than by wsproto's general frame writer: most frames are one small delta.
 """
@@ -18,6 +20,7 @@ import logging
 import struct
 
 import gevent
+import gevent.socket
 from gevent.lock import Semaphore
 from gevent.queue import Full, Queue
 from marshmallow import ValidationError
@@ -34,7 +37,7 @@ from ...db import database
 from ...errors import BadRequest, StarpodError, client_message, new_request_id
 from ...realtime import attachments, stops
 from ...realtime.hub import Hub
-from ...realtime.runs import RunSpec
+from ...realtime.runs import QUEUED, REFUSED, SENT, RunSpec
 from ..errors import flatten_messages
 from ..parsing import InvalidJson, loads_strict
 from .schemas import FRAME_SCHEMAS
@@ -100,11 +103,42 @@ class WholeFrameSocket:
     def __init__(self, sock):
         self._sock = sock
         self._lock = Semaphore()
+        self._cooperative = isinstance(sock, gevent.socket.socket)
 
     def send(self, data, flags: int = 0) -> int:
         with self._lock:
             self._sock.sendall(data, flags)
         return len(data)
+
+    @property
+    def busy(self) -> bool:
+        """A send is under way (or this socket cannot send without blocking the process)."""
+        return not self._cooperative or self._lock.locked()
+
+    def send_now(self, data: bytes) -> bool:
+        """Send `data` as far as the socket takes it at once (only when not `busy`); False when some
+        had to wait: that rest goes out from a greenlet of its own, holding the socket until then."""
+        self._lock.acquire()
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # gevent's send: a timeout of 0 never waits
+        except BlockingIOError:
+            sent = 0
+        except BaseException:
+            self._lock.release()
+            raise
+        if sent == len(data):
+            self._lock.release()
+            return True
+        gevent.spawn(self._send_rest, memoryview(data)[sent:])
+        return False
+
+    def _send_rest(self, rest: memoryview) -> None:
+        try:
+            self._sock.sendall(rest)
+        except OSError:
+            pass  # the client went away: the relay's next send finds out
+        finally:
+            self._lock.release()
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -161,6 +195,18 @@ class Connection:
             if not ws.connected or ws.ws.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
             ws.sock.send(self._frames(texts))
+
+    def _offer(self, text: str) -> str:
+        """Send one new frame of the followed run from the run's greenlet (runs.LocalRun): REFUSED
+        when another send is under way (the relay sends it then), QUEUED when the socket was full."""
+        ws = self.ws
+        if self._sending.locked() or ws.sock.busy or not ws.connected or ws.ws.state is not ConnectionState.OPEN:
+            return REFUSED
+        with self._sending:
+            try:
+                return SENT if ws.sock.send_now(self._frames([text])) else QUEUED
+            except OSError:
+                return REFUSED  # the client went away: the relay's next send finds out
 
     def _wsproto_frames(self, texts: list[str]) -> bytes:
         return b"".join([self.ws.ws.send(TextMessage(data=text)) for text in texts])
@@ -293,7 +339,7 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            for frames in self.hub.runs.follow(run_id, after_seq):
+            for frames in self.hub.runs.follow(run_id, after_seq, self._offer):
                 self.send_texts(frames)
         except (ConnectionClosed, OSError):
             return  # the client went away; the run goes on without it
