@@ -103,7 +103,7 @@ class WholeFrameSocket:
     def __init__(self, sock):
         self._sock = sock
         self._lock = Semaphore()
-        self._cooperative = isinstance(sock, gevent.socket.socket)
+        self._cooperative = type(sock) is gevent.socket.socket  # a plain TCP socket of gevent's (not TLS)
 
     def send(self, data, flags: int = 0) -> int:
         with self._lock:
@@ -150,6 +150,8 @@ class Connection:
         """`deflate`: the client offered permessage-deflate (so it may be in use)."""
         self.ws = ws
         self._frames = self._wsproto_frames if deflate else text_frames
+        # the run's greenlet may write to the socket itself where it is ours (routes.py wraps it)
+        self._deliver = self._offer if isinstance(ws.sock, WholeFrameSocket) else None
         self.hub = hub
         self.caller = caller
         self.config = config
@@ -339,7 +341,7 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            for frames in self.hub.runs.follow(run_id, after_seq, self._offer):
+            for frames in self.hub.runs.follow(run_id, after_seq, self._deliver):
                 self.send_texts(frames)
         except (ConnectionClosed, OSError):
             return  # the client went away; the run goes on without it
