@@ -97,14 +97,14 @@ def failed_stream_end(session_id: str, message: str) -> dict:
             "is_error": True, "errors": [message], "text": ""}
 
 
-# What a direct follower (`LocalRun.follow` with `deliver`) did with a frame handed to it.
+# What a direct follower (`LocalRun.follow` with `deliver`) did with the frames handed to it.
 SENT = "sent"          # written whole: it stays direct
 QUEUED = "queued"      # taken, but the socket was full: it goes back to its own greenlet
-REFUSED = "refused"    # not taken (its socket is busy): its own greenlet sends it
+REFUSED = "refused"    # not taken (its socket is busy): its own greenlet sends them
 
 
 class _DirectFollower:
-    def __init__(self, deliver: Callable[[str], str], position: int):
+    def __init__(self, deliver: Callable[[list[str]], str], position: int):
         self.deliver = deliver
         self.position = position
         self.detached = Event()
@@ -113,9 +113,10 @@ class _DirectFollower:
 class LocalRun:
     """A run executing in this worker; its frames stay in memory while it runs.
 
-    A follower that has caught up may take new frames directly: `add` hands each one to it in the
-    run's own greenlet (its `deliver` writes it if that needs no waiting), instead of waking the
-    follower's greenlet for every frame; whenever it cannot, the follower's greenlet takes over."""
+    A follower that has caught up may take new frames directly: once the run's greenlet pauses
+    (waits for the provider), the event loop hands every frame added since to it at once (its
+    `deliver` writes them if that needs no waiting), instead of waking the follower's greenlet per
+    frame; whenever it cannot, the follower's greenlet takes over."""
 
     def __init__(self, run_id: str, user_id: str):
         self.id = run_id
@@ -127,16 +128,19 @@ class LocalRun:
         self.greenlet: gevent.Greenlet | None = None
         self._changed = Event()
         self._direct: list[_DirectFollower] = []
+        self._handing_over = False
+        self._loop = gevent.get_hub().loop
 
     def add(self, text: str) -> None:
         self.frames.append(text)
-        if self._direct:
-            self._hand_over(text)
+        if self._direct and not self._handing_over:
+            self._handing_over = True
+            self._loop.run_callback(self._hand_over)
         self._wake()
 
     def close(self) -> None:
         self.finished = True
-        for follower in list(self._direct):
+        for follower in list(self._direct):  # their greenlets send what is left
             self._detach(follower)
         self._wake()
 
@@ -145,15 +149,17 @@ class LocalRun:
             changed, self._changed = self._changed, Event()
             changed.set()
 
-    def _hand_over(self, text: str) -> None:
+    def _hand_over(self) -> None:
+        self._handing_over = False
         for follower in list(self._direct):
+            batch = self.frames[follower.position:]
             try:
-                outcome = follower.deliver(text)
-            except Exception:  # one client's failure must not end the run
+                outcome = follower.deliver(batch)
+            except Exception:  # one client's failure must not touch the run
                 log.exception("direct delivery of run %s failed", self.id)
                 outcome = REFUSED
             if outcome != REFUSED:
-                follower.position += 1
+                follower.position += len(batch)
             if outcome != SENT:
                 self._detach(follower)
 
@@ -161,7 +167,7 @@ class LocalRun:
         self._direct.remove(follower)
         follower.detached.set()
 
-    def follow(self, after_seq: int, deliver: Callable[[str], str] | None = None) -> Iterator[list[str]]:
+    def follow(self, after_seq: int, deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
         """The frames after `after_seq` in batches: every frame there is each time the follower
         asks, so one that fell behind catches up in one go.  With `deliver`, a follower that has
         caught up takes the next frames directly (see the class) until that fails."""
@@ -179,7 +185,7 @@ class LocalRun:
             else:
                 position = self._follow_directly(deliver, position)
 
-    def _follow_directly(self, deliver: Callable[[str], str], position: int) -> int:
+    def _follow_directly(self, deliver: Callable[[list[str]], str], position: int) -> int:
         """Take frames through `deliver` until detached; the position reached."""
         follower = _DirectFollower(deliver, position)
         self._direct.append(follower)
@@ -411,7 +417,7 @@ class RunManager:
             run_id, owner = row
         return run_id if user_id is None or owner == user_id else None
 
-    def follow(self, run_id: str, after_seq: int, deliver: Callable[[str], str] | None = None) -> Iterator[list[str]]:
+    def follow(self, run_id: str, after_seq: int, deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
         """Every frame of the run after `after_seq`, then the new ones as they come, until its end;
         in batches of whatever is there when the follower asks.  `deliver`: see `LocalRun`
         (runs of other workers come from the database in batches only)."""

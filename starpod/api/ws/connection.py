@@ -7,8 +7,8 @@ deactivated, or whose key expired) is closed with 4401 instead.
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
 sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
 of the run being followed, each time all that are there in one write.  Once the relay has caught up
-with a run of this worker, the run's own greenlet writes each new frame (`_offer`) as long as
-that needs no waiting, so a streamed delta costs no wake-up of the relay.  Runs belong to the
+with a run of this worker, the event loop writes the run's new frames (`_offer`) whenever the
+run pauses, as long as that needs no waiting, so a streamed delta costs no wake-up of the relay.  Runs belong to the
 worker's RunManager, not to the connection: when the client goes away only the relay stops.
 Without permessage-deflate a text frame is just a header and the text, built here
 (`text_frames`) rather than by wsproto's general frame writer: most frames are one small delta.
@@ -116,9 +116,10 @@ class WholeFrameSocket:
         return not self._cooperative or self._lock.locked()
 
     def send_now(self, data: bytes) -> bool:
-        """Send `data` as far as the socket takes it at once (only when not `busy`); False when some
-        had to wait: that rest goes out from a greenlet of its own, holding the socket until then."""
-        self._lock.acquire()
+        """Send `data` as far as the socket takes it at once (only when not `busy`: the event loop
+        itself may call this); False when some had to wait: that rest goes out from a greenlet of
+        its own, holding the socket until then."""
+        self._lock.acquire(blocking=False)
         try:
             sent = self._sock.send(data, 0, 0.0)  # gevent's send: a timeout of 0 never waits
         except BlockingIOError:
@@ -198,17 +199,21 @@ class Connection:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
             ws.sock.send(self._frames(texts))
 
-    def _offer(self, text: str) -> str:
-        """Send one new frame of the followed run from the run's greenlet (runs.LocalRun): REFUSED
-        when another send is under way (the relay sends it then), QUEUED when the socket was full."""
+    def _offer(self, texts: list[str]) -> str:
+        """Send new frames of the followed run from the event loop (runs.LocalRun), never waiting:
+        REFUSED when another send is under way (the relay sends them then), QUEUED when the socket
+        was full (the rest goes out from a greenlet of its own)."""
         ws = self.ws
-        if self._sending.locked() or ws.sock.busy or not ws.connected or ws.ws.state is not ConnectionState.OPEN:
+        if ws.sock.busy or not ws.connected or ws.ws.state is not ConnectionState.OPEN:
             return REFUSED
-        with self._sending:
-            try:
-                return SENT if ws.sock.send_now(self._frames([text])) else QUEUED
-            except OSError:
-                return REFUSED  # the client went away: the relay's next send finds out
+        if not self._sending.acquire(blocking=False):
+            return REFUSED
+        try:
+            return SENT if ws.sock.send_now(self._frames(texts)) else QUEUED
+        except OSError:
+            return REFUSED  # the client went away: the relay's next send finds out
+        finally:
+            self._sending.release()
 
     def _wsproto_frames(self, texts: list[str]) -> bytes:
         return b"".join([self.ws.ws.send(TextMessage(data=text)) for text in texts])
