@@ -1,11 +1,14 @@
-"""Reading a streamed provider response off its connection (starpod/agent/httpbody.py), against a
-real HTTP/1.1 server on loopback: the body as sent, the connection kept alive, httpx's errors."""
+"""Reading a streamed provider response off its connection (starpod/agent/httpbody.py): the chunked
+decoder against h11 (every split of a body, every prefix completed), and against a real HTTP/1.1
+server on loopback: the body as sent, the connection kept alive, httpx's errors."""
 from __future__ import annotations
 
 import gzip
 import threading
 from http.server import BaseHTTPRequestHandler
 
+import h11
+import httpcore2
 import httpx2
 import pytest
 
@@ -106,3 +109,59 @@ def test_stalled_body_times_out_as_httpx_read_timeout(server):
         assert next(chunks) == EVENTS[0]
         with pytest.raises(httpx2.ReadTimeout):
             next(chunks)
+
+
+# --- the chunked decoder -----------------------------------------------------------------------
+
+WIRE = (b"5\r\nhello\r\n1a;name=value\r\n" + b"abcdefghijklmnopqrstuvwxyz" + b"\r\n"
+        b"3 \r\n\r\n\n\r\n0\r\nExpires: never\r\nX-Note: \r\n\r\n")
+DECODED = b"hello" + b"abcdefghijklmnopqrstuvwxyz" + b"\r\n\n"
+
+
+@pytest.mark.parametrize("wire, decoded", [(WIRE, DECODED), (b"0\r\n\r\n", b""), (b"2\r\nok\r\n0\r\n\n", b"ok")])
+def test_chunked_body_decodes_however_it_is_split(wire, decoded):
+    for split in range(len(wire) + 1):
+        for second in range(split, len(wire) + 1):
+            body = httpbody.ChunkedBody()
+            data = b"".join(body.feed(part) for part in (wire[:split], wire[split:second], wire[second:]))
+            assert (data, body.done, body.overrun) == (decoded, True, False), (split, second)
+
+
+def test_bytes_after_the_body_are_an_overrun():
+    body = httpbody.ChunkedBody()
+    assert body.feed(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1") == b"ok"
+    assert body.done and body.overrun
+
+
+@pytest.mark.parametrize("wire", [b"zz\r\n", b"0x5\r\nhello\r\n", b"5\r\nhelloXX", b"+5\r\n"])
+def test_malformed_chunked_coding_is_a_protocol_error(wire):
+    with pytest.raises(httpcore2.RemoteProtocolError):
+        httpbody.ChunkedBody().feed(wire)
+
+
+def h11_after_response_head() -> h11.Connection:
+    """A client-side h11 parser that sent a request and received a chunked response's head."""
+    parser = h11.Connection(h11.CLIENT)
+    parser.send(h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")]))
+    parser.send(h11.EndOfMessage())
+    parser.receive_data(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert type(parser.next_event()) is h11.Response
+    return parser
+
+
+def test_every_prefix_completed_by_rest_is_a_whole_message_to_h11():
+    trailer = WIRE.index(b"0\r\n") + 3
+    for cut in range(len(WIRE) + 1):
+        body = httpbody.ChunkedBody()
+        body.feed(WIRE[:cut])
+        rest = body.rest()
+        if rest is None:  # only in the middle of a trailer field
+            assert cut > trailer and WIRE[cut - 1:cut] not in (b"\r", b"\n"), cut
+            continue
+        parser = h11_after_response_head()
+        parser.receive_data(WIRE[:cut] + rest)
+        events = []
+        while not events or type(events[-1]) is h11.Data:
+            events.append(parser.next_event())
+        assert type(events[-1]) is h11.EndOfMessage, (cut, events[-1])
+        assert parser.their_state is h11.DONE and parser.trailing_data == (b"", False), cut
