@@ -5,8 +5,8 @@ transport's exception mapping, the pool's and the connection's streams), three c
 and h11's parser, which builds, validates and state-checks an event per chunk.  In an event stream
 every chunk is one small event, so all that costs several times the event itself.
 `body_chunks(response)` reads a chunked body off the connection's socket and decodes the chunked
-coding itself (`ChunkedBody`), with the request's read timeout and httpx's exceptions, yielding
-once per read.  At the end it hands h11 the end of the message it saw the start of, so the
+coding itself (`ChunkedBody`), with httpx's exceptions and the request's read timeout (or none,
+for a caller that closes the response at a deadline of its own), yielding once per read.  At the end it hands h11 the end of the message it saw the start of, so the
 connection goes back to the pool as httpcore would leave it (keep-alive holds).  Any other
 response (a content-encoded or unchunked body, HTTP/2, a proxy tunnel, another transport) is
 read with `iter_bytes()`.
@@ -28,12 +28,17 @@ CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,20}")
 BLANK_LINE = re.compile(rb"\n\r?\n")
 
 
-def body_chunks(response) -> Iterator[bytes]:
-    """The bytes of a streamed httpx response's body as they arrive (content-decoded)."""
+def body_chunks(response, read_timeout: bool = True) -> Iterator[bytes]:
+    """The bytes of a streamed httpx response's body as they arrive (content-decoded).
+
+    `read_timeout=False`: reads off the socket wait without the request's read timeout, for a
+    caller that closes the response at its deadline instead (under gevent a timeout is a timer
+    started and stopped for every read that waits: as much CPU as decoding the chunk)."""
     stream = _connection_stream(response)
     if stream is None:
         return response.iter_bytes()
-    return _read(stream._connection, stream._request)
+    timeout = stream._request.extensions.get("timeout", {}).get("read") if read_timeout else None
+    return _read(stream._connection, timeout)
 
 
 def _connection_stream(response) -> HTTP11ConnectionByteStream | None:
@@ -53,14 +58,14 @@ def _connection_stream(response) -> HTTP11ConnectionByteStream | None:
     return stream
 
 
-def _read(connection: HTTP11Connection, request: httpcore2.Request) -> Iterator[bytes]:
+def _read(connection: HTTP11Connection, timeout: float | None) -> Iterator[bytes]:
     parser = connection._h11_state
     sock = connection._network_stream.get_extra_info("socket")
     body = ChunkedBody()
     early, _ = parser.trailing_data  # what came with the headers, still in h11's buffer
     with map_httpcore_exceptions():
         try:
-            sock.settimeout(request.extensions.get("timeout", {}).get("read"))
+            sock.settimeout(timeout)
             data = body.feed(early)
             rest = body.rest()  # what ends the message for a parser that saw only `early`
             if data:

@@ -147,13 +147,14 @@ class Deadline:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.ends_at = time.monotonic() + seconds
+        self.closed = False  # `closing_at_end` closed the stream (its timer's clock may run a little ahead)
 
     def remaining(self) -> float:
         return max(self.ends_at - time.monotonic(), 0.0)
 
     @property
     def passed(self) -> bool:
-        return self.remaining() <= 0
+        return self.closed or self.remaining() <= 0
 
     def timeout(self, module):
         """Per-request timeout for SDK `module`: no connect or read may wait past the deadline."""
@@ -167,14 +168,18 @@ class Deadline:
         Under gevent a timer of the event loop starts a greenlet for it when the deadline comes
         (a `threading.Timer` there would start, switch to and kill one on every provider call);
         elsewhere a timer thread calls it."""
+        def close_at_deadline() -> None:
+            self.closed = True
+            close()
+
         if _gevent_active():
             import gevent
 
             timer = gevent.get_hub().loop.timer(self.remaining())
-            timer.start(gevent.spawn, close)
+            timer.start(gevent.spawn, close_at_deadline)
             cancel = timer.close
         else:
-            timer = threading.Timer(self.remaining(), close)
+            timer = threading.Timer(self.remaining(), close_at_deadline)
             timer.daemon = True
             timer.start()
             cancel = timer.cancel
@@ -292,10 +297,13 @@ def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadlin
 
 
 def body_chunks(response) -> Iterator[bytes]:
-    """The streamed body of `response` (httpbody.py; imported on first use, like the SDKs)."""
+    """The streamed body of `response` (httpbody.py; imported on first use, like the SDKs).  Under
+    gevent its reads wait without a timeout of their own: `streamed_post` closes the response at
+    the call's deadline, which ends a waiting read there (a thread blocked in a read would not see
+    the close, so elsewhere each read keeps the request's timeout, the time left)."""
     from .httpbody import body_chunks as read
 
-    return read(response)
+    return read(response, read_timeout=not _gevent_active())
 
 
 class Provider(ABC):
