@@ -6,10 +6,10 @@ and h11's parser, which builds, validates and state-checks an event per chunk.  
 every chunk is one small event, so all that costs several times the event itself.
 `body_chunks(response)` reads a chunked body off the connection's socket and decodes the chunked
 coding itself (`ChunkedBody`), with httpx's exceptions and the request's read timeout (or none,
-for a caller that closes the response at a deadline of its own), yielding once per read.  At the end it hands h11 the end of the message it saw the start of, so the
-connection goes back to the pool as httpcore would leave it (keep-alive holds).  Any other
-response (a content-encoded or unchunked body, HTTP/2, a proxy tunnel, another transport) is
-read with `iter_bytes()`.
+for a caller that closes the response at a deadline of its own), yielding once per read.  At the
+end it hands h11 the end of the message it saw the start of, so the connection goes back to the
+pool as httpcore would leave it (keep-alive holds).  Any other response (a content-encoded or
+unchunked body, HTTP/2, a proxy tunnel, another transport) is read with `iter_bytes()`.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def body_chunks(response, read_timeout: bool = True) -> Iterator[bytes]:
 def _connection_stream(response) -> HTTP11ConnectionByteStream | None:
     """The HTTP/1.1 connection stream under `response`, when its body may be read off the socket."""
     headers = response.headers
-    if (headers.get("content-encoding", "identity") != "identity" or headers.get("transfer-encoding", "").lower() != "chunked"
+    if (headers.get("content-encoding", "identity") != "identity"
+            or headers.get("transfer-encoding", "").lower() != "chunked"
             or response.is_stream_consumed or response.request.method == "HEAD"):
         return None
     stream = response.stream

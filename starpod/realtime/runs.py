@@ -417,7 +417,8 @@ class RunManager:
             run_id, owner = row
         return run_id if user_id is None or owner == user_id else None
 
-    def follow(self, run_id: str, after_seq: int, deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
+    def follow(self, run_id: str, after_seq: int,
+               deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
         """Every frame of the run after `after_seq`, then the new ones as they come, until its end;
         in batches of whatever is there when the follower asks.  `deliver`: see `LocalRun`
         (runs of other workers come from the database in batches only)."""
