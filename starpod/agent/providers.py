@@ -7,7 +7,8 @@ format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
-once, and the event stream of the answer is read with `sse.events` and parsed as plain JSON: the
+once, and the event stream of the answer is read off the connection (`httpbody`), split with
+`sse.events` and parsed as plain JSON: the
 SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
 more CPU than everything else a streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
@@ -149,13 +150,14 @@ class Deadline:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.ends_at = time.monotonic() + seconds
+        self.closed = False  # `closing_at_end` closed the stream (its timer's clock may run a little ahead)
 
     def remaining(self) -> float:
         return max(self.ends_at - time.monotonic(), 0.0)
 
     @property
     def passed(self) -> bool:
-        return self.remaining() <= 0
+        return self.closed or self.remaining() <= 0
 
     def timeout(self, module):
         """Per-request timeout for SDK `module`: no connect or read may wait past the deadline."""
@@ -169,14 +171,18 @@ class Deadline:
         Under gevent a timer of the event loop starts a greenlet for it when the deadline comes
         (a `threading.Timer` there would start, switch to and kill one on every provider call);
         elsewhere a timer thread calls it."""
+        def close_at_deadline() -> None:
+            self.closed = True
+            close()
+
         if _gevent_active():
             import gevent
 
             timer = gevent.get_hub().loop.timer(self.remaining())
-            timer.start(gevent.spawn, close)
+            timer.start(gevent.spawn, close_at_deadline)
             cancel = timer.close
         else:
-            timer = threading.Timer(self.remaining(), close)
+            timer = threading.Timer(self.remaining(), close_at_deadline)
             timer.daemon = True
             timer.start()
             cancel = timer.cancel
@@ -316,6 +322,16 @@ def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadlin
             response.close()
 
 
+def body_chunks(response) -> Iterator[bytes]:
+    """The streamed body of `response` (httpbody.py; imported on first use, like the SDKs).  Under
+    gevent its reads wait without a timeout of their own: `streamed_post` closes the response at
+    the call's deadline, which ends a waiting read there (a thread blocked in a read would not see
+    the close, so elsewhere each read keeps the request's timeout, the time left)."""
+    from .httpbody import body_chunks as read
+
+    return read(response, read_timeout=not _gevent_active())
+
+
 class Provider(ABC):
     """One configured provider + model; `request_timeout` is the deadline of one whole call."""
 
@@ -380,7 +396,7 @@ class AnthropicProvider(Provider):
         client = _client("anthropic", self.base_url, self.api_key)
         turn = _AnthropicTurn()
         with streamed_post("anthropic", client, "/v1/messages", request, deadline) as response:
-            for name, data in events(response.iter_bytes()):
+            for name, data in events(body_chunks(response)):
                 if name == "error":
                     raise _anthropic_stream_error(client, response, data)
                 if name is not None and name != "ping" and data:
@@ -527,7 +543,7 @@ class OpenAICompatibleProvider(Provider):
         usage = Usage()
         stop_reason = None
         with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
-            for _, data in events(response.iter_bytes()):
+            for _, data in events(body_chunks(response)):
                 if data.startswith(b"[DONE]"):
                     break
                 if not data:
