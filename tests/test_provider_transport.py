@@ -7,6 +7,7 @@ errors the SDKs turn into their own.
 """
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 
@@ -26,8 +27,9 @@ class RawPeer:
     `close_after_answer`, closes the connection after each answer without saying so."""
 
     def __init__(self, body: bytes = b"hello", chunked: bool = False, close_after_answer: bool = False,
-                 stall_after: int | None = None):
+                 stall_after: int | None = None, headers: bytes = b""):
         self.body, self.chunked, self.close_after_answer = body, chunked, close_after_answer
+        self.headers = headers  # more header lines of the answer, each ending in CRLF
         self.stall_after = stall_after  # send only this many bytes of the answer, then nothing more
         self.released = threading.Event()
         self.connections = self.closed = 0
@@ -76,8 +78,8 @@ class RawPeer:
         if self.chunked:
             middle = len(self.body) // 2
             chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (self.body[:middle], self.body[middle:]))
-            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
-        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(self.body), self.body)
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n%s0\r\n\r\n" % (self.headers, chunks)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(self.body), self.headers, self.body)
 
     def close(self) -> None:
         self.released.set()
@@ -131,6 +133,15 @@ def test_a_response_closed_while_read_ends_in_an_error_not_a_short_answer(http, 
             for _ in response.iter_raw():
                 pass
     peer.close()
+
+
+def test_a_content_encoded_provider_body_is_decoded(http):
+    events = b'data: {"n": 1}\n\n' * 50
+    for headers, wire in ((b"", events), (b"Content-Encoding: gzip\r\n", gzip.compress(events))):
+        peer = RawPeer(wire, chunked=True, headers=headers)
+        with http.stream("POST", peer.url, content=b"x") as response:
+            assert b"".join(providers.body_chunks(response)) == events
+        peer.close()
 
 
 def test_refused_connection_is_a_connect_error(http):

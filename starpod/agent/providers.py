@@ -7,9 +7,8 @@ format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
-once, and the event stream of the answer is read off the connection (`httpbody`), split with
-`sse.events` and parsed as plain JSON: the
-SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
+once, and the event stream of the answer is read as the transport received it (`body_chunks`),
+split with `sse.events` and parsed as plain JSON: the SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
 more CPU than everything else a streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
 needs the one its configured provider speaks (`warm_up` loads it in the background after start).
@@ -323,13 +322,12 @@ def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadlin
 
 
 def body_chunks(response) -> Iterator[bytes]:
-    """The streamed body of `response` (httpbody.py; imported on first use, like the SDKs).  Under
-    gevent its reads wait without a timeout of their own: `streamed_post` closes the response at
-    the call's deadline, which ends a waiting read there (a thread blocked in a read would not see
-    the close, so elsewhere each read keeps the request's timeout, the time left)."""
-    from .httpbody import body_chunks as read
-
-    return read(response, read_timeout=not _gevent_active())
+    """The streamed body of `response` in the pieces the transport read: httpx's decoding and
+    re-chunking layers cost more per small event than the event itself, so they are skipped
+    unless the body is content-encoded."""
+    if response.headers.get("content-encoding", "identity") == "identity":
+        return response.iter_raw()
+    return response.iter_bytes()
 
 
 class Provider(ABC):
