@@ -2,6 +2,8 @@
 
 Runs a real gunicorn server (gevent worker) against the fake provider from tests/, which answers
 instantly.  Overhead per chat = client-measured latency − time the provider spent answering.
+Beside it, the worker's CPU time per chat (its daily-log append after the reply included), the
+steadier figure on a shared, loaded machine.
 The sessions list is measured with 10,000 stored sessions.
 
     python bench/chat_overhead.py [--chats 300] [--lists 300]
@@ -9,6 +11,7 @@ The sessions list is measured with 10,000 stored sessions.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -16,10 +19,12 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.hot_paths import wait_until_idle, worker_cpu  # noqa: E402
 from starpod import prepare_storage  # noqa: E402
 from starpod.config import Config  # noqa: E402
 from starpod.db import database  # noqa: E402
@@ -69,8 +74,11 @@ def main() -> None:
             url = f"{server.base_url}/api/chat"
             for _ in range(20):  # warm up: memory index, SDK client, connection pools
                 http.post(url, json={"text": "warm up"}).raise_for_status()
+            worker = psutil.Process(server.process.pid).children()[0]
+            wait_until_idle(worker)
             fake.requests.clear()
             overheads, totals = [], []
+            cpu_before = worker_cpu(worker)
             for i in range(args.chats):
                 started = time.perf_counter()
                 response = http.post(url, json={"text": f"benchmark message {i}", "channel_session_key": f"k{i % 10}"})
@@ -78,6 +86,8 @@ def main() -> None:
                 response.raise_for_status()
                 totals.append(elapsed * 1000)
                 overheads.append((elapsed - fake.requests[-1].provider_seconds) * 1000)
+            wait_until_idle(worker)  # the last daily-log appends run after their replies
+            cpu_per_chat = (worker_cpu(worker) - cpu_before) * 1000 / args.chats
 
             seed_home = home
         seed_sessions(seed_home, STORED_SESSIONS)
@@ -101,8 +111,10 @@ def main() -> None:
           f"{percentile(overheads, 0.9):>10.2f}{'<= 3':>10}")
     print(f"{'POST /api/chat total latency (ms)':<44}{statistics.median(totals):>10.2f}"
           f"{percentile(totals, 0.9):>10.2f}{'':>10}")
+    print(f"{'worker CPU per chat (ms)':<44}{cpu_per_chat:>10.2f}{'':>10}{'':>10}")
     print(f"{'GET /api/sessions, 10k sessions (ms)':<44}{statistics.median(lists):>10.2f}"
           f"{percentile(lists, 0.9):>10.2f}{'<= 20':>10}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,26 @@
 """Chat sessions: channel-aware resolution, titles, display history, transcripts and usage.
 
 Plain domain logic over the session models (no Flask).  Resolution runs in one write
-transaction (`db.write_transaction`), so two workers receiving the same channel key at once
-continue one session instead of opening two.  Sessions are private: every lookup is scoped to the effective user id, and
-listing/reading for a non-admin viewer only ever returns that viewer's sessions.
+transaction (the caller's `db.write_transaction` on `resolution_lock`), so two workers receiving
+the same channel key at once continue one session instead of opening two.  Sessions are private:
+every lookup is scoped to the effective user id, and listing/reading for a non-admin viewer only
+ever returns that viewer's sessions.
 """
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Callable, Iterable
 
+import orjson
 from peewee import fn
 
 from .config import AgentConfig
-from .db import database, fetch_all, insert_returning_id, placeholders, write_transaction
+from .db import database, fetch_all, insert_returning_id, placeholders
 from .errors import NotFound
 from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -28,6 +31,7 @@ DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
 SCHEDULER_MAIN_KEY = "main"          # the session main-mode jobs and the heartbeat continue (spec §6.8)
 SCHEDULER_KEY_PREFIX = "scheduler:"  # + a fresh UUID: the session of one isolated job run
+_LONG_DIGITS = re.compile(r"\d{19}")  # a number that may not fit orjson's 64-bit integers
 
 
 # --- statements run on every chat ------------------------------------------------------------
@@ -151,26 +155,27 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
                     on_auto_close: Callable[[Session], None] | None = None) -> Resolution:
     """Find or create the session for (channel, key, user), touch it and apply the title rule.
 
-    A continued session past its gap is closed as inactive; `on_auto_close` (the transcript
-    export) is called with it after the transaction commits.
+    Runs in the caller's `write_transaction(resolution_lock(channel, key, user_id))`, which also
+    stores the message that led here (one transaction, not a nested one, per chat).  A continued
+    session past its gap is closed as inactive and handed to `on_auto_close`, whose caller exports
+    it after the commit.
     """
     now = utcnow()
     stamp = to_rfc3339(now)
     closed: Session | None = None
-    with write_transaction(resolution_lock(channel, key, user_id)):
-        current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
-        if current is not None and gap is not None:
-            last = parse_rfc3339(current.last_message_at) or now
-            if now - last >= timedelta(minutes=gap):
-                Session.update(is_closed=True, summary=AUTO_CLOSE_SUMMARY).where(Session.id == current.id).execute()
-                current.is_closed, current.summary = True, AUTO_CLOSE_SUMMARY
-                closed, current = current, None
-        is_new = current is None
-        if is_new:
-            current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
-                                     channel_session_key=key, user_id=user_id)
-        touch(current, stamp)
-        apply_title(current, text)
+    current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
+    if current is not None and gap is not None:
+        last = parse_rfc3339(current.last_message_at) or now
+        if now - last >= timedelta(minutes=gap):
+            Session.update(is_closed=True, summary=AUTO_CLOSE_SUMMARY).where(Session.id == current.id).execute()
+            current.is_closed, current.summary = True, AUTO_CLOSE_SUMMARY
+            closed, current = current, None
+    is_new = current is None
+    if is_new:
+        current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
+                                 channel_session_key=key, user_id=user_id)
+    touch(current, stamp)
+    apply_title(current, text)
     if closed is not None and on_auto_close is not None:
         on_auto_close(closed)
     return Resolution(current, is_new, closed.id if closed else None)
@@ -227,15 +232,27 @@ def add_transcript(session_id: str, kind: str, data: dict) -> int:
     return insert_returning_id(_statements()["transcript"], (session_id, kind, json.dumps(data), now_iso()))
 
 
+def _load_entry(data: str):
+    """One stored transcript entry: orjson (every chat reads the whole transcript), or the json
+    module for what orjson refuses (lone surrogates, NaN) or would read differently (integers past
+    64 bits become floats there)."""
+    if not _LONG_DIGITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
 def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
     """(summary of the latest compaction or None, [(entry id, message)] after it), oldest first."""
     marker = _execute("last_compaction", (session_id,)).fetchone()
     summary, keep_from = None, 0
     if marker is not None:
-        data = json.loads(marker[0])
+        data = _load_entry(marker[0])
         summary, keep_from = data["summary"], data["keep_from"]
     rows = _execute("transcript_messages", (session_id, keep_from)).fetchall()
-    return summary, [(entry_id, json.loads(data)) for entry_id, data in rows]
+    return summary, [(entry_id, _load_entry(data)) for entry_id, data in rows]
 
 
 def record_usage(session_id: str, turn: int, input_tokens: int, output_tokens: int, cache_read: int,

@@ -7,6 +7,7 @@ import pytest
 
 from starpod import sessions
 from starpod.config import AgentConfig, ChannelsConfig, TelegramConfig
+from starpod.db import write_transaction
 from starpod.models import Session
 from starpod.timeutil import to_rfc3339, utcnow
 
@@ -15,7 +16,8 @@ from .fake_provider import Reply
 
 
 def resolve(channel: str, key: str, user: str = "admin", gap: int | None = None, text: str = "hi", **kw):
-    return sessions.resolve_session(channel, key, user, text, gap, **kw)
+    with write_transaction(sessions.resolution_lock(channel, key, user)):
+        return sessions.resolve_session(channel, key, user, text, gap, **kw)
 
 
 def age(session_id: str, hours: float) -> None:
@@ -114,6 +116,25 @@ def test_usage_and_compaction_rows(app):
     assert (summary["input_tokens"], summary["output_tokens"], summary["total_turns"]) == (1800, 900, 2)
     assert summary["cost_usd"] == pytest.approx(0.018)
     sessions.record_compaction(session.id, 150000, "sum", 12)
+
+
+def test_transcript_reads_back_what_was_stored(app):
+    """Whatever the JSON reader, entries come back as stored: big integers stay integers, and
+    lone surrogates (which some clients send) and NaN survive."""
+    session = resolve("main", "transcript").session
+    turns = [
+        {"role": "user", "content": [{"type": "text", "text": "plain é ✓"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Calc",
+                                           "input": {"n": 2 ** 70, "m": -(2 ** 63) - 1, "x": 1.5, "big": 10 ** 18}}]},
+        {"role": "user", "content": [{"type": "text", "text": "lone \ud800 surrogate"}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "nan",
+                                      "is_error": False, "value": float("inf")}]},
+    ]
+    ids = [sessions.add_transcript(session.id, "message", turn) for turn in turns]
+    summary, entries = sessions.load_transcript(session.id)
+    assert summary is None and [entry_id for entry_id, _ in entries] == ids
+    assert [message for _, message in entries] == turns
+    assert isinstance(entries[1][1]["content"][0]["input"]["n"], int)
 
 
 # --- HTTP ------------------------------------------------------------------------------------

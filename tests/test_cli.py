@@ -247,16 +247,16 @@ def test_host_sets_the_listen_address(host, bind):
 
 def test_app_load_imports_no_provider_sdk(tmp_path):
     probe = ("import sys, wsgi\n"
-             "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))\n"
+             "print(sorted(m for m in ('anthropic', 'openai', 'httpx2') if m in sys.modules))\n"
              "from starpod.startup import warm_up\n"
              "warm_up(wsgi.app.config['STARPOD'])\n"
-             "print(sorted(m for m in ('anthropic', 'openai') if m in sys.modules))\n")
+             "print(sorted(m for m in ('anthropic', 'openai', 'httpx2') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                             env=cli_env(STARPOD_HOME=str(tmp_path / "h")), timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
     at_load, after_warm_up = result.stdout.splitlines()
     assert at_load == "[]"
-    assert after_warm_up == "['anthropic']"  # the configured provider's SDK, and only it
+    assert after_warm_up == "['anthropic', 'httpx2']"  # the configured provider's SDK (and its HTTP library) only
 
 
 def test_background_warm_up_lets_other_greenlets_run(tmp_path):

@@ -6,13 +6,18 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import time
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import requests
 import websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from starpod.agent.stopping import STOPPED, TOOL_STOPPED
 from starpod.db import database, open_database
@@ -159,6 +164,69 @@ def test_stream_events_in_order_with_seq_and_stored_reply(server, fake):
     rows = messages(server, end["session_id"])
     assert [(r["role"], r["content"]) for r in rows] == [("user", "tell me"), ("assistant", text)]
     assert fake.requests[0].body["stream"] is True
+
+
+def test_long_frames_arrive_whole(server, fake):
+    # 10,000-byte deltas take a 16-bit frame length, the 70,000-byte stream_end a 64-bit one
+    text = "".join(chr(ord("a") + i % 26) for i in range(70_000))
+    fake.script(Reply(text, chunks=7))
+    ws = connect(server)
+    send(ws, type="message", text="a long one")
+    frames = until_end(ws)
+    ws.close()
+    assert deltas(frames) == text and frames[-1]["text"] == text
+
+
+def test_client_reading_late_gets_every_frame_whole_and_in_order(server, fake):
+    # 6 MB of deltas to a client that reads nothing more until the reply is stored: the server's
+    # socket fills up, so frames go out partly at once and partly later, and the relay takes over
+    text = "".join(chr(ord("a") + i % 26) for i in range(6_000_000))
+    fake.script(Reply(text, chunks=60))
+    ws = websocket.create_connection(f"{server.ws_url}/ws?token={server.admin_key}", timeout=15,
+                                     sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    send(ws, type="message", text="flood me")
+    start = recv(ws)
+    wait_until(lambda: [r for r in messages(server, start["session_id"]) if r["role"] == "assistant"],
+               "the reply stored")
+    frames = until_end(ws, [start])
+    ws.close()
+    assert [f["seq"] for f in frames] == list(range(1, 63))
+    assert deltas(frames) == text and frames[-1]["text"] == text
+
+
+def deflate_frames(server, text: str) -> tuple[list, list[dict]]:
+    """Send `text` from a client that offers permessage-deflate (wsproto over a plain socket);
+    the extensions the server accepted and every frame up to the stream_end."""
+    address = urlsplit(server.ws_url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=15)
+    client = WSConnection(ConnectionType.CLIENT)
+    sock.sendall(client.send(Request(host=address.netloc, target=f"/ws?token={server.admin_key}",
+                                     extensions=[PerMessageDeflate()])))
+    accepted, frames, partial = None, [], ""
+    deadline = time.monotonic() + 30
+    while not frames or frames[-1]["type"] not in ("stream_end", "error"):
+        assert time.monotonic() < deadline, frames
+        client.receive_data(sock.recv(65536))
+        for event in client.events():
+            if isinstance(event, AcceptConnection):
+                accepted = event.extensions
+                sock.sendall(client.send(TextMessage(data=json.dumps({"type": "message", "text": text}))))
+            elif isinstance(event, TextMessage):
+                partial += event.data
+                if event.message_finished:
+                    frames.append(json.loads(partial))
+                    partial = ""
+    sock.close()
+    return accepted, frames
+
+
+def test_permessage_deflate_client_gets_the_stream_compressed(server, fake):
+    text = "Compressed, " * 40
+    fake.script(Reply(text, chunks=5))
+    accepted, frames = deflate_frames(server, "squeeze it")
+    assert [type(extension) for extension in accepted] == [PerMessageDeflate]
+    assert [f["seq"] for f in frames] == list(range(1, 8))
+    assert deltas(frames) == text and frames[-1]["text"] == text
 
 
 def test_tool_events(server, fake):

@@ -7,8 +7,8 @@ format (Anthropic-like content blocks) and each provider translates it.
 
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
-once, and the event stream of the answer is read with `sse.events` and parsed as plain JSON: the
-SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
+once, and the event stream of the answer is read as the transport received it (`body_chunks`),
+split with `sse.events` and parsed as plain JSON: the SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
 more CPU than everything else a streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
 needs the one its configured provider speaks (`warm_up` loads it in the background after start).
@@ -17,10 +17,13 @@ before the first chunk was yielded; failures become `ProviderError`.  A whole ca
 included, has one deadline (`[providers] request_timeout_secs`): no single read may wait past it,
 and a stream still open at the deadline is closed, so a stalled or trickling provider ends as
 "request timed out".  SDK clients are cached per
-process (building one loads TLS roots, which is too slow for every request).
+process (building one loads TLS roots, which is too slow for every request), and all of them send
+through one pooled `http.client` transport (transport.py): httpx2's own cost more CPU per call than
+the rest of a chat around it.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -146,13 +149,14 @@ class Deadline:
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.ends_at = time.monotonic() + seconds
+        self.closed = False  # `closing_at_end` closed the stream (its timer's clock may run a little ahead)
 
     def remaining(self) -> float:
         return max(self.ends_at - time.monotonic(), 0.0)
 
     @property
     def passed(self) -> bool:
-        return self.remaining() <= 0
+        return self.closed or self.remaining() <= 0
 
     def timeout(self, module):
         """Per-request timeout for SDK `module`: no connect or read may wait past the deadline."""
@@ -166,14 +170,18 @@ class Deadline:
         Under gevent a timer of the event loop starts a greenlet for it when the deadline comes
         (a `threading.Timer` there would start, switch to and kill one on every provider call);
         elsewhere a timer thread calls it."""
+        def close_at_deadline() -> None:
+            self.closed = True
+            close()
+
         if _gevent_active():
             import gevent
 
             timer = gevent.get_hub().loop.timer(self.remaining())
-            timer.start(gevent.spawn, close)
+            timer.start(gevent.spawn, close_at_deadline)
             cancel = timer.close
         else:
-            timer = threading.Timer(self.remaining(), close)
+            timer = threading.Timer(self.remaining(), close_at_deadline)
             timer.daemon = True
             timer.start()
             cancel = timer.cancel
@@ -218,6 +226,27 @@ def warm_up(config: Config) -> None:
     _client(kind, _endpoint(config, name), api_key)
 
 
+@functools.cache
+def _shared_transport():
+    """The connection pool of every SDK client of this process (imported with the first SDK
+    client: it needs httpx2, which the app does not load at start)."""
+    from .transport import PooledTransport
+
+    return PooledTransport()
+
+
+def _http_client(module):
+    """The SDK's default HTTP client over the shared transport.  A client given a transport no
+    longer mounts the environment's proxies itself, so they are mounted here as the SDK would
+    (with httpx2's own transport); hosts they exclude (NO_PROXY) keep the shared one."""
+    from httpx2 import HTTPTransport
+    from httpx2._utils import get_environment_proxies  # what httpx2 and the SDKs read the proxies with
+
+    mounts = {pattern: None if url is None else HTTPTransport(proxy=url)
+              for pattern, url in get_environment_proxies().items()}
+    return module.DefaultHttpxClient(transport=_shared_transport(), mounts=mounts)
+
+
 def _client(kind: str, base_url: str, api_key: str):
     """A cached SDK client for (kind, endpoint, key); the least recently used are dropped."""
     cache_key = (kind, base_url, api_key)
@@ -226,7 +255,9 @@ def _client(kind: str, base_url: str, api_key: str):
         if client is not None:
             _clients.move_to_end(cache_key)
             return client
-        client = getattr(sdk(kind), SDK_CLIENT_CLASSES[kind])(api_key=api_key, base_url=base_url, max_retries=0)
+        module = sdk(kind)
+        client = getattr(module, SDK_CLIENT_CLASSES[kind])(api_key=api_key, base_url=base_url, max_retries=0,
+                                                            http_client=_http_client(module))
         _clients[cache_key] = client
         while len(_clients) > MAX_CACHED_CLIENTS:
             _clients.popitem(last=False)
@@ -288,6 +319,15 @@ def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadlin
             yield response
         finally:
             response.close()
+
+
+def body_chunks(response) -> Iterator[bytes]:
+    """The streamed body of `response` in the pieces the transport read: httpx's decoding and
+    re-chunking layers cost more per small event than the event itself, so they are skipped
+    unless the body is content-encoded."""
+    if response.headers.get("content-encoding", "identity") == "identity":
+        return response.iter_raw()
+    return response.iter_bytes()
 
 
 class Provider(ABC):
@@ -354,7 +394,7 @@ class AnthropicProvider(Provider):
         client = _client("anthropic", self.base_url, self.api_key)
         turn = _AnthropicTurn()
         with streamed_post("anthropic", client, "/v1/messages", request, deadline) as response:
-            for name, data in events(response.iter_bytes()):
+            for name, data in events(body_chunks(response)):
                 if name == "error":
                     raise _anthropic_stream_error(client, response, data)
                 if name is not None and name != "ping" and data:
@@ -501,7 +541,7 @@ class OpenAICompatibleProvider(Provider):
         usage = Usage()
         stop_reason = None
         with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
-            for _, data in events(response.iter_bytes()):
+            for _, data in events(body_chunks(response)):
                 if data.startswith(b"[DONE]"):
                     break
                 if not data:

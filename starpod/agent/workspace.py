@@ -8,6 +8,7 @@ it is never indexed for memory search.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import Config
@@ -17,11 +18,16 @@ from .filescan import resolve_inside
 __all__ = ["resolve_inside", "sandbox_root", "user_downloads_dir", "user_workspace", "workspace_root"]
 
 
+def _existing_dir(path: Path) -> Path:
+    """`path`, created with its parents when missing (a stat when it exists: every chat asks)."""
+    if not os.path.isdir(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def workspace_root(config: Config) -> Path:
     """The whole workspace (created on demand)."""
-    root = config.home / "workspace"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return _existing_dir(config.home / "workspace")
 
 
 def _user_dir(config: Config, user_id: str) -> Path:
@@ -30,9 +36,7 @@ def _user_dir(config: Config, user_id: str) -> Path:
 
 def user_workspace(config: Config, user_id: str) -> Path:
     """The private workspace of `user_id` (created on demand)."""
-    root = _user_dir(config, user_id)
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return _existing_dir(_user_dir(config, user_id))
 
 
 def user_downloads_dir(config: Config, user_id: str) -> Path:

@@ -143,12 +143,17 @@ class MemoryStore:
         return self.home / "users" / user_id
 
     def ensure_user_space(self, user_id: str) -> None:
-        """Create `users/<id>/` with `memory/` and the default USER.md / MEMORY.md when missing."""
-        base = self.home / "users" / validate_user_id(user_id)
-        (base / "memory").mkdir(parents=True, exist_ok=True)
+        """Create `users/<id>/` with `memory/` and the default USER.md / MEMORY.md when missing.
+
+        Every chat passes here twice: what exists is only looked at (plain stats, no Path objects,
+        no failed creations), and created, race-free as before, when missing."""
+        base = os.path.join(self.home, "users", validate_user_id(user_id))
+        if not os.path.isdir(os.path.join(base, "memory")):
+            Path(base, "memory").mkdir(parents=True, exist_ok=True)
         for name, content in (("USER.md", USER_MD), ("MEMORY.md", MEMORY_MD)):
-            if create_if_absent(base / name, content):
-                self.index_file(base / name)
+            path = os.path.join(base, name)
+            if not os.path.lexists(path) and create_if_absent(Path(path), content):
+                self.index_file(Path(path))
 
     def has_bootstrap(self) -> bool:
         return bool(self.read("BOOTSTRAP.md").strip())

@@ -3,7 +3,8 @@
 A run executes in its own greenlet of the worker that received the message and numbers every
 frame it produces with a per-run `seq`.  Frames go to two places: an in-memory list that followers
 in the same worker read at once, and the `chat_run_events` table (written in batches by one writer
-greenlet per worker), from which followers in any worker replay and continue after a doorbell ring.
+greenlet per worker, at most one batch per `STORE_INTERVAL` while frames stream), from which
+followers in any worker replay and continue after a doorbell ring.
 
 One run may hold several streams: follow-ups that arrive too late to be injected and queue-mode
 messages are stored in `chat_run_followups` and run, joined, as the next stream of the same run,
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from json.encoder import encode_basestring as encode_string
 from typing import Callable, Iterator
 
 import gevent
@@ -41,6 +44,9 @@ POLL_SECS = 1.0                       # followers of runs in other workers re-re
 ORPHAN_AFTER = timedelta(seconds=60)  # a running run whose heartbeat is older belongs to a dead worker
 RETENTION = timedelta(hours=24)       # finished runs are kept this long (the last one per session too)
 MAX_BATCH = 2000
+# While frames stream, the writer stores at most one batch per interval instead of one per frame
+# (each store is a transaction and a doorbell ring); an operation someone waits for cuts it short.
+STORE_INTERVAL = 0.002
 STORE_ATTEMPTS = 5
 INTERRUPTED = "Run interrupted: the server stopped before it finished"
 # The statements every run executes, written once: building them with Peewee costs 0.1-0.2 ms each.
@@ -78,7 +84,8 @@ class RunSpec:
 def encode(frame: dict, seq: int) -> str:
     """The wire text of `frame` with its `seq` right after `type`."""
     if frame["type"] == "text_delta" and len(frame) == 2:  # the bulk of all frames: skip the dict copy
-        return f'{{"type":"text_delta","seq":{seq},"text":{json.dumps(frame["text"], ensure_ascii=False)}}}'
+        # (json.dumps with ensure_ascii=False builds an encoder per call: 20 times the string's encoding)
+        return f'{{"type":"text_delta","seq":{seq},"text":{encode_string(frame["text"])}}}'
     numbered = {"type": frame["type"], "seq": seq}
     numbered.update((k, v) for k, v in frame.items() if k != "type")
     return json.dumps(numbered, ensure_ascii=False, separators=(",", ":"))
@@ -90,8 +97,26 @@ def failed_stream_end(session_id: str, message: str) -> dict:
             "is_error": True, "errors": [message], "text": ""}
 
 
+# What a direct follower (`LocalRun.follow` with `deliver`) did with the frames handed to it.
+SENT = "sent"          # written whole: it stays direct
+QUEUED = "queued"      # taken, but the socket was full: it goes back to its own greenlet
+REFUSED = "refused"    # not taken (its socket is busy): its own greenlet sends them
+
+
+class _DirectFollower:
+    def __init__(self, deliver: Callable[[list[str]], str], position: int):
+        self.deliver = deliver
+        self.position = position
+        self.detached = Event()
+
+
 class LocalRun:
-    """A run executing in this worker; its frames stay in memory while it runs."""
+    """A run executing in this worker; its frames stay in memory while it runs.
+
+    A follower that has caught up may take new frames directly: once the run's greenlet pauses
+    (waits for the provider), the event loop hands every frame added since to it at once (its
+    `deliver` writes them if that needs no waiting), instead of waking the follower's greenlet per
+    frame; whenever it cannot, the follower's greenlet takes over."""
 
     def __init__(self, run_id: str, user_id: str):
         self.id = run_id
@@ -102,22 +127,50 @@ class LocalRun:
         self.finished = False
         self.greenlet: gevent.Greenlet | None = None
         self._changed = Event()
+        self._direct: list[_DirectFollower] = []
+        self._handing_over = False
+        self._loop = gevent.get_hub().loop
 
     def add(self, text: str) -> None:
         self.frames.append(text)
+        if self._direct and not self._handing_over:
+            self._handing_over = True
+            self._loop.run_callback(self._hand_over)
         self._wake()
 
     def close(self) -> None:
         self.finished = True
+        for follower in list(self._direct):  # their greenlets send what is left
+            self._detach(follower)
         self._wake()
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, Event()
-        changed.set()
+        if self._changed.linkcount():  # nobody waits while every follower is direct
+            changed, self._changed = self._changed, Event()
+            changed.set()
 
-    def follow(self, after_seq: int) -> Iterator[list[str]]:
+    def _hand_over(self) -> None:
+        self._handing_over = False
+        for follower in list(self._direct):
+            batch = self.frames[follower.position:]
+            try:
+                outcome = follower.deliver(batch)
+            except Exception:  # one client's failure must not touch the run
+                log.exception("direct delivery of run %s failed", self.id)
+                outcome = REFUSED
+            if outcome != REFUSED:
+                follower.position += len(batch)
+            if outcome != SENT:
+                self._detach(follower)
+
+    def _detach(self, follower: _DirectFollower) -> None:
+        self._direct.remove(follower)
+        follower.detached.set()
+
+    def follow(self, after_seq: int, deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
         """The frames after `after_seq` in batches: every frame there is each time the follower
-        asks, so one that fell behind catches up in one go."""
+        asks, so one that fell behind catches up in one go.  With `deliver`, a follower that has
+        caught up takes the next frames directly (see the class) until that fails."""
         position = max(after_seq, 0)
         while True:
             changed = self._changed
@@ -127,8 +180,21 @@ class LocalRun:
                 yield batch
             elif self.finished:
                 return
-            else:
+            elif deliver is None:
                 changed.wait()
+            else:
+                position = self._follow_directly(deliver, position)
+
+    def _follow_directly(self, deliver: Callable[[list[str]], str], position: int) -> int:
+        """Take frames through `deliver` until detached; the position reached."""
+        follower = _DirectFollower(deliver, position)
+        self._direct.append(follower)
+        try:
+            follower.detached.wait()
+        finally:
+            if follower in self._direct:  # its greenlet was killed: the client went away
+                self._direct.remove(follower)
+        return follower.position
 
 
 class RunManager:
@@ -140,6 +206,7 @@ class RunManager:
         self.changed_elsewhere = changed_elsewhere
         self.local: dict[str, LocalRun] = {}
         self._queue: Queue = Queue()
+        self._urgent = Event()  # set when an operation that someone waits for is queued
         self._writer = gevent.spawn(self._write_loop)
 
     # --- starting and executing ----------------------------------------------------------
@@ -245,6 +312,7 @@ class RunManager:
         """Queue an operation behind every event queued so far and wait for its result."""
         result = AsyncResult()
         self._queue.put((kind, payload, result))
+        self._urgent.set()
         return result.get()
 
     def sync(self) -> None:
@@ -279,6 +347,8 @@ class RunManager:
     def _write_loop(self) -> None:
         while True:
             ops = [self._queue.get()]
+            self._urgent.clear()
+            started = time.monotonic()
             while len(ops) < MAX_BATCH:
                 try:
                     ops.append(self._queue.get_nowait())
@@ -289,6 +359,9 @@ class RunManager:
                 if waiter is not None:
                     waiter.set(value)
             self.doorbell.ring_others()
+            rest = STORE_INTERVAL - (time.monotonic() - started)
+            if rest > 0:
+                self._urgent.wait(rest)
 
     def _store(self, ops: list) -> list:
         for attempt in range(STORE_ATTEMPTS):
@@ -344,12 +417,14 @@ class RunManager:
             run_id, owner = row
         return run_id if user_id is None or owner == user_id else None
 
-    def follow(self, run_id: str, after_seq: int) -> Iterator[list[str]]:
+    def follow(self, run_id: str, after_seq: int,
+               deliver: Callable[[list[str]], str] | None = None) -> Iterator[list[str]]:
         """Every frame of the run after `after_seq`, then the new ones as they come, until its end;
-        in batches of whatever is there when the follower asks."""
+        in batches of whatever is there when the follower asks.  `deliver`: see `LocalRun`
+        (runs of other workers come from the database in batches only)."""
         run = self.local.get(run_id)
         if run is not None:
-            return run.follow(after_seq)
+            return run.follow(after_seq, deliver)
         return self._follow_stored(run_id, after_seq)
 
     def _follow_stored(self, run_id: str, last: int) -> Iterator[list[str]]:

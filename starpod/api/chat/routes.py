@@ -7,6 +7,7 @@ from ...agent.pipeline import ChatRequest, collect, run_chat
 from ...errors import StarpodError, UpstreamFailed
 from ..guards import caller_is_admin, current_user_id, require_user
 from ..parsing import Blueprint
+from ..responses import json_response
 from .schemas import ChatRequestSchema, ChatResponseSchema
 
 blp = Blueprint("chat", __name__, url_prefix="/api", description="Chat with the agent")
@@ -29,7 +30,8 @@ def chat(body):
         if error.startswith("API error"):
             raise UpstreamFailed(f"Chat error: {error}")
         raise StarpodError(f"Chat error: Agent error: {error}")
-    return {"text": end["text"], "session_id": end["session_id"],
-            "usage": {"input_tokens": end["input_tokens"], "output_tokens": end["output_tokens"],
-                      "cache_read_tokens": end["cache_read_tokens"], "cache_write_tokens": end["cache_write_tokens"],
-                      "cost_usd": end["cost_usd"]}}
+    # Already in the documented shape (token counts are ints, the cost a float): serialized once.
+    return json_response({"text": end["text"], "session_id": end["session_id"],
+                          "usage": {"input_tokens": end["input_tokens"], "output_tokens": end["output_tokens"],
+                                    "cache_read_tokens": end["cache_read_tokens"],
+                                    "cache_write_tokens": end["cache_write_tokens"], "cost_usd": end["cost_usd"]}})

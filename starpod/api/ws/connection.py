@@ -6,20 +6,27 @@ deactivated, or whose key expired) is closed with 4401 instead.
 
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
 sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
-of the run being followed, each time all that are there in one write.  Runs belong to the worker's
-RunManager, not to the connection: when the client goes away only the relay stops.
+of the run being followed, each time all that are there in one write.  Once the relay has caught up
+with a run of this worker, the event loop writes the run's new frames (`_offer`) whenever the
+run pauses, as long as that needs no waiting, so a streamed delta costs no wake-up of the relay.  Runs belong to the
+worker's RunManager, not to the connection: when the client goes away only the relay stops.
+Without permessage-deflate a text frame is just a header and the text, built here
+(`text_frames`) rather than by wsproto's general frame writer: most frames are one small delta.
 """
 from __future__ import annotations
 
 import json
 import logging
+import struct
 
 import gevent
+import gevent.socket
 from gevent.lock import Semaphore
 from gevent.queue import Full, Queue
 from marshmallow import ValidationError
 from peewee import PeeweeException
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
 
 from ... import accounts
@@ -30,7 +37,7 @@ from ...db import database
 from ...errors import BadRequest, StarpodError, client_message, new_request_id
 from ...realtime import attachments, stops
 from ...realtime.hub import Hub
-from ...realtime.runs import RunSpec
+from ...realtime.runs import QUEUED, REFUSED, SENT, RunSpec
 from ..errors import flatten_messages
 from ..parsing import InvalidJson, loads_strict
 from .schemas import FRAME_SCHEMAS
@@ -69,6 +76,22 @@ def encode(frame: dict) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
+def text_frames(texts: list[str]) -> bytes:
+    """Unmasked, unfragmented server text frames without extensions (RFC 6455 §5.2)."""
+    parts = []
+    for text in texts:
+        payload = text.encode("utf-8")
+        size = len(payload)
+        if size < 126:
+            parts.append(bytes((0x81, size)))
+        elif size < 0x10000:
+            parts.append(struct.pack("!BBH", 0x81, 126, size))
+        else:
+            parts.append(struct.pack("!BBQ", 0x81, 127, size))
+        parts.append(payload)
+    return b"".join(parts)
+
+
 class WholeFrameSocket:
     """The client socket as simple-websocket sees it: each send() writes all of its bytes, alone.
 
@@ -80,19 +103,56 @@ class WholeFrameSocket:
     def __init__(self, sock):
         self._sock = sock
         self._lock = Semaphore()
+        self._cooperative = type(sock) is gevent.socket.socket  # a plain TCP socket of gevent's (not TLS)
 
     def send(self, data, flags: int = 0) -> int:
         with self._lock:
             self._sock.sendall(data, flags)
         return len(data)
 
+    @property
+    def busy(self) -> bool:
+        """A send is under way (or this socket cannot send without blocking the process)."""
+        return not self._cooperative or self._lock.locked()
+
+    def send_now(self, data: bytes) -> bool:
+        """Send `data` as far as the socket takes it at once (only when not `busy`: the event loop
+        itself may call this); False when some had to wait: that rest goes out from a greenlet of
+        its own, holding the socket until then."""
+        self._lock.acquire(blocking=False)
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # gevent's send: a timeout of 0 never waits
+        except BlockingIOError:
+            sent = 0
+        except BaseException:
+            self._lock.release()
+            raise
+        if sent == len(data):
+            self._lock.release()
+            return True
+        gevent.spawn(self._send_rest, memoryview(data)[sent:])
+        return False
+
+    def _send_rest(self, rest: memoryview) -> None:
+        try:
+            self._sock.sendall(rest)
+        except OSError:
+            pass  # the client went away: the relay's next send finds out
+        finally:
+            self._lock.release()
+
     def __getattr__(self, name):
         return getattr(self._sock, name)
 
 
 class Connection:
-    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, agent: AgentConfig):
+    def __init__(self, ws, hub: Hub, caller: Principal | None, config: Config, agent: AgentConfig,
+                 deflate: bool = True):
+        """`deflate`: the client offered permessage-deflate (so it may be in use)."""
         self.ws = ws
+        self._frames = self._wsproto_frames if deflate else text_frames
+        # the run's greenlet may write to the socket itself where it is ours (routes.py wraps it)
+        self._deliver = self._offer if isinstance(ws.sock, WholeFrameSocket) else None
         self.hub = hub
         self.caller = caller
         self.config = config
@@ -135,9 +195,28 @@ class Connection:
         the order they were compressed."""
         ws = self.ws
         with self._sending:
-            if not ws.connected:
+            if not ws.connected or ws.ws.state is not ConnectionState.OPEN:
                 raise ConnectionClosed(ws.close_reason, ws.close_message)
-            ws.sock.send(b"".join([ws.ws.send(TextMessage(data=text)) for text in texts]))
+            ws.sock.send(self._frames(texts))
+
+    def _offer(self, texts: list[str]) -> str:
+        """Send new frames of the followed run from the event loop (runs.LocalRun), never waiting:
+        REFUSED when another send is under way (the relay sends them then), QUEUED when the socket
+        was full (the rest goes out from a greenlet of its own)."""
+        ws = self.ws
+        if ws.sock.busy or not ws.connected or ws.ws.state is not ConnectionState.OPEN:
+            return REFUSED
+        if not self._sending.acquire(blocking=False):
+            return REFUSED
+        try:
+            return SENT if ws.sock.send_now(self._frames(texts)) else QUEUED
+        except OSError:
+            return REFUSED  # the client went away: the relay's next send finds out
+        finally:
+            self._sending.release()
+
+    def _wsproto_frames(self, texts: list[str]) -> bytes:
+        return b"".join([self.ws.ws.send(TextMessage(data=text)) for text in texts])
 
     def notify(self, frame: str) -> None:
         """Queue a notification; a client too far behind loses it instead of stalling the worker."""
@@ -267,7 +346,7 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            for frames in self.hub.runs.follow(run_id, after_seq):
+            for frames in self.hub.runs.follow(run_id, after_seq, self._deliver):
                 self.send_texts(frames)
         except (ConnectionClosed, OSError):
             return  # the client went away; the run goes on without it

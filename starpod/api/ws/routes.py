@@ -69,11 +69,16 @@ def authenticate_handshake():
     return None
 
 
+def _offers_deflate() -> bool:
+    """The client offered permessage-deflate: the only extension the server may accept."""
+    return "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "").lower()
+
+
 @sock.route("/ws", bp=blp)
 def chat_socket(ws):
     config = current_app.config["STARPOD"]
     try:
-        Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent).serve()
+        Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent, deflate=_offers_deflate()).serve()
     except ConnectionClosed:
         raise
     except Exception:

@@ -1,0 +1,210 @@
+"""The HTTP/1.1 transport under the provider SDKs' HTTP client: keep-alive sockets pooled per
+origin, each request written in one piece and its response parsed by the standard library's
+`http.client.HTTPResponse`.
+
+The SDKs still build and send every request (headers, auth, endpoint, timeouts, status errors)
+through their `httpx2` client; only the wire work below it is done here.  httpx2's default
+transport (httpcore2 + h11) spent more CPU per provider call than everything else a chat does
+around it, and this does the same exchange for a fraction of that.
+
+Semantics kept from httpcore2: the request's `timeout` extension (connect, then read/write per
+socket operation), idle connections closed after `KEEPALIVE_EXPIRY` and checked before reuse (a
+server that closed one makes it readable), the SDK's TCP keep-alive options, and failures raised
+as the `httpx2` errors the SDKs turn into their connection and timeout errors.  Proxies from the
+environment stay with httpx2's own transports (its client mounts them over this one).
+"""
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from typing import Iterator
+
+import httpx2
+from gevent.monkey import get_original
+
+KEEPALIVE_EXPIRY = 5.0       # httpx2's default: idle connections older than this are not reused
+MAX_IDLE_PER_ORIGIN = 100    # the SDKs' max_keepalive_connections
+READ_SIZE = 65536
+# No Nagle delay on small writes (as httpcore2), and the SDKs' own keep-alive probes: notice a
+# dead peer on a long-idle or long-streaming connection.
+SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
+    (socket.IPPROTO_TCP, getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 60), ("TCP_KEEPCNT", 5)) if hasattr(socket, name)]
+_NOT_IN_HEADERS = re.compile(rb"[\r\n\0]")
+# The real poll, not gevent's: a zero-timeout look at an idle socket must not switch greenlets.
+_poll = get_original("select", "poll")
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether an idle connection has something to read: EOF or stray bytes, either way unusable."""
+    poller = _poll()
+    poller.register(sock.fileno(), 0x001)  # POLLIN
+    return bool(poller.poll(0))
+
+
+class _Connection:
+    """One keep-alive socket to an origin, and when it went idle."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.idle_since = 0.0
+
+    @classmethod
+    def open(cls, scheme: str, host: str, port: int, timeout: float | None,
+             ssl_context: ssl.SSLContext | None) -> "_Connection":
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            for option in SOCKET_OPTIONS:
+                sock.setsockopt(*option)
+            if scheme == "https":
+                sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def send(self, request: httpx2.Request, read_timeout: float | None) -> None:
+        """The request's head and body in one write (two would wait on each other's ACK)."""
+        self.sock.settimeout(read_timeout)
+        self.sock.sendall(_head(request) + request.read())
+
+    def reusable(self) -> bool:
+        return time.monotonic() - self.idle_since < KEEPALIVE_EXPIRY and not _readable(self.sock)
+
+    def close(self) -> None:
+        """Close at once; a greenlet blocked reading from it wakes up to the end of its data."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _head(request: httpx2.Request) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if _NOT_IN_HEADERS.search(name) or _NOT_IN_HEADERS.search(value):
+            raise httpx2.LocalProtocolError(f"illegal header {name!r}", request=request)
+        lines.append(b"%s: %s" % (name, value))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+@contextmanager
+def _mapped(request: httpx2.Request, timeout: type[httpx2.TimeoutException],
+            failure: type[httpx2.TransportError]) -> Iterator[None]:
+    """Socket and protocol failures as the httpx2 errors its own transport raises."""
+    try:
+        yield
+    except socket.timeout as exc:
+        raise timeout(str(exc) or "timed out", request=request) from exc
+    except (http.client.HTTPException, ssl.SSLError) as exc:
+        raise (httpx2.RemoteProtocolError if isinstance(exc, http.client.HTTPException) else failure)(
+            str(exc) or type(exc).__name__, request=request) from exc
+    except OSError as exc:
+        raise failure(str(exc) or type(exc).__name__, request=request) from exc
+
+
+class _Body(httpx2.SyncByteStream):
+    """A response body read as it arrives; a fully read one gives its connection back to the pool."""
+
+    def __init__(self, transport: "PooledTransport", key: tuple, connection: _Connection,
+                 response: http.client.HTTPResponse, request: httpx2.Request):
+        self.transport, self.key, self.connection = transport, key, connection
+        self.response, self.request = response, request
+        self.done = self.complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            with _mapped(self.request, httpx2.ReadTimeout, httpx2.ReadError):
+                while chunk := self.response.read1(READ_SIZE):
+                    yield chunk
+        except (AttributeError, ValueError) as exc:  # the response dropped its file meanwhile
+            if not self.done:
+                raise
+            raise self._closed() from exc
+        if self.done:  # an end of data that closing it (the call's deadline) caused is no end
+            raise self._closed()
+        if self.response.length:  # http.client ends a cut Content-Length body quietly
+            raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body",
+                                             request=self.request)
+        self.complete = True
+        self.response.close()  # its buffered reader: the socket stays open for the next request
+
+    def _closed(self) -> httpx2.ReadError:
+        return httpx2.ReadError("the response was closed while it was read", request=self.request)
+
+    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.complete and not self.response.will_close:
+            self.transport.release(self.key, self.connection)
+        else:
+            self.connection.close()
+            self.response.close()
+
+
+class PooledTransport(httpx2.BaseTransport):
+    """Keep-alive HTTP/1.1 connections per (scheme, host, port), shared by the greenlets of a worker."""
+
+    def __init__(self):
+        self._idle: dict[tuple, deque[_Connection]] = {}
+        self._lock = threading.Lock()
+        self._ssl_context: ssl.SSLContext | None = None
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts = request.extensions.get("timeout") or {}
+        connection = self._connection(key, request, timeouts.get("connect"))
+        try:
+            with _mapped(request, httpx2.WriteTimeout, httpx2.WriteError):
+                connection.send(request, timeouts.get("read"))
+            with _mapped(request, httpx2.ReadTimeout, httpx2.ReadError):
+                response = http.client.HTTPResponse(connection.sock, method=request.method)
+                response.begin()
+        except BaseException:
+            connection.close()
+            raise
+        return httpx2.Response(response.status, headers=response.getheaders(),
+                               stream=_Body(self, key, connection, response, request),
+                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()})
+
+    def _connection(self, key: tuple, request: httpx2.Request, connect_timeout: float | None) -> _Connection:
+        with self._lock:
+            idle = self._idle.get(key)
+            while idle:
+                connection = idle.pop()
+                if connection.reusable():
+                    return connection
+                connection.close()
+        with _mapped(request, httpx2.ConnectTimeout, httpx2.ConnectError):
+            return _Connection.open(*key, connect_timeout, self._tls() if key[0] == "https" else None)
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = httpx2.create_ssl_context()
+        return self._ssl_context
+
+    def release(self, key: tuple, connection: _Connection) -> None:
+        connection.idle_since = time.monotonic()
+        with self._lock:
+            idle = self._idle.setdefault(key, deque())
+            if len(idle) < MAX_IDLE_PER_ORIGIN:
+                idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._idle = self._idle, {}
+        for idle in pools.values():
+            for connection in idle:
+                connection.close()

@@ -1,0 +1,202 @@
+"""The pooled `http.client` transport under the provider SDKs (starpod/agent/transport.py).
+
+Against a raw HTTP/1.1 peer on 127.0.0.1 that counts its connections and can close one after
+answering (as a provider's idle timeout does), and through a real provider call against the fake
+provider: connections are reused, never reused when unusable, and failures come out as the httpx2
+errors the SDKs turn into their own.
+"""
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+
+import httpx2
+import pytest
+
+from starpod.agent import providers
+from starpod.agent.providers import ProviderError, make_provider
+from starpod.agent.transport import PooledTransport
+from tests.conftest import make_config
+from tests.fake_provider import FAKE_KEY, Reply
+from tests.support import free_port, wait_until
+
+
+class RawPeer:
+    """Answers each request on a connection with `body` (chunked when `chunked`); when
+    `close_after_answer`, closes the connection after each answer without saying so."""
+
+    def __init__(self, body: bytes = b"hello", chunked: bool = False, close_after_answer: bool = False,
+                 stall_after: int | None = None, headers: bytes = b""):
+        self.body, self.chunked, self.close_after_answer = body, chunked, close_after_answer
+        self.headers = headers  # more header lines of the answer, each ending in CRLF
+        self.stall_after = stall_after  # send only this many bytes of the answer, then nothing more
+        self.released = threading.Event()
+        self.connections = self.closed = 0
+        self.requests: list[bytes] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._answer_each(conn)
+        except ConnectionError:  # the client hung up mid-answer
+            pass
+        finally:
+            self.closed += 1
+
+    def _answer_each(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as reader:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + reader.read(length))
+                conn.sendall(self._answer()[:self.stall_after])
+                if self.stall_after is not None:
+                    self.released.wait()
+                    return
+                if self.close_after_answer:
+                    return
+
+    def _answer(self) -> bytes:
+        if self.chunked:
+            middle = len(self.body) // 2
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (self.body[:middle], self.body[middle:]))
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n%s0\r\n\r\n" % (self.headers, chunks)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(self.body), self.headers, self.body)
+
+    def close(self) -> None:
+        self.released.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def http():
+    client = httpx2.Client(transport=PooledTransport())
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_sequential_requests_share_one_connection(http, chunked):
+    peer = RawPeer(b"0123456789" * 1000, chunked=chunked)
+    for _ in range(3):
+        response = http.post(peer.url + "/v1/messages", content=b'{"a": 1}', headers={"x-key": "k"})
+        assert (response.status_code, response.content) == (200, b"0123456789" * 1000)
+    assert peer.connections == 1
+    assert len(peer.requests) == 3 and peer.requests[-1].endswith(b'\r\n\r\n{"a": 1}')
+    assert b"x-key: k\r\n" in peer.requests[-1] and b"\r\nhost: 127.0.0.1:" in peer.requests[-1].lower()
+    peer.close()
+
+
+def test_a_connection_the_peer_closed_is_not_reused(http):
+    peer = RawPeer(close_after_answer=True)
+    for _ in range(2):
+        assert http.post(peer.url, content=b"x").content == b"hello"
+        wait_until(lambda: peer.closed == peer.connections, "the peer closed its end")
+    assert peer.connections == 2
+    peer.close()
+
+
+def test_a_response_closed_before_its_end_does_not_give_its_connection_back(http):
+    peer = RawPeer(b"x" * 200_000)
+    with http.stream("POST", peer.url, content=b"x") as response:
+        next(response.iter_raw(1024))
+    assert http.post(peer.url, content=b"x").content == b"x" * 200_000
+    assert peer.connections == 2
+    peer.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_response_closed_while_read_ends_in_an_error_not_a_short_answer(http, chunked):
+    """As the provider deadline closes a stream from another greenlet: the reader must fail."""
+    peer = RawPeer(b"x" * 1000, chunked=chunked, stall_after=200)
+    with http.stream("POST", peer.url, content=b"x") as response:
+        threading.Timer(0.3, response.close).start()
+        with pytest.raises(httpx2.TransportError):
+            for _ in response.iter_raw():
+                pass
+    peer.close()
+
+
+def test_a_content_encoded_provider_body_is_decoded(http):
+    events = b'data: {"n": 1}\n\n' * 50
+    for headers, wire in ((b"", events), (b"Content-Encoding: gzip\r\n", gzip.compress(events))):
+        peer = RawPeer(wire, chunked=True, headers=headers)
+        with http.stream("POST", peer.url, content=b"x") as response:
+            assert b"".join(providers.body_chunks(response)) == events
+        peer.close()
+
+
+def test_refused_connection_is_a_connect_error(http):
+    with pytest.raises(httpx2.ConnectError):
+        http.post(f"http://127.0.0.1:{free_port()}/", content=b"x")
+
+
+def test_silent_peer_is_a_read_timeout(http):
+    listener = socket.create_server(("127.0.0.1", 0))
+    with pytest.raises(httpx2.ReadTimeout):
+        http.post(f"http://127.0.0.1:{listener.getsockname()[1]}/", content=b"x", timeout=0.2)
+    listener.close()
+
+
+def test_provider_calls_go_through_the_pooled_transport(tmp_path, fake_provider):
+    fake_provider.script(Reply("first", chunks=3), Reply("second"))
+    config = make_config(tmp_path / ".starpod", environ=fake_provider.environ())
+    provider = make_provider(config)
+    texts = []
+    for _ in range(2):
+        items = list(provider.stream(system="s", messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+                                     tools=[], max_tokens=10))
+        texts.append(items[-1].text)
+    assert texts == ["first", "second"]
+    assert FAKE_KEY in " ".join(fake_provider.requests[-1].headers.values())
+    idle = providers._shared_transport()._idle[("http", "127.0.0.1", int(fake_provider.url.rsplit(":", 1)[1]))]
+    assert len(idle) == 1  # both calls went through one pooled connection
+
+
+def test_provider_unreachable_fails_as_provider_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(providers.RETRY_POLICY, "max_retries", 1)
+    monkeypatch.setattr(providers.RETRY_POLICY, "base_delay", 0.01)
+    environ = {"ANTHROPIC_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+    provider = make_provider(make_config(tmp_path / ".starpod", environ=environ))
+    with pytest.raises(ProviderError, match="Connection error"):
+        list(provider.stream(system=None, messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+                             tools=[], max_tokens=10))
+
+
+def test_header_with_a_line_break_is_refused_before_anything_is_sent(http):
+    peer = RawPeer()
+    with pytest.raises(httpx2.LocalProtocolError):
+        http.post(peer.url, content=b"x", headers={"x-key": "k\r\nx-injected: 1"})
+    assert peer.requests == []
+    peer.close()
+
+
+def test_environment_proxy_is_still_used(tmp_path, monkeypatch):
+    proxy = RawPeer(b"data: {}\n\n")
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    environ = {"ANTHROPIC_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": "http://provider.invalid"}
+    provider = make_provider(make_config(tmp_path / ".starpod", environ=environ))
+    list(provider.stream(system=None, messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],
+                         tools=[], max_tokens=10))
+    assert proxy.requests[0].startswith(b"POST http://provider.invalid/v1/messages HTTP/1.1\r\n")
+    proxy.close()
