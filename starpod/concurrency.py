@@ -1,7 +1,13 @@
 """Running CPU-bound or blocking C calls without stalling the gevent loop."""
 from __future__ import annotations
 
+import select
 from typing import Any, Callable
+
+from gevent.monkey import get_original
+
+# The real poll, not gevent's: a zero-timeout look must not switch greenlets (nor cost a hub trip).
+_poll = get_original("select", "poll")
 
 
 def _gevent_active() -> bool:
@@ -22,3 +28,11 @@ def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
         import gevent
         return gevent.get_hub().threadpool.apply(fn, args)
     return fn(*args)
+
+
+def readable_now(fd: int) -> bool:
+    """Whether `fd` has something to read (data, EOF or an error), asked without waiting.  Used on
+    idle pooled connections: one that is readable was closed by its peer, or holds stray bytes."""
+    poller = _poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import select
 import selectors
 import sys
 import threading
@@ -33,6 +32,7 @@ from playhouse.db_url import parse as parse_url
 from playhouse.pool import PooledSqliteDatabase
 from playhouse.postgres_ext import PooledPsycopg3Database
 
+from .concurrency import readable_now
 from .lockwait import retry_while_locked
 
 database = DatabaseProxy()
@@ -128,7 +128,7 @@ class StarpodPostgresqlDatabase(PooledPsycopg3Database):
             return True
         if conn.info.transaction_status != TransactionStatus.IDLE:
             return super()._is_closed(conn)  # rolls an unfinished transaction back, or finds it dead
-        return _readable(conn.fileno())
+        return readable_now(conn.fileno())
 
     def begin(self, isolation_level=None):
         if isinstance(isolation_level, str) and isolation_level.upper() in SQLITE_LOCK_TYPES:
@@ -185,15 +185,6 @@ def _connection_state():
     """
     local_class = type("_ConnectionLocal", (peewee._ConnectionState, threading.local), {})
     return local_class()
-
-
-def _readable(fd: int) -> bool:
-    """Whether `fd` has something to read, asked without waiting (and past gevent, whose patched
-    poll would cost more than the answer)."""
-    monkey = sys.modules.get("gevent.monkey")
-    poller = (monkey.get_original("select", "poll") if monkey else select.poll)()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _cooperate_with_gevent() -> None:

@@ -26,7 +26,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import httpx2
-from gevent.monkey import get_original
+
+from ..concurrency import readable_now
 
 KEEPALIVE_EXPIRY = 5.0       # httpx2's default: idle connections older than this are not reused
 MAX_IDLE_PER_ORIGIN = 100    # the SDKs' max_keepalive_connections
@@ -37,17 +38,6 @@ SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKE
     (socket.IPPROTO_TCP, getattr(socket, name), value)
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 60), ("TCP_KEEPCNT", 5)) if hasattr(socket, name)]
 _NOT_IN_HEADERS = re.compile(rb"[\r\n\0]")
-# The real poll, not gevent's: a zero-timeout look at an idle socket must not switch greenlets.
-_poll = get_original("select", "poll")
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Whether an idle connection has something to read: EOF or stray bytes, either way unusable."""
-    poller = _poll()
-    poller.register(sock.fileno(), 0x001)  # POLLIN
-    return bool(poller.poll(0))
-
-
 class _Connection:
     """One keep-alive socket to an origin, and when it went idle."""
 
@@ -75,7 +65,7 @@ class _Connection:
         self.sock.sendall(_head(request) + request.read())
 
     def reusable(self) -> bool:
-        return time.monotonic() - self.idle_since < KEEPALIVE_EXPIRY and not _readable(self.sock)
+        return time.monotonic() - self.idle_since < KEEPALIVE_EXPIRY and not readable_now(self.sock.fileno())
 
     def close(self) -> None:
         """Close at once; a greenlet blocked reading from it wakes up to the end of its data."""
