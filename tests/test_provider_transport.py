@@ -8,8 +8,12 @@ errors the SDKs turn into their own.
 from __future__ import annotations
 
 import gzip
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import pytest
@@ -200,3 +204,47 @@ def test_environment_proxy_is_still_used(tmp_path, monkeypatch):
                          tools=[], max_tokens=10))
     assert proxy.requests[0].startswith(b"POST http://provider.invalid/v1/messages HTTP/1.1\r\n")
     proxy.close()
+
+
+@pytest.fixture
+def tls_peer(tmp_path):
+    """An HTTPS echo server on 127.0.0.1 with a fresh self-signed certificate (needs `openssl`)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+
+    class Echo(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_is_verified_and_its_connection_reused(tls_peer, monkeypatch):
+    url, cert = tls_peer
+    with httpx2.Client(transport=PooledTransport()) as untrusting, pytest.raises(httpx2.ConnectError):
+        untrusting.post(url, content=b"x")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    transport = PooledTransport()
+    with httpx2.Client(transport=transport) as trusting:
+        assert [trusting.post(url, content=b"ping %d" % i).content for i in range(3)] == [b"ping 0", b"ping 1", b"ping 2"]
+        assert [len(idle) for idle in transport._idle.values()] == [1]  # one connection, kept for the next
