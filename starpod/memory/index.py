@@ -311,19 +311,21 @@ class MemoryIndex(ABC):
             return []
         rank_binds = (match,) if self.RANK_BINDS_QUERY else ()
         return conn.execute(self._ranked_sql(len(owners)),
-                            (*rank_binds, match, match, RANK_CAP, *owners, fetch)).fetchall()
+                            (*owners, *rank_binds, match, RANK_CAP, fetch)).fetchall()
 
     @classmethod
     @functools.cache
     def _ranked_sql(cls, owner_count: int) -> str:
-        """One statement: the RANK_CAP-th most recent match bounds (scalar subquery) the ranked ones."""
+        """One statement matching once: the RANK_CAP most recent matches (the match walks rowids
+        backwards), each ranked only when its file belongs to one of the owners; ties go to the
+        older chunk."""
         marks = ", ".join("?" for _ in range(owner_count))
-        newest_ranked = (f"SELECT rowid FROM memory_fts WHERE {cls.MATCH_SQL} "
-                         "ORDER BY rowid DESC LIMIT 1 OFFSET ?")
-        return (f"SELECT memory_fts.rowid, f.source, {cls.RANK_SQL} AS score FROM memory_fts "
+        return ("SELECT rowid, source, score FROM ("
+                "SELECT memory_fts.rowid AS rowid, f.source AS source, "
+                f"CASE WHEN f.owner IN ({marks}) THEN {cls.RANK_SQL} END AS score FROM memory_fts "
                 f"JOIN memory_files f ON f.id = (memory_fts.rowid >> {ROWID_SHIFT}) "
-                f"WHERE {cls.MATCH_SQL} AND memory_fts.rowid > COALESCE(({newest_ranked}), -1) "
-                f"AND f.owner IN ({marks}) ORDER BY score LIMIT ?")
+                f"WHERE {cls.MATCH_SQL} ORDER BY memory_fts.rowid DESC LIMIT ?) "
+                "WHERE score IS NOT NULL ORDER BY score, rowid LIMIT ?")
 
     def chunks(self, conn, rowids: list[int]) -> dict[int, tuple[str, int, int]]:
         """rowid → (chunk_text, line_start, line_end) of the given chunks."""
