@@ -160,10 +160,11 @@ def test_silent_peer_is_a_read_timeout(http):
     listener.close()
 
 
-def test_provider_calls_go_through_the_pooled_transport(tmp_path, fake_provider):
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+def test_provider_calls_go_through_the_pooled_transport(tmp_path, fake_provider, kind):
     fake_provider.script(Reply("first", chunks=3), Reply("second"))
     config = make_config(tmp_path / ".starpod", environ=fake_provider.environ())
-    provider = make_provider(config)
+    provider = make_provider(config, kind, "a-model")
     texts = []
     for _ in range(2):
         items = list(provider.stream(system="s", messages=[{"role": "user", "content": [{"type": "text", "text": "q"}]}],

@@ -541,10 +541,12 @@ class OpenAICompatibleProvider(Provider):
         usage = Usage()
         stop_reason = None
         with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
+            done = False
             for _, data in events(body_chunks(response)):
+                if done or not data:
+                    continue  # after [DONE] the body is read to its end (as the SDK does): the connection is reused
                 if data.startswith(b"[DONE]"):
-                    break
-                if not data:
+                    done = True
                     continue
                 chunk = orjson.loads(data)
                 if chunk.get("error"):
