@@ -6,11 +6,15 @@ import threading
 from http.server import ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # a burst of connections (many chats starting at once) is not refused
+
+
 class LoopbackServer:
     """Serves `handler_class` on a free loopback port once started; `url` is its address."""
 
     def _listen(self, handler_class, poll_interval: float) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        self._server = _Server(("127.0.0.1", 0), handler_class)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": poll_interval},
                                         daemon=True)
