@@ -8,8 +8,9 @@ format (Anthropic-like content blocks) and each provider translates it.
 `Provider.stream(...)` yields text chunks (str) as they arrive and finally one `ModelTurn`.
 The SDK sends the request (auth, headers, endpoint, status errors) with a body serialized here
 once, and the event stream of the answer is read as the transport received it (`body_chunks`),
-split with `sse.events` and parsed as plain JSON: the SDKs' own stream helpers re-copy the request and build a pydantic object per event, which cost
-more CPU than everything else a streamed delta goes through.
+split with `sse.events` and parsed as plain JSON: the SDKs' own stream helpers re-copy the
+request and build a pydantic object per event, which cost more CPU than everything else a
+streamed delta goes through.
 The SDKs are imported on first use (`sdk(kind)`): importing both costs seconds, and a server only
 needs the one its configured provider speaks (`warm_up` loads it in the background after start).
 Retries on 429/5xx/overloaded/connection errors happen here with exponential backoff, but only
@@ -543,8 +544,9 @@ class OpenAICompatibleProvider(Provider):
         with streamed_post("openai", client, "/chat/completions", request, deadline) as response:
             done = False
             for _, data in events(body_chunks(response)):
+                # After [DONE] the body is still read to its end (as the SDK does): the connection is reused.
                 if done or not data:
-                    continue  # after [DONE] the body is read to its end (as the SDK does): the connection is reused
+                    continue
                 if data.startswith(b"[DONE]"):
                     done = True
                     continue

@@ -7,9 +7,10 @@ deactivated, or whose key expired) is closed with 4401 instead.
 Three greenlets serve a connection: the request greenlet reads client frames (`serve`), a writer
 sends what is queued in the outbox (errors, notifications) in order, and a relay sends the frames
 of the run being followed, each time all that are there in one write.  Once the relay has caught up
-with a run of this worker, the event loop writes the run's new frames (`_offer`) whenever the
-run pauses, as long as that needs no waiting, so a streamed delta costs no wake-up of the relay.  Runs belong to the
-worker's RunManager, not to the connection: when the client goes away only the relay stops.
+with a run of this worker, the event loop writes the run's new frames (`_offer`) whenever the run
+pauses, as long as that needs no waiting, so a streamed delta costs no wake-up of the relay.
+Runs belong to the worker's RunManager, not to the connection: when the client goes away only
+the relay stops.
 Without permessage-deflate a text frame is just a header and the text, built here
 (`text_frames`) rather than by wsproto's general frame writer: most frames are one small delta.
 """
