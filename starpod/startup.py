@@ -7,9 +7,14 @@ chat costs what later ones do.  That greenlet lets the others run before each mo
 (`_YieldBetweenImports`): one import statement of a whole SDK would otherwise hold the worker's
 event loop for its full second (streams stall, WebSocket pongs go unread).  A native thread is no
 way out: some imports start subprocesses, which gevent supports only on the loop's own thread.
+
+Once warm, the worker's long-lived objects (the app, the SDK's modules and models: some 200,000)
+are frozen out of the garbage collector (`gc.freeze`): every full collection would otherwise walk
+them all, holding the event loop for 100-200 ms each time, mid-stream.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -54,6 +59,8 @@ def _warm_up_cooperatively(config: Config) -> None:
         warm_up(config)
     finally:
         sys.meta_path.remove(finder)
+    gc.collect()  # once, so that no garbage of the start is frozen with the rest (and never freed)
+    gc.freeze()
 
 
 def warm_up(config: Config) -> None:

@@ -51,7 +51,7 @@ def app_routes(tmp_path: Path) -> list[Route]:
         routes = []
         for rule in app.url_map.iter_rules():
             view = app.view_functions[rule.endpoint]
-            is_websocket = "flask_sock" in view.__code__.co_filename  # flask-sock's upgrade wrapper
+            is_websocket = rule.websocket
             for method in sorted(rule.methods - SKIPPED_METHODS):
                 routes.append(Route(rule.rule, method, rule.endpoint, access_of(view), is_websocket))
         return routes

@@ -153,7 +153,7 @@ class Connection:
         self.ws = ws
         self._frames = self._wsproto_frames if deflate else text_frames
         # the run's greenlet may write to the socket itself where it is ours (routes.py wraps it)
-        self._deliver = self._offer if isinstance(ws.sock, WholeFrameSocket) else None
+        self._direct = isinstance(ws.sock, WholeFrameSocket)
         self.hub = hub
         self.caller = caller
         self.config = config
@@ -347,7 +347,10 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            for frames in self.hub.runs.follow(run_id, after_seq, self._deliver):
+            # (a bound method kept on self would make each connection a reference cycle: garbage
+            # for the full collections only, which then hold the event loop longer)
+            deliver = self._offer if self._direct else None
+            for frames in self.hub.runs.follow(run_id, after_seq, deliver):
                 self.send_texts(frames)
         except (ConnectionClosed, OSError):
             return  # the client went away; the run goes on without it
