@@ -4,11 +4,14 @@ worker (and over REST), notification fan-out."""
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import re
 import socket
 import time
+import weakref
 from contextlib import contextmanager
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import psutil
@@ -20,11 +23,13 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from starpod.agent.stopping import STOPPED, TOOL_STOPPED
+from starpod.api.ws.connection import Connection, WholeFrameSocket
 from starpod.db import database, open_database
 from starpod.config import Config
 from starpod.notify import notify
 
 from . import pgtest
+from .conftest import make_config
 from .fake_provider import Reply, ToolCall
 from .support import LiveServer, wait_until
 
@@ -642,6 +647,24 @@ def test_notification_reaches_every_client_of_both_workers(server):
             assert frame["session_id"] == "sess-1" and frame["success"] is True
             assert frame["result_preview"] == "x" * 500 + "..."
             ws.close()
+
+
+def test_a_connection_is_freed_without_the_cycle_collector(tmp_path):
+    """A closed socket's objects go at once: in a reference cycle they would wait for a full
+    collection, which holds the worker's event loop the longer the more of them there are."""
+    config = make_config(tmp_path / "home")
+    near, far = socket.socketpair()
+    ws = SimpleNamespace(sock=WholeFrameSocket(near), max_message_size=None)
+    connection = Connection(ws, None, None, config, config.agent)
+    freed = weakref.ref(connection)
+    gc.disable()
+    try:
+        del connection
+        assert freed() is None
+    finally:
+        gc.enable()
+        near.close()
+        far.close()
 
 
 def test_server_sends_keepalive_pings(server):

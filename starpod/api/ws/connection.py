@@ -151,7 +151,7 @@ class Connection:
                  deflate: bool = True):
         """`deflate`: the client offered permessage-deflate (so it may be in use)."""
         self.ws = ws
-        self._frames = self._wsproto_frames if deflate else text_frames
+        self._deflate = deflate
         # the run's greenlet may write to the socket itself where it is ours (routes.py wraps it)
         self._direct = isinstance(ws.sock, WholeFrameSocket)
         self.hub = hub
@@ -216,7 +216,9 @@ class Connection:
         finally:
             self._sending.release()
 
-    def _wsproto_frames(self, texts: list[str]) -> bytes:
+    def _frames(self, texts: list[str]) -> bytes:
+        if not self._deflate:
+            return text_frames(texts)
         return b"".join([self.ws.ws.send(TextMessage(data=text)) for text in texts])
 
     def notify(self, frame: str) -> None:
@@ -347,8 +349,8 @@ class Connection:
         if previous is not None:  # the previous run's last frames go first
             previous.join()
         try:
-            # (a bound method kept on self would make each connection a reference cycle: garbage
-            # for the full collections only, which then hold the event loop longer)
+            # (no bound method of self is kept on self: each connection would be a reference
+            # cycle, garbage for the full collections only, which then hold the event loop longer)
             deliver = self._offer if self._direct else None
             for frames in self.hub.runs.follow(run_id, after_seq, deliver):
                 self.send_texts(frames)
