@@ -53,24 +53,27 @@ class _YieldBetweenImports:
 def _warm_up_cooperatively(config: Config) -> None:
     import gevent
 
+    started = time.monotonic()
     finder = _YieldBetweenImports(gevent.getcurrent())
     sys.meta_path.insert(0, finder)
     try:
-        warm_up(config)
+        warmed = warm_up(config)
     finally:
         sys.meta_path.remove(finder)
     gc.collect()  # once, so that no garbage of the start is frozen with the rest (and never freed)
     gc.freeze()
+    if warmed:
+        log.info("provider SDK warmed up in %.1f s", time.monotonic() - started)
 
 
-def warm_up(config: Config) -> None:
-    """Import the configured provider's SDK and build its client; a failure only costs the warm-up."""
+def warm_up(config: Config) -> bool:
+    """Import the configured provider's SDK and build its client; a failure only costs the warm-up
+    (False)."""
     from .agent.providers import warm_up as warm_up_provider
 
-    started = time.monotonic()
     try:
         warm_up_provider(config)
     except Exception:  # the first chat will report any real problem with the provider
         log.exception("provider warm-up failed")
-    else:
-        log.info("provider SDK warmed up in %.1f s", time.monotonic() - started)
+        return False
+    return True

@@ -260,9 +260,10 @@ def test_app_load_imports_no_provider_sdk(tmp_path):
 
 
 def test_background_warm_up_lets_other_greenlets_run(tmp_path):
-    """The SDK import in a worker yields to the event loop between modules instead of holding it."""
+    """The SDK import in a worker yields to the event loop between modules instead of holding it;
+    what is loaded then is frozen out of the garbage collector."""
     probe = ("from gevent import monkey; monkey.patch_all()\n"
-             "import sys, gevent\n"
+             "import gc, sys, gevent\n"
              "from starpod.config import Config\n"
              "from starpod.startup import _warm_up_cooperatively\n"
              "ticks = 0\n"
@@ -274,13 +275,14 @@ def test_background_warm_up_lets_other_greenlets_run(tmp_path):
              "gevent.spawn(ticker)\n"
              "finders = len(sys.meta_path)\n"
              "gevent.spawn(_warm_up_cooperatively, Config(environ={})).join()\n"
-             "print(ticks, 'anthropic' in sys.modules, len(sys.meta_path) - finders)\n")
+             "print(ticks, 'anthropic' in sys.modules, len(sys.meta_path) - finders, gc.get_freeze_count() > 0)\n")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                             env=cli_env(STARPOD_HOME=str(tmp_path / "h")), timeout=CLI_TIMEOUT)
     assert result.returncode == 0, result.stderr
-    ticks, imported, finders_left = result.stdout.split()
+    ticks, imported, finders_left, frozen = result.stdout.split()
     assert int(ticks) > 100 and imported == "True"  # one turn of the loop per module, not one in all
     assert finders_left == "0"  # the yielding finder is gone again
+    assert frozen == "True"  # the warm objects are out of the garbage collector's way
 
 
 # --- serve, HOST and backup against a running server ------------------------------------------
