@@ -24,7 +24,7 @@ from peewee import PeeweeException, fn
 
 from ..accounts import Principal
 from ..config import Config
-from ..db import database, is_postgresql
+from ..db import database, fetch_all, is_postgresql
 from ..models import Notification
 from ..timeutil import to_rfc3339, utcnow
 from . import pgbell, stops
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECS = 10.0
 PRUNE_SECS = 300.0
 NOTIFICATION_RETENTION = timedelta(hours=1)
+# Read on every ring (each batch of run events another worker stores rings): plain SQL, no query
+# building, which would cost more than the query.
+NEW_NOTIFICATIONS = f"SELECT id, frame, user_id FROM {Notification._meta.table_name} WHERE id > ? ORDER BY id"
 
 
 class Client(Protocol):
@@ -86,9 +89,7 @@ class Hub:
 
     def _deliver_notifications(self) -> None:
         with database.connection_context():
-            rows = list(Notification.select(Notification.id, Notification.frame, Notification.user_id)
-                        .where(Notification.id > self._notified_up_to)
-                        .order_by(Notification.id).tuples())
+            rows = fetch_all(NEW_NOTIFICATIONS, (self._notified_up_to,))
         for row_id, frame, owner in rows:
             self._notified_up_to = row_id
             for client in list(self.clients):

@@ -31,7 +31,7 @@ from peewee import PeeweeException
 from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
 from ..agent.stopping import StopSignal
 from ..config import Config
-from ..db import database, placeholders, write_transaction
+from ..db import database, fetch_all, placeholders, write_transaction
 from ..errors import StarpodError, client_message, new_request_id
 from ..models import ChatRun, RunEvent, RunFollowup, new_uuid
 from ..timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -58,6 +58,10 @@ HAS_PENDING_INJECT = f"SELECT 1 FROM {FOLLOWUPS} WHERE run_id = ? AND status = '
 FINISH_RUN = f"UPDATE {RUNS} SET status = '{FINISHED}', finished_at = ? WHERE id = ?"
 FORGET_OLDER_RUNS = (f"DELETE FROM {RUNS} WHERE status = '{FINISHED}' AND id IN "
                      f"(SELECT run_id FROM {EVENTS} WHERE session_id = ? AND run_id <> ?)")
+# What a follower of another worker's run reads on every wake-up: the run's state and its new
+# events in one statement, so one snapshot (a finished run's events are all there).
+FOLLOW_STORED = (f"SELECT r.status, r.worker_id, r.heartbeat_at, e.seq, e.frame FROM {RUNS} r "
+                 f"LEFT JOIN {EVENTS} e ON e.run_id = r.id AND e.seq > ? WHERE r.id = ? ORDER BY e.seq")
 
 
 def _exists(statement: str, *params) -> bool:
@@ -431,20 +435,18 @@ class RunManager:
         while True:
             changed = self.changed_elsewhere()
             with database.connection_context():
-                run = ChatRun.get_or_none(ChatRun.id == run_id)
-                if run is None:
-                    return
-                rows = list(RunEvent.select(RunEvent.seq, RunEvent.frame)
-                            .where((RunEvent.run == run_id) & (RunEvent.seq > last))
-                            .order_by(RunEvent.seq).tuples())
-            if rows:
-                last = rows[-1][0]
-                yield [frame for _, frame in rows]
-            if run.status == FINISHED:  # read before the events, so none can be missing
-                if not rows:
+                rows = fetch_all(FOLLOW_STORED, (last, run_id))
+            if not rows:
+                return
+            status, worker_id, heartbeat_at, newest, _ = rows[-1]
+            if newest is not None:
+                last = newest
+                yield [frame for *_, frame in rows]
+            if status == FINISHED:
+                if newest is None:
                     yield from self._end_beyond_store(run_id, last)
                 return
-            if not rows and self._orphaned(run):
+            if newest is None and self._orphaned(ChatRun(id=run_id, worker_id=worker_id, heartbeat_at=heartbeat_at)):
                 self.interrupt(run_id)
                 continue
             changed.wait(POLL_SECS)
