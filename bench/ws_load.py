@@ -14,6 +14,8 @@
     inflates the latency);
 (c) the same for chats followed from the *other* of two workers (resume), i.e. through the
     database and the doorbell wake-up.
+Each server is measured once its workers have warmed up (provider SDK imported, start-up objects
+frozen out of the garbage collector: startup.py), which is start-up work, not streaming.
 
     python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
 """
