@@ -1,4 +1,4 @@
-"""`GET /ws`: chat streaming over WebSocket (simple-websocket), see routes.py and connection.py."""
+"""`GET /ws`: chat streaming over WebSocket (flask-sock), see routes.py and connection.py."""
 from .routes import blp, init_app
 
 __all__ = ["blp", "init_app"]

@@ -3,21 +3,16 @@
 Not part of the OpenAPI document (it is not a REST endpoint).  Handshake failures are JSON:
 401 `Missing token parameter` / `Invalid token`, 429 when the client's address failed key
 verification too often, 500 `Auth error` when the store fails.
-
-The upgrade is simple-websocket's `Server` on the server's raw socket.  Unlike flask-sock's route
-wrapper, nothing here builds a class per socket: a class is a reference cycle, and one holding the
-socket kept every closed connection's objects (some 90) alive until a full garbage collection,
-which then held the event loop for some 90 ms per thousand closed sockets.
 """
 from __future__ import annotations
 
 import logging
 import os
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, request
+from flask_sock import Sock
 from peewee import PeeweeException
-from simple_websocket import ConnectionClosed, Server
-from wsproto.utilities import LocalProtocolError
+from simple_websocket import ConnectionClosed
 
 from ... import accounts
 from ...db import close_connection
@@ -31,6 +26,7 @@ from .connection import Connection, WholeFrameSocket
 log = logging.getLogger(__name__)
 
 blp = Blueprint("ws", __name__)
+sock = Sock()
 
 DEFAULT_PING_SECS = 25.0
 INTERNAL_ERROR = 1011
@@ -78,43 +74,23 @@ def _offers_deflate() -> bool:
     return "permessage-deflate" in request.headers.get("Sec-WebSocket-Extensions", "").lower()
 
 
-class Upgraded(Response):
-    """What the view returns once its socket is done: no HTTP response may follow.  gunicorn ends
-    the connection's request loop on StopIteration; other servers get an empty response."""
-
-    def __call__(self, environ, start_response):
-        if "gunicorn.socket" in environ:
-            raise StopIteration()
-        return super().__call__(environ, start_response)
-
-
-@blp.route("/ws", websocket=True)
-def chat_socket():
+@sock.route("/ws", bp=blp)
+def chat_socket(ws):
     config = current_app.config["STARPOD"]
-    ws = Server(request.environ, **current_app.config["WS_SERVER_OPTIONS"])
     try:
         Connection(ws, get_hub(config), g.ws_caller, config, g.ws_agent, deflate=_offers_deflate()).serve()
     except ConnectionClosed:
-        pass
+        raise
     except Exception:
         # Never let Flask answer an upgraded socket with an HTTP 500: log it, close as 1011.
         request_id = new_request_id()
         log.exception("request %s: WebSocket connection failed", request_id)
-        _close(ws, INTERNAL_ERROR, f"Internal error (request id {request_id})")
-    _close(ws)
-    return Upgraded()
-
-
-def _close(ws: Server, *reason) -> None:
-    """Close the socket unless it is closed already (or its client gone)."""
-    try:
-        ws.close(*reason)
-    except (ConnectionClosed, LocalProtocolError, OSError):
-        pass
+        ws.close(INTERNAL_ERROR, f"Internal error (request id {request_id})")
 
 
 def init_app(app: Flask) -> None:
     """Serve `/ws`; keep-alive pings every STARPOD_WS_PING_SECS (default 25) seconds."""
     ping = float(os.environ.get("STARPOD_WS_PING_SECS") or DEFAULT_PING_SECS)
-    app.config.setdefault("WS_SERVER_OPTIONS", {"ping_interval": ping, "max_message_size": MIB})
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": ping, "max_message_size": MIB})
+    sock.init_app(app)
     app.register_blueprint(blp)
