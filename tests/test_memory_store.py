@@ -250,6 +250,25 @@ def test_append_daily_format_and_index(store):
     assert sources(store.search("kiwi", "alice")) == [f"memory/{today}.md"]
 
 
+def test_daily_log_indexed_soon_takes_every_append_in_one_round(store, monkeypatch):
+    """Under gevent, `index_soon=True` appends are indexed by one background round a moment later,
+    which takes in whatever was appended until it ran; appends after it start another round."""
+    rounds = []
+    monkeypatch.setattr(store_module, "_gevent_active", lambda: True)
+    monkeypatch.setattr(store_module, "in_background", lambda delay, fn, *args: rounds.append((delay, fn, args)))
+    store.append_daily("early wombat", "alice", index_soon=True)
+    store.append_daily("late wombat", "alice", index_soon=True)
+    assert len(rounds) == 1 and rounds[0][0] == store_module.INDEX_SOON_SECS
+    assert store.search("wombat", "alice") == []
+    delay, index, args = rounds.pop()
+    index(*args)
+    assert [hit.text.count("wombat") for hit in store.search("wombat", "alice")] == [2]
+    store.append_daily("third wombat", "alice", index_soon=True)
+    assert len(rounds) == 1
+    rounds[0][1](*rounds[0][2])
+    assert [hit.text.count("wombat") for hit in store.search("wombat", "alice")] == [3]
+
+
 def indexed_chunks(store, source):
     with store.index.connection() as conn:
         return conn.execute("SELECT rowid, chunk_text, line_start, line_end FROM memory_fts WHERE source = ? "

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
+from ..concurrency import _gevent_active, in_background
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
@@ -54,6 +55,7 @@ BATCH_BYTES = 1 << 20
 BATCH_FILES = 256
 PROGRESS_LOG_SECS = 5.0
 MAX_DAILY_FILES = 3
+INDEX_SOON_SECS = 1.0
 
 
 class SearchHit(NamedTuple):  # a tuple: built for every hit of every search, at a fraction of a dataclass's cost
@@ -80,6 +82,7 @@ class MemoryStore:
         self.settings = settings
         self.index = open_index(self.home, database_url)
         self.texts = FileCache()
+        self._index_due: set[Path] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -125,8 +128,9 @@ class MemoryStore:
             temp.unlink(missing_ok=True)
         self.index_file(path)
 
-    def append_daily(self, text: str, user_id: str | None) -> None:
-        """Append a timestamped entry to today's log (server local time) in the caller's space."""
+    def append_daily(self, text: str, user_id: str | None, index_soon: bool = False) -> None:
+        """Append a timestamped entry to today's log (server local time) in the caller's space;
+        the log is indexed now, or with `index_soon` by `index_soon`."""
         now = datetime.now()
         space = self.user_dir(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
@@ -136,7 +140,10 @@ class MemoryStore:
             fcntl.flock(handle, fcntl.LOCK_EX)
             header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
             handle.write(f"{header}\n## {now:%H:%M:%S}\n{text}\n")
-        self.index_file(path)
+        if index_soon:
+            self.index_soon(path)
+        else:
+            self.index_file(path)
 
     def user_dir(self, user_id: str) -> Path:
         self.ensure_user_space(user_id)
@@ -245,6 +252,26 @@ class MemoryStore:
         with self.index.transaction() as conn:
             if not self._index_growth(conn, found, chunking):
                 self._index_path(conn, found, None, chunking)
+
+    def index_soon(self, path: Path) -> None:
+        """Index `path` within INDEX_SOON_SECS, once for all its writes in that time (without gevent:
+        now).  A daily log grows on every chat, and indexing it reads the whole file each time.
+
+        The file itself is written already: an index this process did not get to (it exited) is
+        made up by the next index of that file, or the start-up reindex.
+        """
+        if not _gevent_active():
+            self.index_file(path)
+        elif path not in self._index_due:
+            self._index_due.add(path)
+            in_background(INDEX_SOON_SECS, self._index_due_file, path)
+
+    def _index_due_file(self, path: Path) -> None:
+        self._index_due.discard(path)  # first: a write from now on is indexed by another round
+        try:
+            self.index_file(path)
+        except Exception:
+            log.exception("indexing %s failed", path)
 
     def _index_growth(self, conn, found: _Found, chunking: tuple[int, int]) -> bool:
         """When the indexed content is a whole-line prefix of the file, keep the chunks that cannot
