@@ -53,8 +53,9 @@ def _insert(model, *fields) -> str:
 @cache
 def _statements() -> dict[str, str]:
     return {
-        "open_session": f"SELECT * FROM {_table(Session)} WHERE channel = ? AND channel_session_key = ? "
-                        "AND user_id = ? AND is_closed = FALSE ORDER BY last_message_at DESC LIMIT 1",
+        "open_session": f"SELECT {', '.join(SESSION_COLUMNS)} FROM {_table(Session)} WHERE channel = ? "
+                        "AND channel_session_key = ? AND user_id = ? AND is_closed = FALSE "
+                        "ORDER BY last_message_at DESC LIMIT 1",
         "touch": f"UPDATE {_table(Session)} SET last_message_at = ?, message_count = message_count + 1 "
                  "WHERE id = ?",
         "message": _insert(Message, "session", "role", "content", "timestamp"),
@@ -167,7 +168,8 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     now = utcnow()
     stamp = to_rfc3339(now)
     closed: Session | None = None
-    current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
+    rows = _fetch("open_session", (channel, key, user_id))
+    current = _session_from_row(rows[0]) if rows else None
     if current is not None and gap is not None:
         last = parse_rfc3339(current.last_message_at) or now
         if now - last >= timedelta(minutes=gap):
@@ -183,6 +185,16 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     if closed is not None and on_auto_close is not None:
         on_auto_close(closed)
     return Resolution(current, is_new, closed.id if closed else None)
+
+
+def _session_from_row(row: tuple) -> Session:
+    """A SESSION_COLUMNS row as the Session peewee's own query would give (booleans from SQLite's
+    0/1), without the query's per-statement set-up, a large part of resolving a session."""
+    data = dict(zip(SESSION_COLUMNS, row))
+    data["is_closed"], data["is_read"] = bool(data["is_closed"]), bool(data["is_read"])
+    session = Session(__no_default__=1, **data)
+    session._dirty.clear()
+    return session
 
 
 def touch(session: Session, stamp: str | None = None) -> None:

@@ -214,7 +214,8 @@ def test_bootstrap_sees_changes_made_by_other_processes(store):
     store.write("USER.md", "Name: Alice", "alice")
     age(user_md)
     assert "Name: Alice" in store.bootstrap_context("alice")
-    assert store.texts.cached(("USER.md", "alice")) == "Name: Alice"  # served from the cache now
+    cap = store.settings().bootstrap_file_cap
+    assert store.texts.cached(("USER.md", "alice", cap)) == "Name: Alice"  # served from the cache now
     user_md.write_text("Name: Alyce")  # in place, same size, as another worker might
     age(user_md, 30)
     assert "Name: Alyce" in store.bootstrap_context("alice")
@@ -232,6 +233,11 @@ def test_bootstrap_cap_is_byte_and_char_safe(tmp_path, memory_engine):
     store.write("SOUL.md", "é" * 5000)
     soul = store.bootstrap_context(None).split("\n", 1)[1]
     assert len(soul.encode()) <= 500 and set(soul) == {"é"}
+    # Only the start of a long file is read: cut as the whole text would be, whatever it holds.
+    daily = store.user_dir("bo") / "memory" / "2024-01-02.md"
+    daily.write_bytes((b"a\r\nb\xff\xfe " + "é👋 ".encode()) * 100)
+    section = store.bootstrap_context("bo").split("--- daily/2024-01-02.md ---\n")[1]
+    assert section == cap_bytes(daily.read_text(encoding="utf-8", errors="replace"), 500) != ""
     assert cap_bytes("café", 4) == "caf"
     assert [cap_bytes("hi 👋", n) for n in (4, 5, 6)] == ["hi ", "hi ", "hi "]
     store.close()

@@ -172,28 +172,34 @@ class MemoryStore:
 
     def bootstrap_context(self, user_id: str | None) -> str:
         """SOUL.md, then (for a user) their USER.md, MEMORY.md and last three daily logs (§1.9)."""
-        cap = self.settings().bootstrap_file_cap
-        parts = [_section("SOUL.md", self._read_cached("SOUL.md", None), cap)]
+        cap = max(0, self.settings().bootstrap_file_cap)
+        parts = [_section("SOUL.md", self._read_capped("SOUL.md", None, cap))]
         if user_id is not None:
             base = self.user_dir(user_id)
-            parts += [_section(name, self._read_cached(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
-            parts += [_section(f"daily/{path.name}", self.texts.read(path, path), cap)
+            parts += [_section(name, self._read_capped(name, user_id, cap)) for name in ("USER.md", "MEMORY.md")]
+            parts += [_section(f"daily/{path.name}", self._capped((path, cap), path, cap))
                       for path in _recent_dailies(base / "memory")]
         return "\n\n".join(parts)
 
-    def _read_cached(self, name: str, user_id: str | None) -> str:
-        """`read(name, user_id)` through the file cache; the name is located (and checked) anew
-        whenever the file it led to last time changed."""
-        key = (name, user_id)
+    def _read_capped(self, name: str, user_id: str | None, cap: int) -> str:
+        """`_capped` of the file `name` leads to; the name is located (and checked) anew whenever
+        the file it led to last time changed."""
+        key = (name, user_id, cap)
         cached = self.texts.cached(key)
         if cached is not None:
             return cached
         location = self.locate(name, user_id)
         try:
             with _file_errors():
-                return self.texts.read(key, location.path)
+                return self._capped(key, location.path, cap)
         except FileNotFoundError:
             return ""
+
+    def _capped(self, key: tuple, path: Path, cap: int) -> str:
+        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap`
+        characters are read, which are at least `cap` bytes: a daily log grows past the cap over
+        a day, and is read again after every chat."""
+        return self.texts.read(key, path, lambda text: cap_bytes(text, cap), limit=cap)
 
     def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
                        summary: str | None, messages: Iterable, session_id: str, agent_name: str,
@@ -445,8 +451,8 @@ def cap_bytes(text: str, limit: int) -> str:
     return text.encode("utf-8")[:max(0, limit)].decode("utf-8", errors="ignore")
 
 
-def _section(label: str, content: str, cap: int) -> str:
-    return f"--- {label} ---\n{cap_bytes(content, cap)}"
+def _section(label: str, content: str) -> str:
+    return f"--- {label} ---\n{content}"
 
 
 @contextmanager
