@@ -33,7 +33,7 @@ DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
 SCHEDULER_MAIN_KEY = "main"          # the session main-mode jobs and the heartbeat continue (spec §6.8)
 SCHEDULER_KEY_PREFIX = "scheduler:"  # + a fresh UUID: the session of one isolated job run
-TRANSCRIPT_CACHE_BYTES = 64 << 20  # of transcript JSON, per process
+TRANSCRIPT_CACHE_BYTES = 16 << 20  # of transcript JSON read, per process (objects take a few times more)
 _LONG_DIGITS = re.compile(r"\d{19}")  # a number that may not fit orjson's 64-bit integers
 
 
