@@ -30,6 +30,16 @@ def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def in_background(delay: float, fn: Callable[..., Any], *args: Any) -> None:
+    """`fn(*args)`, which nobody waits for: under gevent in a greenlet of its own, started after
+    `delay` seconds; else now (a process without gevent's loop has nothing to come back to it)."""
+    if _gevent_active():
+        import gevent
+        gevent.spawn_later(delay, fn, *args)
+    else:
+        fn(*args)
+
+
 def readable_now(fd: int) -> bool:
     """Whether `fd` has something to read (data, EOF or an error), asked without waiting.  Used on
     idle pooled connections: one that is readable was closed by its peer, or holds stray bytes."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -31,6 +33,7 @@ DISPLAY_MAX_BYTES = 500
 SESSION_NOT_FOUND = "Session not found"
 SCHEDULER_MAIN_KEY = "main"          # the session main-mode jobs and the heartbeat continue (spec §6.8)
 SCHEDULER_KEY_PREFIX = "scheduler:"  # + a fresh UUID: the session of one isolated job run
+TRANSCRIPT_CACHE_BYTES = 16 << 20  # of transcript JSON read, per process (objects take a few times more)
 _LONG_DIGITS = re.compile(r"\d{19}")  # a number that may not fit orjson's 64-bit integers
 
 
@@ -50,18 +53,20 @@ def _insert(model, *fields) -> str:
 @cache
 def _statements() -> dict[str, str]:
     return {
-        "open_session": f"SELECT * FROM {_table(Session)} WHERE channel = ? AND channel_session_key = ? "
-                        "AND user_id = ? AND is_closed = FALSE ORDER BY last_message_at DESC LIMIT 1",
+        "open_session": f"SELECT {', '.join(SESSION_COLUMNS)} FROM {_table(Session)} WHERE channel = ? "
+                        "AND channel_session_key = ? AND user_id = ? AND is_closed = FALSE "
+                        "ORDER BY last_message_at DESC LIMIT 1",
         "touch": f"UPDATE {_table(Session)} SET last_message_at = ?, message_count = message_count + 1 "
                  "WHERE id = ?",
         "message": _insert(Message, "session", "role", "content", "timestamp"),
         "transcript": _insert(TranscriptEntry, "session", "kind", "data", "timestamp"),
         "usage": _insert(UsageStat, "session", "turn", "input_tokens", "output_tokens", "cache_read",
                          "cache_write", "cost_usd", "model", "timestamp"),
-        "last_compaction": f"SELECT data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
-                           "AND kind = 'compaction' ORDER BY id DESC LIMIT 1",
-        "transcript_messages": f"SELECT id, data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
-                               "AND kind = 'message' AND id >= ? ORDER BY id",
+        # One statement, so one snapshot on PostgreSQL too: the rows after an id, and how many
+        # rows there are up to it (part 0, first).
+        "transcript_since": f"SELECT 1, id, kind, data FROM {_table(TranscriptEntry)} WHERE session_id = ? "
+                            f"AND id > ? UNION ALL SELECT 0, COUNT(*), NULL, NULL FROM {_table(TranscriptEntry)} "
+                            "WHERE session_id = ? AND id <= ? ORDER BY 1, 2",
         **_listing_statements(),
     }
 
@@ -163,7 +168,8 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     now = utcnow()
     stamp = to_rfc3339(now)
     closed: Session | None = None
-    current = next(iter(Session.raw(placeholders(_statements()["open_session"]), channel, key, user_id)), None)
+    rows = _fetch("open_session", (channel, key, user_id))
+    current = _session_from_row(rows[0]) if rows else None
     if current is not None and gap is not None:
         last = parse_rfc3339(current.last_message_at) or now
         if now - last >= timedelta(minutes=gap):
@@ -179,6 +185,16 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
     if closed is not None and on_auto_close is not None:
         on_auto_close(closed)
     return Resolution(current, is_new, closed.id if closed else None)
+
+
+def _session_from_row(row: tuple) -> Session:
+    """A SESSION_COLUMNS row as the Session peewee's own query would give (booleans from SQLite's
+    0/1), without the query's per-statement set-up, a large part of resolving a session."""
+    data = dict(zip(SESSION_COLUMNS, row))
+    data["is_closed"], data["is_read"] = bool(data["is_closed"]), bool(data["is_read"])
+    session = Session(__no_default__=1, **data)
+    session._dirty.clear()
+    return session
 
 
 def touch(session: Session, stamp: str | None = None) -> None:
@@ -244,15 +260,81 @@ def _load_entry(data: str):
     return json.loads(data)
 
 
-def load_transcript(session_id: str) -> tuple[str | None, list[tuple[int, dict]]]:
-    """(summary of the latest compaction or None, [(entry id, message)] after it), oldest first."""
-    marker = _execute("last_compaction", (session_id,)).fetchone()
-    summary, keep_from = None, 0
-    if marker is not None:
-        data = _load_entry(marker[0])
-        summary, keep_from = data["summary"], data["keep_from"]
-    rows = _execute("transcript_messages", (session_id, keep_from)).fetchall()
-    return summary, [(entry_id, _load_entry(data)) for entry_id, data in rows]
+@dataclass(frozen=True)
+class _Transcript:
+    """A session's transcript as read so far: the latest compaction's summary, the messages kept
+    after it (with the bytes of JSON each was read from) and how many rows, of any kind, there
+    are up to `last_id`."""
+    summary: str | None = None
+    keep_from: int = 0
+    entries: tuple[tuple[int, dict], ...] = ()
+    sizes: tuple[int, ...] = ()
+    last_id: int = 0
+    rows: int = 0
+
+
+class _TranscriptCache:
+    """The transcripts this process read last, least recently used dropped past `max_bytes`.
+
+    Every chat reads its session's transcript (in its write transaction); this reads only the
+    rows added since, by any process.  Rows are only ever added, so the rows up to `last_id`
+    are the ones cached as long as their count is the same; a count that changed (a row
+    committed late with a lower id, or the session deleted) makes it read the whole transcript
+    again.  Message dicts are shared between readers and never modified.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.known: OrderedDict[str, _Transcript] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def load(self, session_id: str) -> _Transcript:
+        with self.lock:
+            known = self.known.get(session_id) or _Transcript()
+        rows = _fetch("transcript_since", (session_id, known.last_id, session_id, known.last_id))
+        if rows[0][1] != known.rows:
+            known = _Transcript()
+            rows = _fetch("transcript_since", (session_id, 0, session_id, 0))
+        transcript = _extended(known, rows[1:])
+        self._keep(session_id, transcript)
+        return transcript
+
+    def _keep(self, session_id: str, transcript: _Transcript) -> None:
+        with self.lock:
+            old = self.known.pop(session_id, None)
+            self.size += sum(transcript.sizes) - (sum(old.sizes) if old else 0)
+            self.known[session_id] = transcript
+            while self.size > self.max_bytes and self.known:
+                self.size -= sum(self.known.popitem(last=False)[1].sizes)
+
+
+def _extended(known: _Transcript, rows: list[tuple]) -> _Transcript:
+    """`known` with the rows read after it (id order); JSON is parsed only for messages kept."""
+    summary, keep_from, entries, sizes = known.summary, known.keep_from, known.entries, known.sizes
+    added: list[tuple[int, str]] = []
+    for _, entry_id, kind, data in rows:
+        if kind == "compaction":
+            marker = _load_entry(data)
+            summary, keep_from = marker["summary"], marker["keep_from"]
+            added = [(i, d) for i, d in added if i >= keep_from]
+        else:
+            added.append((entry_id, data))
+    if keep_from != known.keep_from:
+        kept = [index for index, (entry_id, _) in enumerate(entries) if entry_id >= keep_from]
+        entries, sizes = tuple(entries[i] for i in kept), tuple(sizes[i] for i in kept)
+    return _Transcript(summary, keep_from, entries + tuple((i, _load_entry(d)) for i, d in added),
+                       sizes + tuple(len(d) for _, d in added), rows[-1][1] if rows else known.last_id,
+                       known.rows + len(rows))
+
+
+_transcripts = _TranscriptCache(TRANSCRIPT_CACHE_BYTES)
+
+
+def load_transcript(session_id: str) -> tuple[str | None, tuple[tuple[int, dict], ...]]:
+    """(summary of the latest compaction or None, ((entry id, message), …) after it), oldest first."""
+    transcript = _transcripts.load(session_id)
+    return transcript.summary, transcript.entries
 
 
 def record_usage(session_id: str, turn: int, input_tokens: int, output_tokens: int, cache_read: int,

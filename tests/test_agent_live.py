@@ -35,13 +35,17 @@ def test_parallel_tools_under_gevent(server, fake):
 
 
 def test_session_continues_across_workers(server, fake):
+    """Each turn, whichever worker takes it (each request comes on a new connection), sends the
+    model every prior exchange: a worker's cached transcript takes in what the other one wrote."""
     fake.reset()
     ids = {server.request("POST", "/api/chat", API_KEY, json={"text": f"turn {i}", "channel_session_key": "multi"})
-           .json()["session_id"] for i in range(6)}
+           .json()["session_id"] for i in range(10)}
     assert len(ids) == 1
     session = server.get(f"/api/sessions/{ids.pop()}", API_KEY).json()
-    assert session["message_count"] == 6 and session["title"] == "turn 0"
-    assert len(fake.requests[-1].body["messages"]) == 11  # five prior exchanges + the new question
+    assert session["message_count"] == 10 and session["title"] == "turn 0"
+    sent = [[m["content"][0]["text"] for m in r.body["messages"] if m["role"] == "user"] for r in fake.requests]
+    assert sent == [[f"turn {i}" for i in range(n + 1)] for n in range(10)]
+    assert len(fake.requests[-1].body["messages"]) == 19  # nine prior exchanges + the new question
 
 
 def test_provider_failure_is_502_live(server, fake):

@@ -1,6 +1,7 @@
 """Sessions: channel-aware resolution (spec §2, §8 store behaviours), privacy and the sessions API."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from starpod import sessions
 from starpod.config import AgentConfig, ChannelsConfig, TelegramConfig
 from starpod.db import write_transaction
-from starpod.models import Session
+from starpod.models import Session, TranscriptEntry
 from starpod.timeutil import to_rfc3339, utcnow
 
 from .conftest import make_config
@@ -135,6 +136,57 @@ def test_transcript_reads_back_what_was_stored(app):
     assert summary is None and [entry_id for entry_id, _ in entries] == ids
     assert [message for _, message in entries] == turns
     assert isinstance(entries[1][1]["content"][0]["input"]["n"], int)
+
+
+def turn(text: str) -> dict:
+    return {"role": "user", "content": [{"type": "text", "text": text}]}
+
+
+def cold_transcript(session_id: str):
+    """The transcript as a process that never read it before reads it."""
+    transcript = sessions._TranscriptCache(sessions.TRANSCRIPT_CACHE_BYTES).load(session_id)
+    return transcript.summary, transcript.entries
+
+
+def test_transcript_cache_reads_what_other_processes_added(app):
+    """Rows written by anyone (here: straight to the table, as another worker or server would)
+    after a read show up in the next read, compactions included, as in a first read."""
+    session_id = resolve("main", "cached").session.id
+    ids = [sessions.add_transcript(session_id, "message", turn(f"m{i}")) for i in range(3)]
+    assert sessions.load_transcript(session_id) == (None, tuple((i, turn(f"m{n}")) for n, i in enumerate(ids)))
+    ids.append(sessions.add_transcript(session_id, "message", turn("m3")))
+    sessions.add_transcript(session_id, "compaction", {"summary": "s1", "keep_from": ids[2]})
+    ids.append(sessions.add_transcript(session_id, "message", turn("m4")))
+    expected = ("s1", ((ids[2], turn("m2")), (ids[3], turn("m3")), (ids[4], turn("m4"))))
+    assert sessions.load_transcript(session_id) == expected == cold_transcript(session_id)
+    sessions.add_transcript(session_id, "compaction", {"summary": "s2", "keep_from": ids[4]})
+    assert sessions.load_transcript(session_id) == ("s2", ((ids[4], turn("m4")),)) == cold_transcript(session_id)
+
+
+def test_transcript_cache_rereads_a_row_committed_late(app):
+    """A row with a lower id than rows already read (on PostgreSQL, a transaction that took its id
+    first and committed last) is not missed: the count of rows up to the last id read changed."""
+    session_id = resolve("main", "late").session.id
+    ids = [sessions.add_transcript(session_id, "message", turn(f"m{i}")) for i in range(3)]
+    TranscriptEntry.delete().where(TranscriptEntry.id == ids[1]).execute()
+    assert [entry_id for entry_id, _ in sessions.load_transcript(session_id)[1]] == [ids[0], ids[2]]
+    TranscriptEntry.insert(id=ids[1], session=session_id, kind="message", data=json.dumps(turn("m1"))).execute()
+    assert sessions.load_transcript(session_id) == (None, tuple((i, turn(f"m{n}")) for n, i in enumerate(ids)))
+    Session.delete().where(Session.id == session_id).execute()
+    assert sessions.load_transcript(session_id) == (None, ())
+
+
+def test_transcript_cache_drops_the_least_recently_read_past_its_size(app):
+    cache = sessions._TranscriptCache(max_bytes=400)
+    first, second = resolve("main", "one").session.id, resolve("main", "two").session.id
+    for session_id in (first, second):
+        sessions.add_transcript(session_id, "message", turn("x" * 100))
+    cache.load(first)
+    cache.load(second)
+    cache.load(first)  # now the most recently read
+    sessions.add_transcript(second, "message", turn("y" * 100))
+    cache.load(second)
+    assert list(cache.known) == [second] and cache.size == sum(cache.known[second].sizes) > 200
 
 
 # --- HTTP ------------------------------------------------------------------------------------

@@ -214,7 +214,8 @@ def test_bootstrap_sees_changes_made_by_other_processes(store):
     store.write("USER.md", "Name: Alice", "alice")
     age(user_md)
     assert "Name: Alice" in store.bootstrap_context("alice")
-    assert store.texts.cached(("USER.md", "alice")) == "Name: Alice"  # served from the cache now
+    cap = store.settings().bootstrap_file_cap
+    assert store.texts.cached(("USER.md", "alice", cap)) == "Name: Alice"  # served from the cache now
     user_md.write_text("Name: Alyce")  # in place, same size, as another worker might
     age(user_md, 30)
     assert "Name: Alyce" in store.bootstrap_context("alice")
@@ -232,6 +233,11 @@ def test_bootstrap_cap_is_byte_and_char_safe(tmp_path, memory_engine):
     store.write("SOUL.md", "é" * 5000)
     soul = store.bootstrap_context(None).split("\n", 1)[1]
     assert len(soul.encode()) <= 500 and set(soul) == {"é"}
+    # Only the start of a long file is read: cut as the whole text would be, whatever it holds.
+    daily = store.user_dir("bo") / "memory" / "2024-01-02.md"
+    daily.write_bytes((b"a\r\nb\xff\xfe " + "é👋 ".encode()) * 100)
+    section = store.bootstrap_context("bo").split("--- daily/2024-01-02.md ---\n")[1]
+    assert section == cap_bytes(daily.read_text(encoding="utf-8", errors="replace"), 500) != ""
     assert cap_bytes("café", 4) == "caf"
     assert [cap_bytes("hi 👋", n) for n in (4, 5, 6)] == ["hi ", "hi ", "hi "]
     store.close()
@@ -248,6 +254,25 @@ def test_append_daily_format_and_index(store):
     assert "private mango" in (store.home / "users" / "alice" / "memory" / f"{today}.md").read_text()
     assert sources(store.search("mango", "alice")) == [f"users/alice/memory/{today}.md"]
     assert sources(store.search("kiwi", "alice")) == [f"memory/{today}.md"]
+
+
+def test_daily_log_indexed_soon_takes_every_append_in_one_round(store, monkeypatch):
+    """Under gevent, `index_soon=True` appends are indexed by one background round a moment later,
+    which takes in whatever was appended until it ran; appends after it start another round."""
+    rounds = []
+    monkeypatch.setattr(store_module, "_gevent_active", lambda: True)
+    monkeypatch.setattr(store_module, "in_background", lambda delay, fn, *args: rounds.append((delay, fn, args)))
+    store.append_daily("early wombat", "alice", index_soon=True)
+    store.append_daily("late wombat", "alice", index_soon=True)
+    assert len(rounds) == 1 and rounds[0][0] == store_module.INDEX_SOON_SECS
+    assert store.search("wombat", "alice") == []
+    delay, index, args = rounds.pop()
+    index(*args)
+    assert [hit.text.count("wombat") for hit in store.search("wombat", "alice")] == [2]
+    store.append_daily("third wombat", "alice", index_soon=True)
+    assert len(rounds) == 1
+    rounds[0][1](*rounds[0][2])
+    assert [hit.text.count("wombat") for hit in store.search("wombat", "alice")] == [3]
 
 
 def indexed_chunks(store, source):

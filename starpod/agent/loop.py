@@ -65,11 +65,14 @@ class Conversation:
             message = self.messages[index]
             if message["role"] != "assistant":
                 continue
+            calls = [b["id"] for b in message["content"] if b["type"] == "tool_use"]
+            if not calls:
+                continue
             following = self.messages[index + 1] if index + 1 < len(self.messages) else None
             answered = ({b["tool_use_id"] for b in following["content"] if b["type"] == "tool_result"}
                         if following is not None and following["role"] == "user" else set())
-            missing = [{"type": "tool_result", "tool_use_id": b["id"], "content": INTERRUPTED, "is_error": True}
-                       for b in message["content"] if b["type"] == "tool_use" and b["id"] not in answered]
+            missing = [{"type": "tool_result", "tool_use_id": call_id, "content": INTERRUPTED, "is_error": True}
+                       for call_id in calls if call_id not in answered]
             if missing:
                 self.messages.insert(index + 1, {"role": "user", "content": missing})
                 self.ids.insert(index + 1, self.ids[index])

@@ -5,7 +5,8 @@ validate and pick the provider (errors raise on the first `next()`, before anyth
 resolve the session, store the `user` row, yield `stream_start`, run the agent loop (tool rows
 stored as they happen), then store the `assistant` row and the usage row and yield `stream_end`.
 The daily-log entry is appended after `stream_end`, as the spec has it: under gevent in a greenlet
-of its own, so neither the reply nor the next request waits for the memory index.
+of its own, so neither the reply nor the next request waits for it, and the memory index takes
+in a second's entries at once (`MemoryStore.index_soon`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .. import sessions
-from ..concurrency import _gevent_active
+from ..concurrency import in_background
 from ..config import Config
 from ..db import database, write_transaction
 from ..errors import BadRequest, PayloadTooLarge, new_request_id
@@ -104,7 +105,7 @@ def _export_all_closed(config: Config, auto_closed: list) -> None:
 
 def _daily_log(config: Config, user_id: str, text: str) -> None:
     try:
-        get_store(config).append_daily(text, user_id)
+        get_store(config).append_daily(text, user_id, index_soon=True)
     except Exception:
         log.exception("daily log append failed")
 
@@ -190,7 +191,7 @@ def run_chat(request: ChatRequest, config: Config) -> Iterator[dict]:
     _finish(request, session, conversation, provider.model, outcome)
     yield _stream_end(session.id, outcome)
     if not outcome.errors:
-        _after_reply(_daily_log, config, request.user_id,
+        in_background(0, _daily_log, config, request.user_id,
                      f"**User**: {truncate_utf8(request.text, DAILY_EXCERPT_BYTES)}\n"
                      f"**{config.agent.agent_name}**: {truncate_utf8(outcome.text, DAILY_EXCERPT_BYTES)}")
 
@@ -206,15 +207,6 @@ def _finish(request: ChatRequest, session, conversation: Conversation, model: st
                                   usage.cache_read, usage.cache_write, outcome.cost_usd, model)
         if request.mark_unread:
             sessions.mark_read(session, False)
-
-
-def _after_reply(work: Callable, *args) -> None:
-    """Do `work(*args)`, which nobody waits for: in a greenlet of its own under gevent, else now."""
-    if _gevent_active():
-        import gevent
-        gevent.spawn(work, *args)
-    else:
-        work(*args)
 
 
 def collect(events: Iterator[dict]) -> dict:

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
+from ..concurrency import _gevent_active, in_background
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
@@ -54,6 +55,7 @@ BATCH_BYTES = 1 << 20
 BATCH_FILES = 256
 PROGRESS_LOG_SECS = 5.0
 MAX_DAILY_FILES = 3
+INDEX_SOON_SECS = 1.0
 
 
 class SearchHit(NamedTuple):  # a tuple: built for every hit of every search, at a fraction of a dataclass's cost
@@ -80,6 +82,7 @@ class MemoryStore:
         self.settings = settings
         self.index = open_index(self.home, database_url)
         self.texts = FileCache()
+        self._index_due: set[Path] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -125,8 +128,9 @@ class MemoryStore:
             temp.unlink(missing_ok=True)
         self.index_file(path)
 
-    def append_daily(self, text: str, user_id: str | None) -> None:
-        """Append a timestamped entry to today's log (server local time) in the caller's space."""
+    def append_daily(self, text: str, user_id: str | None, index_soon: bool = False) -> None:
+        """Append a timestamped entry to today's log (server local time) in the caller's space;
+        the log is indexed now, or with `index_soon` by `index_soon`."""
         now = datetime.now()
         space = self.user_dir(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
@@ -136,7 +140,10 @@ class MemoryStore:
             fcntl.flock(handle, fcntl.LOCK_EX)
             header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
             handle.write(f"{header}\n## {now:%H:%M:%S}\n{text}\n")
-        self.index_file(path)
+        if index_soon:
+            self.index_soon(path)
+        else:
+            self.index_file(path)
 
     def user_dir(self, user_id: str) -> Path:
         self.ensure_user_space(user_id)
@@ -165,28 +172,34 @@ class MemoryStore:
 
     def bootstrap_context(self, user_id: str | None) -> str:
         """SOUL.md, then (for a user) their USER.md, MEMORY.md and last three daily logs (§1.9)."""
-        cap = self.settings().bootstrap_file_cap
-        parts = [_section("SOUL.md", self._read_cached("SOUL.md", None), cap)]
+        cap = max(0, self.settings().bootstrap_file_cap)
+        parts = [_section("SOUL.md", self._read_capped("SOUL.md", None, cap))]
         if user_id is not None:
             base = self.user_dir(user_id)
-            parts += [_section(name, self._read_cached(name, user_id), cap) for name in ("USER.md", "MEMORY.md")]
-            parts += [_section(f"daily/{path.name}", self.texts.read(path, path), cap)
+            parts += [_section(name, self._read_capped(name, user_id, cap)) for name in ("USER.md", "MEMORY.md")]
+            parts += [_section(f"daily/{path.name}", self._capped((path, cap), path, cap))
                       for path in _recent_dailies(base / "memory")]
         return "\n\n".join(parts)
 
-    def _read_cached(self, name: str, user_id: str | None) -> str:
-        """`read(name, user_id)` through the file cache; the name is located (and checked) anew
-        whenever the file it led to last time changed."""
-        key = (name, user_id)
+    def _read_capped(self, name: str, user_id: str | None, cap: int) -> str:
+        """`_capped` of the file `name` leads to; the name is located (and checked) anew whenever
+        the file it led to last time changed."""
+        key = (name, user_id, cap)
         cached = self.texts.cached(key)
         if cached is not None:
             return cached
         location = self.locate(name, user_id)
         try:
             with _file_errors():
-                return self.texts.read(key, location.path)
+                return self._capped(key, location.path, cap)
         except FileNotFoundError:
             return ""
+
+    def _capped(self, key: tuple, path: Path, cap: int) -> str:
+        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap`
+        characters are read, which are at least `cap` bytes: a daily log grows past the cap over
+        a day, and is read again after every chat."""
+        return self.texts.read(key, path, lambda text: cap_bytes(text, cap), limit=cap)
 
     def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
                        summary: str | None, messages: Iterable, session_id: str, agent_name: str,
@@ -245,6 +258,26 @@ class MemoryStore:
         with self.index.transaction() as conn:
             if not self._index_growth(conn, found, chunking):
                 self._index_path(conn, found, None, chunking)
+
+    def index_soon(self, path: Path) -> None:
+        """Index `path` within INDEX_SOON_SECS, once for all its writes in that time (without gevent:
+        now).  A daily log grows on every chat, and indexing it reads the whole file each time.
+
+        The file itself is written already: an index this process did not get to (it exited) is
+        made up by the next index of that file, or the start-up reindex.
+        """
+        if not _gevent_active():
+            self.index_file(path)
+        elif path not in self._index_due:
+            self._index_due.add(path)
+            in_background(INDEX_SOON_SECS, self._index_due_file, path)
+
+    def _index_due_file(self, path: Path) -> None:
+        self._index_due.discard(path)  # first: a write from now on is indexed by another round
+        try:
+            self.index_file(path)
+        except Exception:
+            log.exception("indexing %s failed", path)
 
     def _index_growth(self, conn, found: _Found, chunking: tuple[int, int]) -> bool:
         """When the indexed content is a whole-line prefix of the file, keep the chunks that cannot
@@ -418,8 +451,8 @@ def cap_bytes(text: str, limit: int) -> str:
     return text.encode("utf-8")[:max(0, limit)].decode("utf-8", errors="ignore")
 
 
-def _section(label: str, content: str, cap: int) -> str:
-    return f"--- {label} ---\n{cap_bytes(content, cap)}"
+def _section(label: str, content: str) -> str:
+    return f"--- {label} ---\n{content}"
 
 
 @contextmanager
