@@ -21,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
+from ..authcache import LruMap
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
@@ -54,6 +55,7 @@ BATCH_BYTES = 1 << 20
 BATCH_FILES = 256
 PROGRESS_LOG_SECS = 5.0
 MAX_DAILY_FILES = 3
+MAX_CACHED_SEARCHES = 64  # up to 100 chunks each: ~10 MB at most with the default chunk size
 
 
 class SearchHit(NamedTuple):  # a tuple: built for every hit of every search, at a fraction of a dataclass's cost
@@ -80,6 +82,7 @@ class MemoryStore:
         self.settings = settings
         self.index = open_index(self.home, database_url)
         self.texts = FileCache()
+        self._results = LruMap(MAX_CACHED_SEARCHES)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -220,16 +223,30 @@ class MemoryStore:
     # --- search -----------------------------------------------------------------------------
 
     def search(self, query: str, user_id: str | None, limit: int = 10) -> list[SearchHit]:
-        """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7)."""
+        """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7).
+
+        Results are cached per process under the index generation they were read at (on the same
+        snapshot), so a cached result is only ever served while the index is still exactly what
+        it was computed from; any write, by any process, retires it.
+        """
         if limit <= 0:
             return []
         owners = (SHARED,) if not user_id else (SHARED, user_id)
         half_life, today = self.settings().half_life_days, date.today()
         with self.index.snapshot() as conn:
-            ranked = self.index.ranked(conn, query, owners, max(3 * limit, 30))
-            best = sorted(((apply_decay(rank, decay_factor(source, half_life, today)), rowid, source)
-                           for rowid, source, rank in ranked), key=lambda row: row[0])[:limit]
-            chunks = self.index.chunks(conn, [rowid for _, rowid, _ in best])
+            key = (query, owners, limit, half_life, today, self.index.generation(conn))
+            hits = self._results.get(key)
+            if hits is None:
+                hits = tuple(self._search(conn, query, owners, limit, half_life, today))
+                self._results.put(key, hits)
+        return list(hits)
+
+    def _search(self, conn, query: str, owners: tuple[str, ...], limit: int, half_life: float,
+                today: date) -> list[SearchHit]:
+        ranked = self.index.ranked(conn, query, owners, max(3 * limit, 30))
+        best = sorted(((apply_decay(rank, decay_factor(source, half_life, today)), rowid, source)
+                       for rowid, source, rank in ranked), key=lambda row: row[0])[:limit]
+        chunks = self.index.chunks(conn, [rowid for _, rowid, _ in best])
         return [SearchHit(source, start, end, text, -rank)
                 for rank, rowid, source in best for text, start, end in (chunks[rowid],)]
 
