@@ -225,20 +225,22 @@ class MemoryStore:
     def search(self, query: str, user_id: str | None, limit: int = 10) -> list[SearchHit]:
         """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7).
 
-        Results are cached per process under the index generation they were read at (on the same
-        snapshot), so a cached result is only ever served while the index is still exactly what
-        it was computed from; any write, by any process, retires it.
+        Results are cached per process under the index generation they were read at (on the
+        search's own snapshot), so a cached result is only served while the index is still
+        exactly what it was computed from: any write, by any process or server, retires it.
         """
         if limit <= 0:
             return []
         owners = (SHARED,) if not user_id else (SHARED, user_id)
         half_life, today = self.settings().half_life_days, date.today()
-        with self.index.snapshot() as conn:
-            key = (query, owners, limit, half_life, today, self.index.generation(conn))
-            hits = self._results.get(key)
-            if hits is None:
+        key = (query, owners, limit, half_life, today)
+        with self.index.connection() as conn:
+            hits = self._results.get((*key, self.index.generation(conn)))
+        if hits is None:
+            with self.index.snapshot() as conn:
+                generation = self.index.generation(conn)
                 hits = tuple(self._search(conn, query, owners, limit, half_life, today))
-                self._results.put(key, hits)
+            self._results.put((*key, generation), hits)
         return list(hits)
 
     def _search(self, conn, query: str, owners: tuple[str, ...], limit: int, half_life: float,
