@@ -31,9 +31,10 @@ class DataVersion:
         self._epoch = 0  # one per connection: versions of two connections never compare equal
 
     def current(self) -> tuple | None:
-        """An opaque version that differs after any commit to the database; None on PostgreSQL."""
+        """An opaque version that differs after any commit to the database; None on PostgreSQL
+        and inside a transaction (what it reads may never be committed)."""
         target = database.obj
-        if target is None or is_postgresql(target):
+        if target is None or is_postgresql(target) or target.in_transaction():
             return None
         with self._lock:
             owner = (target, os.getpid())
