@@ -21,8 +21,8 @@ blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessi
 
 MAX_LIMIT = 200
 TEXT_ROLES = ("user", "assistant")  # tool rows hold JSON, not markdown
-# Listings as served, until the next commit to the database (clients poll them): 16 MB at most.
-listings = ReadCache(max_entries=128, max_length=128 * 1024)
+# Listings as served, until the next commit to the database (clients poll them): 8 MB at most.
+listings = ReadCache(max_entries=64, max_length=128 * 1024)
 
 
 def _viewer() -> str | None:
