@@ -12,6 +12,7 @@ from starpod.db import write_transaction
 from starpod.models import Session, TranscriptEntry
 from starpod.timeutil import to_rfc3339, utcnow
 
+from . import appdb
 from .conftest import make_config
 from .fake_provider import Reply
 
@@ -225,6 +226,24 @@ def test_messages_of_a_session_without_any(client, make_user, admin_headers):
         response = client.get(f"/api/sessions/{empty}/messages", headers=headers)
         assert (response.status_code, response.get_json()) == (200, [])
     assert client.get(f"/api/sessions/{empty}/messages", headers={"X-API-Key": other_key}).status_code == 404
+
+
+def test_listings_follow_writes_of_other_workers(client, home):
+    """Listings are cached per process until the next commit to the database: what another
+    worker commits (here: a connection of its own) shows in the very next request."""
+    session_id = client.post("/api/chat", json={"text": "first title"}).get_json()["session_id"]
+    messages_path = f"/api/sessions/{session_id}/messages"
+    listed, messages = client.get("/api/sessions").get_json(), client.get(messages_path).get_json()
+    assert [s["title"] for s in listed] == ["first title"] and len(messages) == 2
+    assert client.get("/api/sessions").get_json() == listed  # served again, unchanged
+    appdb.query(home, "UPDATE session_metadata SET title = ? WHERE id = ?", "renamed elsewhere", session_id)
+    appdb.query(home, "INSERT INTO session_messages (session_id, role, content, timestamp) VALUES (?, ?, ?, ?)",
+                session_id, "user", "from another worker", "2030-01-01T00:00:00.000000Z")
+    assert [s["title"] for s in client.get("/api/sessions").get_json()] == ["renamed elsewhere"]
+    assert client.get(messages_path).get_json()[-1]["content"] == "from another worker"
+    assert client.get(f"{messages_path}?render=1").get_json()[-1]["html"] == "<p>from another worker</p>\n"
+    appdb.query(home, "DELETE FROM session_messages WHERE session_id = ?", session_id)
+    assert client.get(messages_path).get_json() == []
 
 
 def test_read_flag(client):

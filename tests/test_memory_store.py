@@ -171,6 +171,29 @@ def test_search_prefers_recent_daily_log(store):
     assert hits[0].score > hits[1].score
 
 
+def test_cached_search_results_follow_writes_of_other_processes(store, memory_engine):
+    """Results are cached per process, but whatever another worker (another store over the same
+    index) writes, removes or reindexes shows in the next search."""
+    store.write("notes/a.md", "the okapi grazes")
+    assert sources(store.search("okapi", None)) == ["notes/a.md"]
+    first = store.search("okapi", None)
+    first.clear()  # a caller's copy: the cached result stays whole
+    assert store.search("okapi", None) == store.search("okapi", None) != []
+    assert len(store._results) == 1
+    other = MemoryStore(store.home, MemoryConfig, memory_engine.url_for(store.home))
+    try:
+        other.write("notes/b.md", "an okapi and another okapi")
+        assert sorted(sources(store.search("okapi", None))) == ["notes/a.md", "notes/b.md"]
+        (store.home / "notes" / "a.md").unlink()
+        other.reindex()
+        assert sources(store.search("okapi", None)) == ["notes/b.md"]
+        other.write("notes/b.md", "no more of them")
+        assert store.search("okapi", None) == []
+    finally:
+        other.close()
+    assert store.search("okapi", None, limit=0) == []
+
+
 # --- store behaviour ---------------------------------------------------------------------------
 
 def test_seeding_and_bootstrap(store, memory_engine):

@@ -14,4 +14,9 @@ from flask import Response, current_app
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return current_app.response_class(orjson.dumps(data), status=status, mimetype="application/json")
+    return encoded_json_response(orjson.dumps(data), status)
+
+
+def encoded_json_response(body: bytes, status: int = 200) -> Response:
+    """A response of JSON already serialized (e.g. kept in a cache)."""
+    return current_app.response_class(body, status=status, mimetype="application/json")

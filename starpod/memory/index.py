@@ -12,7 +12,10 @@
   delete; a file gets a new id whenever its content is re-indexed from scratch, so rowid order is
   the order in which files last changed (a file that only grew, like a daily log, keeps its id and
   gets its new chunks appended).
-- `memory_meta`: schema version and the chunk parameters the index was built with.
+- `memory_meta`: schema version, the chunk parameters the index was built with, and the index's
+  *generation*: a fresh random token written by every write transaction as it commits, so a
+  reader that finds the token it saw before knows the index did not change in between, whichever
+  process or server wrote (what the search result cache is keyed on).
 
 An engine supplies only what differs: connecting, taking the write lock, the chunk table's DDL,
 how a plain-text query matches and ranks, and how a chunk row is written.  SQL here uses `?`
@@ -31,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -53,6 +57,7 @@ MAX_IDLE_CONNECTIONS = 8
 RANK_CAP = 10_000
 MAX_SEGMENTS = 8  # FTS5 b-trees an index may hold before `compact` merges them
 MERGE_PAGES = 500
+GENERATION = "generation"  # memory_meta key of the token every write transaction replaces
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -206,11 +211,12 @@ class MemoryIndex(ABC):
     @contextmanager
     def transaction(self, bulk: bool = False) -> Iterator:
         """A write transaction holding the index's write lock from its first statement (`bulk`:
-        see `_begin_write`)."""
+        see `_begin_write`); it commits a new generation with whatever it wrote."""
         with self.connection() as conn:
             self._begin_write(conn, bulk)
             try:
                 yield conn
+                self.set_meta(conn, GENERATION, secrets.token_hex(8))
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -226,6 +232,11 @@ class MemoryIndex(ABC):
     def read_meta(conn, key: str) -> str | None:
         row = conn.execute("SELECT value FROM memory_meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    @classmethod
+    def generation(cls, conn) -> str | None:
+        """The token of the index's last committed write (None before the first)."""
+        return cls.read_meta(conn, GENERATION)
 
     @staticmethod
     def set_meta(conn, key: str, value: str) -> None:

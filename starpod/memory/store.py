@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from ..concurrency import _gevent_active, in_background
+from ..authcache import LruMap
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
@@ -56,6 +57,7 @@ BATCH_FILES = 256
 PROGRESS_LOG_SECS = 5.0
 MAX_DAILY_FILES = 3
 INDEX_SOON_SECS = 1.0
+MAX_CACHED_SEARCHES = 64  # up to 100 chunks each: ~10 MB at most with the default chunk size
 
 
 class SearchHit(NamedTuple):  # a tuple: built for every hit of every search, at a fraction of a dataclass's cost
@@ -83,6 +85,7 @@ class MemoryStore:
         self.index = open_index(self.home, database_url)
         self.texts = FileCache()
         self._index_due: set[Path] = set()
+        self._results = LruMap(MAX_CACHED_SEARCHES)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -233,16 +236,32 @@ class MemoryStore:
     # --- search -----------------------------------------------------------------------------
 
     def search(self, query: str, user_id: str | None, limit: int = 10) -> list[SearchHit]:
-        """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7)."""
+        """Plain-text search over the shared space and `user_id`'s own space, best first (§1.7).
+
+        Results are cached per process under the index generation they were read at (on the
+        search's own snapshot), so a cached result is only served while the index is still
+        exactly what it was computed from: any write, by any process or server, retires it.
+        """
         if limit <= 0:
             return []
         owners = (SHARED,) if not user_id else (SHARED, user_id)
         half_life, today = self.settings().half_life_days, date.today()
-        with self.index.snapshot() as conn:
-            ranked = self.index.ranked(conn, query, owners, max(3 * limit, 30))
-            best = sorted(((apply_decay(rank, decay_factor(source, half_life, today)), rowid, source)
-                           for rowid, source, rank in ranked), key=lambda row: row[0])[:limit]
-            chunks = self.index.chunks(conn, [rowid for _, rowid, _ in best])
+        key = (query, owners, limit, half_life, today)
+        with self.index.connection() as conn:
+            hits = self._results.get((*key, self.index.generation(conn)))
+        if hits is None:
+            with self.index.snapshot() as conn:
+                generation = self.index.generation(conn)
+                hits = tuple(self._search(conn, query, owners, limit, half_life, today))
+            self._results.put((*key, generation), hits)
+        return list(hits)
+
+    def _search(self, conn, query: str, owners: tuple[str, ...], limit: int, half_life: float,
+                today: date) -> list[SearchHit]:
+        ranked = self.index.ranked(conn, query, owners, max(3 * limit, 30))
+        best = sorted(((apply_decay(rank, decay_factor(source, half_life, today)), rowid, source)
+                       for rowid, source, rank in ranked), key=lambda row: row[0])[:limit]
+        chunks = self.index.chunks(conn, [rowid for _, rowid, _ in best])
         return [SearchHit(source, start, end, text, -rank)
                 for rank, rowid, source in best for text, start, end in (chunks[rowid],)]
 

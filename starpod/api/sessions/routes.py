@@ -2,26 +2,37 @@
 `POST /api/sessions/<id>/read` and `POST /api/sessions/<id>/stop`."""
 from __future__ import annotations
 
-from flask import current_app
+from typing import Any, Callable, Hashable
+
+import orjson
+from flask import Response, current_app
 
 from ... import sessions
 from ...errors import BadRequest, Conflict
+from ...readcache import ReadCache
 from ...realtime import stops
 from ...render import render_markdown
 from ..guards import caller_is_admin, current_user_id, require_user
 from ..parsing import Blueprint
-from ..responses import json_response
+from ..responses import encoded_json_response, json_response
 from .schemas import MessageSchema, MessagesQuerySchema, OkSchema, ReadStateSchema, SessionListQuerySchema, SessionSchema
 
 blp = Blueprint("sessions", __name__, url_prefix="/api", description="Chat sessions and their messages")
 
 MAX_LIMIT = 200
 TEXT_ROLES = ("user", "assistant")  # tool rows hold JSON, not markdown
+# Listings as served, until the next commit to the database (clients poll them): 8 MB at most.
+listings = ReadCache(max_entries=64, max_length=128 * 1024)
 
 
 def _viewer() -> str | None:
     """None for admins (they see every session), else the caller's user id."""
     return None if caller_is_admin() else current_user_id()
+
+
+def _cached_json(key: Hashable, rows: Callable[[], Any]) -> Response:
+    """`rows()` as JSON, served from `listings` while nothing was committed since it was built."""
+    return encoded_json_response(listings.get(key, lambda: orjson.dumps(rows())))
 
 
 @blp.route("/sessions", methods=["GET"])
@@ -34,7 +45,8 @@ def list_sessions(query):
     limit = query["limit"]
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-    return json_response(sessions.list_sessions(_viewer(), limit))
+    viewer = _viewer()
+    return _cached_json(("sessions", viewer, limit), lambda: sessions.list_sessions(viewer, limit))
 
 
 @blp.route("/sessions/<session_id>", methods=["GET"])
@@ -53,11 +65,16 @@ def get_session(session_id):
 @blp.alt_response(422, description="render is not a boolean")
 def get_messages(query, session_id):
     """Every message of the session, oldest first; `?render=1` adds each text row's HTML."""
-    rows = sessions.messages_json(session_id, _viewer())
-    if query["render"]:
+    viewer, render = _viewer(), query["render"]
+    return _cached_json(("messages", session_id, viewer, render), lambda: _messages(session_id, viewer, render))
+
+
+def _messages(session_id: str, viewer: str | None, render: bool) -> list[dict]:
+    rows = sessions.messages_json(session_id, viewer)
+    if render:
         for row in rows:
             row["html"] = render_markdown(row["content"]) if row["role"] in TEXT_ROLES else None
-    return json_response(rows)
+    return rows
 
 
 @blp.route("/sessions/<session_id>/read", methods=["POST"])
