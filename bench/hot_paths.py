@@ -11,7 +11,9 @@ agent.toml, so "on" and "off" run on the same worker.  Prints each endpoint's re
 `/api/health` (or to the same route with the limit off) and the goal, twice: from the measured
 req/s, and from the worker's CPU time per request (1 / CPU per request is the req/s the worker
 could serve on a core of its own; on a loaded machine it is the steadier figure, as the load
-clients and everything else running share the cores).
+clients and everything else running share the cores).  The same request repeated is answered from
+the server's per-process result caches while nothing is written; the search over every rare term
+in turn shows the cost of a search that misses its cache.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._load import measure  # noqa: E402
-from bench.memory_search import generate  # noqa: E402
+from bench.memory_search import RARE_TERMS, generate  # noqa: E402
 from starpod.config import MemoryConfig  # noqa: E402
 from starpod.memory import MemoryStore  # noqa: E402
 from tests.support import LiveServer  # noqa: E402
@@ -41,6 +43,8 @@ SESSIONS = 200
 RATE_LIMIT_ON = 1_000_000
 MESSAGES = 50
 SELECTIVE_TERM = "rare1234"  # bench.memory_search marks ~3 % of lines with one of 3,000 rare terms
+# Every rare term in turn: searches the server's result cache (64 entries) has not seen recently.
+SEARCH_MISSES = "memory/search, rare terms in turn"
 
 
 def build_memory(home: Path, chunks: int) -> None:
@@ -131,6 +135,7 @@ def main() -> None:
                 ("sessions?limit=1, rate limit on", "/api/sessions?limit=1", auth, RATE_LIMIT_ON),
                 ("sessions/<id>/messages (50 rows)", f"/api/sessions/{session_id}/messages", auth, 0),
                 (f"memory/search?q={SELECTIVE_TERM}", f"/api/memory/search?q={SELECTIVE_TERM}", auth, 0),
+                (SEARCH_MISSES, [f"/api/memory/search?q=rare{term}" for term in range(RARE_TERMS)], auth, 0),
             ]
             totals = {name: [] for name, *_ in endpoints}
             cpu = {name: [] for name, *_ in endpoints}
@@ -161,7 +166,8 @@ def main() -> None:
         print(f"-- {label}")
         report("health", figures["health"], figures["health"], None, unit)
         report("auth/verify", figures["auth/verify"], figures["health"], 0.85, unit)
-        for name in ("sessions?limit=20", "sessions/<id>/messages (50 rows)", f"memory/search?q={SELECTIVE_TERM}"):
+        for name in ("sessions?limit=20", "sessions/<id>/messages (50 rows)", f"memory/search?q={SELECTIVE_TERM}",
+                     SEARCH_MISSES):
             report(name, figures[name], figures["health"], 0.6, unit)
         print("   rate limit on vs off, same route:")
         for name in ("sessions?limit=1", "sessions?limit=20"):  # verify is public: never rate limited

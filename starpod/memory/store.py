@@ -21,8 +21,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from ..concurrency import _gevent_active, in_background
 from ..authcache import LruMap
+from ..concurrency import _gevent_active, in_background
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
