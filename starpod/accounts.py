@@ -22,7 +22,7 @@ from peewee import IntegrityError
 
 from . import changehints
 from .authcache import AuthCache, key_digest
-from .concurrency import run_blocking
+from .concurrency import SharedCalls, run_blocking
 from .db import database, placeholders, write_transaction
 from .errors import BadRequest, Conflict, NotFound, StarpodError
 from .models import ApiKey, AuthAuditLog, AuthGeneration, TelegramLink, User
@@ -36,6 +36,9 @@ LAST_USED_WRITE_INTERVAL = 60.0  # seconds between last_used_at writes for one k
 FAILURE_WINDOW = timedelta(minutes=1)
 USERS_LOCK = "users"  # write-transaction resource of role/activity changes and the bootstrap
 
+# A client that opens several requests at once with a key this worker has not verified yet (the
+# web UI's first page, or 200 sockets of a load test) makes one argon2 run, not one per request.
+_verifications = SharedCalls()
 _hasher = argon2.using(type="id", memory_cost=19456, rounds=2, parallelism=1, digest_size=32, salt_size=16)
 
 
@@ -409,7 +412,7 @@ def authenticate(key: str, source: str | None = None) -> Principal | None:
         return None
     _refuse_throttled(source)
     for candidate in candidates:
-        if run_blocking(verify_key, key, candidate.key_hash):
+        if _verifications.call((digest, candidate.key_hash), verify_key, key, candidate.key_hash):
             cache.verified.put(digest, candidate.id)
             return _principal_for_key(candidate.id)
     cache.store_failure(digest, generation)

@@ -30,6 +30,28 @@ def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+class SharedCalls:
+    """Blocking calls by key, each running once at a time: a caller asking for a key whose call is
+    still running (in gevent's thread pool) waits for that call's result instead of making it
+    again.  Without gevent each caller makes its own call, as `run_blocking` does."""
+
+    def __init__(self) -> None:
+        self._running: dict = {}
+
+    def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        if not _gevent_active():
+            return fn(*args)
+        running = self._running.get(key)
+        if running is not None:
+            return running.get()
+        import gevent
+        running = self._running[key] = gevent.get_hub().threadpool.spawn(fn, *args)
+        try:
+            return running.get()
+        finally:
+            del self._running[key]
+
+
 def in_background(delay: float, fn: Callable[..., Any], *args: Any) -> None:
     """`fn(*args)`, which nobody waits for: under gevent in a greenlet of its own, started after
     `delay` seconds; else now (a process without gevent's loop has nothing to come back to it)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,8 @@ from starpod.db import database
 from starpod.errors import BadRequest, Conflict, NotFound
 from starpod.models import ApiKey, AuthAuditLog, RateLimitHit
 from starpod.timeutil import to_rfc3339, utcnow
+
+from .support import REPO
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -76,6 +80,40 @@ def test_authenticate_runs_argon2_once_per_key(app, make_user, count_verificatio
         principal = accounts.authenticate(key)
         assert principal.user_id == user.id
     assert len(count_verifications) == 1
+
+
+CONCURRENT_FIRST_USE = """
+import sys
+from pathlib import Path
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from starpod import accounts
+from starpod.db import open_database
+from starpod.migrations import migrate
+
+migrate(open_database(Path(sys.argv[1]), None))
+accounts.reset_process_state(None)
+user = accounts.create_user(role="user")
+_, key = accounts.create_api_key(user.id)
+_, other_key = accounts.create_api_key(user.id)
+verified = []
+real = accounts.verify_key
+accounts.verify_key = lambda key, key_hash: verified.append(key) or real(key, key_hash)
+callers = [gevent.spawn(accounts.authenticate, k) for k in [key] * 20 + [other_key] * 5 + ["sp_live_" + "0" * 40]]
+gevent.joinall(callers, raise_error=True)
+print(sum(c.value is not None and c.value.user_id == user.id for c in callers), verified.count(key),
+      verified.count(other_key))
+"""
+
+
+def test_concurrent_first_uses_of_a_key_share_one_argon2_run(tmp_path):
+    """Under gevent, requests that arrive together with a key the worker has not verified yet wait
+    for one verification instead of each running argon2 (20 ms of CPU each)."""
+    result = subprocess.run([sys.executable, "-c", CONCURRENT_FIRST_USE, str(tmp_path / "starpod.db")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["25", "1", "1"]
 
 
 def test_cached_key_refused_at_once_after_revoke(app, make_user):
