@@ -233,16 +233,22 @@ class Rebuild:
             self.send()
 
     def send(self) -> None:
-        """Send the chunks added so far (their tokens learned together: one query at most)."""
+        """Send the chunks added so far, learning the tokens new to the lexicon in one query."""
         rows, tokens = _indexed(self._rows)
         self._rows = []
         lexicon = self.index.lexicon
-        try:
-            vectors = list(map(lexicon.tsvector, tokens))
-        except KeyError:  # a token not learned yet (the COPY holds this connection: ask on another)
-            with self.index.connection() as conn:
-                lexicon.learn(conn.raw, tokens)
-            vectors = list(map(lexicon.tsvector, tokens))
+        vectors: list[str | None] = []
+        unknown = []
+        for chunk in tokens:
+            try:
+                vectors.append(lexicon.tsvector(chunk))
+            except KeyError:  # a token not learned yet
+                vectors.append(None)
+                unknown.append(chunk)
+        if unknown:
+            with self.index.connection() as conn:  # not this rebuild's own: it is busy with the COPY
+                lexicon.learn(conn.raw, unknown)
+            vectors = [lexicon.tsvector(chunk) if vector is None else vector for vector, chunk in zip(vectors, tokens)]
         for row, vector in zip(rows, vectors):
             self.copy.write_row((*row, vector))
 

@@ -320,7 +320,7 @@ class MemoryStore:
         index, which then catches up with the writes made meanwhile and replaces the old one."""
         found = list(self._walk())
         log.info("memory reindex: rebuilding from %d files", len(found))
-        indexed = indexed_bytes = 0
+        indexed = indexed_bytes = unyielded_bytes = 0
         last_log = time.monotonic()
         with self.index.rebuild(_chunking_key(chunking),
                                 lambda conn, index: self._catch_up(conn, index, chunking)) as build:
@@ -331,11 +331,14 @@ class MemoryStore:
                     build.add(item.source, item.owner, st.st_mtime_ns, st.st_size, _digest(data), time.time_ns(),
                               chunk_text(data.decode("utf-8", errors="replace"), *chunking))
                     indexed, indexed_bytes = indexed + 1, indexed_bytes + st.st_size
+                    unyielded_bytes += st.st_size
                 _report(progress, done, len(found))
                 if time.monotonic() - last_log >= PROGRESS_LOG_SECS:
                     last_log = time.monotonic()
                     log.info("memory reindex: %d/%d files", done, len(found))
-                time.sleep(0)  # let other greenlets run
+                if unyielded_bytes >= BATCH_BYTES:  # let other greenlets run (outside gevent, a sleep)
+                    unyielded_bytes = 0
+                    time.sleep(0)
         return _stats(len(found), indexed + build.caught_up, 0, indexed_bytes)
 
     def _catch_up(self, conn, index: MemoryIndex, chunking: tuple[int, int]) -> int:
