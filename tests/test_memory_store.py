@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -573,6 +574,33 @@ def test_postgresql_full_reindex_shows_the_whole_old_index_until_the_new_one_rep
         store.close()
     assert memory_engine.query(store.home, gin) == [(1,)]
     assert memory_engine.query(store.home, "SELECT relname FROM pg_class WHERE relname LIKE 'next%%'") == []
+
+
+def test_postgresql_search_waiting_for_the_swap_sees_the_new_index(tmp_path, memory_engine, monkeypatch):
+    """A search that starts while the swap holds its lock reads the new tables once it commits,
+    on a snapshot taken after it (one taken before would see them empty)."""
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    store, _ = quokka_home(tmp_path, memory_engine)
+    other = MemoryStore(store.home, MemoryConfig, memory_engine.url_for(store.home))
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+               "AND datname = current_database()")
+    found, set_meta = [], index.MemoryIndex.set_meta
+
+    def swapping(conn, key: str, value: str) -> None:  # the swap's last step before its commit
+        set_meta(conn, key, value)
+        if key == "chunking":
+            search = threading.Thread(target=lambda: found.append(other.search("wombat", None, 100)))
+            search.start()
+            wait_until(lambda: memory_engine.query(store.home, waiting) == [(1,)], "the search to wait")
+    monkeypatch.setattr(index.MemoryIndex, "set_meta", staticmethod(swapping))
+    try:
+        store.reindex(full=True)
+        wait_until(lambda: found, "the search")
+        assert len(found[0]) == 3
+    finally:
+        other.close()
+        store.close()
 
 
 def test_writes_during_a_full_reindex_are_in_the_new_index(tmp_path, memory_engine):

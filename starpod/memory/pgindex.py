@@ -108,7 +108,9 @@ class PostgresIndex(MemoryIndex):
     MATCH_SQL = f"tsv @@ {_QUERY}"
     RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
     RANK_BINDS_QUERY = True
-    READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    # The table locked before the snapshot is taken (LOCK TABLE takes none): a search that waits
+    # for a rebuild's swap then reads the new tables on a snapshot that sees their rows.
+    READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; LOCK TABLE memory_fts IN ACCESS SHARE MODE"
     # Writers queue for one advisory lock anyway; a few connections per process keep a server's
     # share of PostgreSQL's max_connections small next to the relational pool.
     MAX_OPEN_CONNECTIONS = 2
