@@ -132,10 +132,9 @@ class PostgresIndex(MemoryIndex):
         return not (conn.raw.closed or conn.raw.broken)
 
     def _begin_write(self, conn: "PgConnection", bulk: bool) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
-        if bulk:  # no wait for the WAL flush at commit
-            conn.execute("SET LOCAL synchronous_commit = off")
+        # One round trip: a statement sent without parameters may be several.
+        conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+                     + ("; SET LOCAL synchronous_commit = off" if bulk else ""))  # bulk: no wait for the WAL flush
 
     def _has_table(self, conn: "PgConnection", name: str) -> bool:
         return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
