@@ -2,9 +2,9 @@
 
 Generates a data directory of markdown (about 100,000 chunks at the default chunk size, a fifth
 of it in per-user spaces), then reports, for each engine over the same files and queries:
-- full reindex throughput (MB/s) from an empty index, and per CPU-second of this process plus the
-  PostgreSQL backends serving it (when PostgreSQL runs on this machine): the steadier figure on a
-  busy machine,
+- full reindex throughput (MB/s) from an index of the same files (a rebuild), and per CPU-second
+  of this process plus the PostgreSQL backends serving it (when PostgreSQL runs on this machine):
+  the steadier figure on a busy machine,
 - incremental restart time with nothing changed (opening the store again),
 - median and p95 search latency for selective terms (≤ 100 hits) and common terms (≥ 10k hits, or
   a tenth of the chunks in a smaller run),
@@ -24,6 +24,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,10 +102,11 @@ def measure(root: Path, database_url: str | None, queries: dict[str, list[str]])
     settings = MemoryConfig()
     store = MemoryStore(root, lambda: settings, database_url)
     store.open()
-    backends, started, cpu_started = backend_cpu(database_url), time.perf_counter(), time.process_time()
-    stats = store.reindex(full=True)
+    backends, started, cpu_started = BackendCpu(database_url), time.perf_counter(), time.process_time()
+    with backends:
+        stats = store.reindex(full=True)
     seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started + sum(used - backends.get(pid, 0) for pid, used in backend_cpu(database_url).items())
+    cpu = time.process_time() - cpu_started + backends.used
     figures = {"chunks indexed": store.index.chunk_count(), "full reindex (MB/s)": stats["bytes"] / 1e6 / seconds,
                "full reindex (MB per CPU-s)": stats["bytes"] / 1e6 / cpu}
     store.close()
@@ -125,23 +127,50 @@ def measure(root: Path, database_url: str | None, queries: dict[str, list[str]])
     return figures
 
 
-def backend_cpu(database_url: str | None) -> dict[int, float]:
-    """CPU-seconds so far of each PostgreSQL backend serving the database of `database_url` that runs
-    on this machine (none for SQLite)."""
-    if not database_url:
-        return {}
-    import psycopg
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        pids = [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity "
-                                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-    used = {}
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:  # gone, or not on this machine
-            continue
-        used[pid] = times.user + times.system
-    return used
+class BackendCpu:
+    """CPU-seconds used, while it is entered, by the PostgreSQL backends serving the database of
+    `database_url` that run on this machine (none for SQLite).  Sampled every SAMPLE_SECS, so that
+    connections opened and closed meanwhile count (but for their last fraction of a sample)."""
+
+    SAMPLE_SECS = 0.1
+
+    def __init__(self, database_url: str | None):
+        self.url = database_url
+        self.used = 0.0
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "BackendCpu":
+        if self.url:
+            import psycopg
+            self._conn = psycopg.connect(self.url, autocommit=True)
+            self._sample(first=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.url:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+            self._conn.close()
+            self.used = sum(used - self._first.get(pid, 0.0) for pid, used in self._last.items())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_SECS):
+            self._sample()
+
+    def _sample(self, first: bool = False) -> None:
+        pids = [pid for (pid,) in self._conn.execute("SELECT pid FROM pg_stat_activity "
+                                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:  # gone, or not on this machine
+                continue
+            (self._first if first else self._last)[pid] = times.user + times.system
 
 
 def choose_queries(root: Path, words: list[str], count: int, common_hits_min: int,

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from starpod.memory import MemoryStore, chunk_text, index
 from starpod.memory.paths import MAX_CONTENT_BYTES, locate, validate_name
 from starpod.memory.pgindex import MAX_INDEXED_CHARS, SEARCH_CONFIG, TOAST_TUPLE_TARGET, PostgresIndex, tokenize
 from starpod.memory.scoring import apply_decay, decay_factor, fts_query
-from starpod.memory import pgtsvector
+from starpod.memory import pgindex, pgtsvector
 from starpod.memory import store as store_module
 from starpod.memory.store import cap_bytes
 
 from .memory_engines import memory_engine  # noqa: F401  (the engine fixture)
+from .support import wait_until
 
 
 def open_store(home, engine, **settings) -> MemoryStore:
@@ -585,30 +587,113 @@ def test_postgresql_lexicon_starts_afresh_when_full(store, memory_engine, monkey
     assert sources(store.search("beast9", None)) == ["second.md"]
 
 
-def test_postgresql_full_reindex_builds_the_gin_index_once_and_searches_meanwhile(tmp_path, memory_engine,
-                                                                                 monkeypatch):
-    if memory_engine.name != "postgresql":
-        pytest.skip("PostgreSQL engine only")
-    monkeypatch.setattr(store_module, "BATCH_FILES", 1)  # a transaction, and a progress report, per file
+def quokka_home(tmp_path, memory_engine):
+    """A store over six indexed files, then changed on disk (not indexed yet): (store, old hits)."""
     store = open_store(tmp_path / ".starpod", memory_engine)
     for number in range(6):
-        store.write(f"knowledge/quokka{number}.md", "quokka " * number)
+        store.write(f"knowledge/quokka{number}.md", "quokka " * (number + 1))
     before = store.search("quokka", None, 100)
+    for number in range(3):
+        (store.home / "knowledge" / f"quokka{number}.md").write_text("wombat")
+    return store, before
+
+
+def test_postgresql_full_reindex_shows_the_whole_old_index_until_the_new_one_replaces_it(tmp_path, memory_engine,
+                                                                                     monkeypatch):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    monkeypatch.setattr(pgindex, "SEND_CHUNKS", 1)  # rows reach PostgreSQL as each file is read
+    store, before = quokka_home(tmp_path, memory_engine)
+    other = MemoryStore(store.home, MemoryConfig, memory_engine.url_for(store.home))  # another server
     gin = ("SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'memory_fts' "
            "AND indexdef LIKE '%%USING gin (tsv)'")
     during = []
 
     def progress(done: int, total: int) -> None:
-        during.append((memory_engine.query(store.home, gin)[0][0], len(store.search("quokka", None, 100))))
+        during.append((other.search("quokka", None, 100), other.search("wombat", None, 100),
+                       memory_engine.query(store.home, gin)[0][0]))
     try:
         store.reindex(progress, full=True)
-        assert store.search("quokka", None, 100) == before
+        assert len(during) > 6 and set(map(str, during)) == {str((before, [], 1))}  # seeded files too
+        assert sorted(sources(other.search("quokka", None, 100))) == [f"knowledge/quokka{n}.md" for n in (3, 4, 5)]
+        assert len(other.search("wombat", None, 100)) == 3
     finally:
+        other.close()
         store.close()
     assert memory_engine.query(store.home, gin) == [(1,)]
-    assert {indexes for indexes, _ in during} == {0}  # dropped for the rebuild, built once at its end
-    found = [hits for _, hits in during]
-    assert found == sorted(found) and 0 < found[-1] and found[0] < found[-1]  # seen while it grows
+    assert memory_engine.query(store.home, "SELECT relname FROM pg_class WHERE relname LIKE 'next%%'") == []
+
+
+def test_postgresql_search_waiting_for_the_swap_sees_the_new_index(tmp_path, memory_engine, monkeypatch):
+    """A search that starts while the swap holds its lock reads the new tables once it commits,
+    on a snapshot taken after it (one taken before would see them empty)."""
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    store, _ = quokka_home(tmp_path, memory_engine)
+    other = MemoryStore(store.home, MemoryConfig, memory_engine.url_for(store.home))
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+               "AND datname = current_database()")
+    found, set_meta = [], index.MemoryIndex.set_meta
+
+    def swapping(conn, key: str, value: str) -> None:  # the swap's last step before its commit
+        set_meta(conn, key, value)
+        if key == "chunking":
+            search = threading.Thread(target=lambda: found.append(other.search("wombat", None, 100)))
+            search.start()
+            wait_until(lambda: memory_engine.query(store.home, waiting) == [(1,)], "the search to wait")
+    monkeypatch.setattr(index.MemoryIndex, "set_meta", staticmethod(swapping))
+    try:
+        store.reindex(full=True)
+        wait_until(lambda: found, "the search")
+        assert len(found[0]) == 3
+    finally:
+        other.close()
+        store.close()
+
+
+def test_writes_during_a_full_reindex_are_in_the_new_index(tmp_path, memory_engine):
+    store, _ = quokka_home(tmp_path, memory_engine)
+    other = MemoryStore(store.home, MemoryConfig, memory_engine.url_for(store.home))
+
+    def progress(done: int, total: int) -> None:
+        if not other.search("late", None):  # once the files are listed (on PostgreSQL, one is read)
+            other.write("knowledge/late.md", "a late quokka")
+            other.write("knowledge/quokka5.md", "a wombat now")
+    try:
+        store.reindex(progress, full=True)
+        assert sorted(sources(store.search("quokka", None, 100))) == [
+            "knowledge/late.md", "knowledge/quokka3.md", "knowledge/quokka4.md"]
+        assert sorted(sources(store.search("wombat", None, 100))) == [f"knowledge/quokka{n}.md" for n in (0, 1, 2, 5)]
+    finally:
+        other.close()
+        store.close()
+
+
+def _crashing_rebuild(home: str, database_url: str) -> None:
+    pgindex.SEND_CHUNKS = 1
+    store = MemoryStore(home, MemoryConfig, database_url)
+    store.reindex(lambda done, total: done == 3 and os._exit(3), full=True)
+
+
+def test_postgresql_full_reindex_cut_short_leaves_the_old_index_and_no_lock(tmp_path, memory_engine):
+    if memory_engine.name != "postgresql":
+        pytest.skip("PostgreSQL engine only")
+    store, before = quokka_home(tmp_path, memory_engine)
+    url = memory_engine.url_for(store.home)
+    crash = multiprocessing.get_context("fork").Process(target=_crashing_rebuild, args=(str(store.home), url))
+    crash.start()
+    crash.join(60)
+    assert crash.exitcode == 3
+    try:
+        assert store.search("quokka", None, 100) == before
+        assert memory_engine.query(store.home, "SELECT relname FROM pg_class WHERE relname LIKE 'next%%'") == []
+        locks = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+        wait_until(lambda: memory_engine.query(store.home, locks) == [(0,)], "the crashed rebuild's locks freed")
+        store.reindex(full=True)
+        assert len(store.search("wombat", None, 100)) == 3
+    finally:
+        store.close()
 
 
 def test_postgresql_rows_keep_the_tsvector_inline_and_migration_0014_relayouts_older_tables(store, memory_engine):

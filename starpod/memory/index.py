@@ -75,6 +75,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts USING fts5(
 );
 """
 TABLES = ("memory_meta", "memory_files", "memory_fts")
+FILE_COLUMNS = "id, source, owner, mtime_ns, size, digest, indexed_ns"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,14 @@ class MemoryIndex(ABC):
     # (rowid, chunk_text, line_start, line_end) of chunks, completed by " IN (<rowids>)"
     CHUNK_ROWS_SQL = "SELECT rowid, chunk_text, line_start, line_end FROM memory_fts WHERE rowid"
     OBSOLETE_TABLES: tuple[str, ...] = ()  # tables of older schema versions, dropped on upgrade
+    # The tables that the file and chunk writes below go to: a rebuild aside (PostgreSQL) writes
+    # to others; searches always read the live ones.
+    files_table = "memory_files"
+    chunks_table = "memory_fts"
     MAX_OPEN_CONNECTIONS: int | None = None  # per process, None: unbounded; more callers wait their turn
+    # A full rebuild: False, in place (`clear`, then files indexed as by any reindex); True, aside
+    # by the engine's `rebuild()`, so that searches meanwhile see the whole old index.
+    REBUILDS_ASIDE = False
 
     def __init__(self) -> None:
         self._idle: list = []
@@ -129,10 +137,10 @@ class MemoryIndex(ABC):
     def _create_storage(self) -> None:
         """Whatever must exist before the tables can be created (a directory, a search config)."""
 
-    @abstractmethod
     def _clear_chunks(self, conn) -> None:
         """Delete every chunk (inside the caller's transaction), the engine's fastest way; a full
         rebuild follows, which ends with `compact`."""
+        conn.execute(f"DELETE FROM {self.chunks_table}")
 
     @abstractmethod
     def match_query(self, text: str) -> str:
@@ -247,62 +255,65 @@ class MemoryIndex(ABC):
 
     def files(self) -> dict[str, FileRecord]:
         with self.connection() as conn:
-            rows = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM memory_files").fetchall()
-            return {row[1]: FileRecord(*row) for row in rows}
+            return self.read_files(conn)
+
+    def read_files(self, conn) -> dict[str, FileRecord]:
+        rows = conn.execute(f"SELECT {FILE_COLUMNS} FROM {self.files_table}").fetchall()
+        return {row[1]: FileRecord(*row) for row in rows}
 
     def replace_file(self, conn, source: str, owner: str, mtime_ns: int, size: int,
                      digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
         """Replace every chunk of `source` (inside the caller's transaction) under a new file id."""
         self.remove_file(conn, source)
         file_id = conn.execute(
-            "INSERT INTO memory_files (source, owner, mtime_ns, size, digest, indexed_ns) VALUES (?, ?, ?, ?, ?, ?) "
-            "RETURNING id", (source, owner, mtime_ns, size, digest, indexed_ns)).fetchone()[0]
+            f"INSERT INTO {self.files_table} (source, owner, mtime_ns, size, digest, indexed_ns) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id", (source, owner, mtime_ns, size, digest, indexed_ns)).fetchone()[0]
         self._insert_chunks(conn, file_id, 0, source, owner, chunks)
 
-    @staticmethod
-    def chunk_spans(conn, file_id: int) -> list[tuple[int, int, int]]:
+    def chunk_spans(self, conn, file_id: int) -> list[tuple[int, int, int]]:
         """(chunk number, line_start, line_end) of a file's chunks, in order."""
         base = file_id << ROWID_SHIFT
-        rows = conn.execute("SELECT rowid, line_start, line_end FROM memory_fts WHERE rowid >= ? AND rowid < ? "
-                            "ORDER BY rowid", (base, base + (1 << ROWID_SHIFT))).fetchall()
+        rows = conn.execute(f"SELECT rowid, line_start, line_end FROM {self.chunks_table} "
+                            "WHERE rowid >= ? AND rowid < ? ORDER BY rowid", (base, base + (1 << ROWID_SHIFT))).fetchall()
         return [(rowid - base, int(start), int(end)) for rowid, start, end in rows]
 
     def extend_file(self, conn, record: FileRecord, keep: int, mtime_ns: int, size: int,
                     digest: str, indexed_ns: int, chunks: Iterable[Chunk]) -> None:
         """Keep a file's first `keep` chunks, replace the rest with `chunks` and record its new state."""
-        _delete_chunks(conn, record.id, keep)
+        self._delete_chunks(conn, record.id, keep)
         self._insert_chunks(conn, record.id, keep, record.source, record.owner, chunks)
-        conn.execute("UPDATE memory_files SET mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? WHERE id = ?",
+        conn.execute(f"UPDATE {self.files_table} SET mtime_ns = ?, size = ?, digest = ?, indexed_ns = ? WHERE id = ?",
                      (mtime_ns, size, digest, indexed_ns, record.id))
 
-    @staticmethod
-    def file_record(conn, source: str) -> FileRecord | None:
-        row = conn.execute("SELECT id, source, owner, mtime_ns, size, digest, indexed_ns FROM memory_files WHERE source = ?",
-                           (source,)).fetchone()
+    def file_record(self, conn, source: str) -> FileRecord | None:
+        row = conn.execute(f"SELECT {FILE_COLUMNS} FROM {self.files_table} WHERE source = ?", (source,)).fetchone()
         return FileRecord(*row) if row else None
 
-    @staticmethod
-    def touch_file(conn, source: str, mtime_ns: int, size: int, indexed_ns: int) -> None:
+    def touch_file(self, conn, source: str, mtime_ns: int, size: int, indexed_ns: int) -> None:
         """Record a new stat signature for a file whose content did not change."""
-        conn.execute("UPDATE memory_files SET mtime_ns = ?, size = ?, indexed_ns = ? WHERE source = ?",
+        conn.execute(f"UPDATE {self.files_table} SET mtime_ns = ?, size = ?, indexed_ns = ? WHERE source = ?",
                      (mtime_ns, size, indexed_ns, source))
 
-    @staticmethod
-    def remove_file(conn, source: str) -> None:
-        row = conn.execute("SELECT id FROM memory_files WHERE source = ?", (source,)).fetchone()
+    def remove_file(self, conn, source: str) -> None:
+        row = conn.execute(f"SELECT id FROM {self.files_table} WHERE source = ?", (source,)).fetchone()
         if row:
-            _delete_chunks(conn, row[0])
-            conn.execute("DELETE FROM memory_files WHERE id = ?", (row[0],))
+            self._delete_chunks(conn, row[0])
+            conn.execute(f"DELETE FROM {self.files_table} WHERE id = ?", (row[0],))
 
     def clear(self, conn) -> None:
         """Empty the index (inside the caller's transaction)."""
         self._clear_chunks(conn)
-        conn.execute("DELETE FROM memory_files")
+        conn.execute(f"DELETE FROM {self.files_table}")
+
+    def _delete_chunks(self, conn, file_id: int, keep: int = 0) -> None:
+        """Delete a file's chunks from its `keep`-th on."""
+        base = file_id << ROWID_SHIFT
+        conn.execute(f"DELETE FROM {self.chunks_table} WHERE rowid >= ? AND rowid < ?",
+                     (base + keep, base + (1 << ROWID_SHIFT)))
 
     def _insert_chunks(self, conn, file_id: int, first: int, source: str, owner: str,
                        chunks: Iterable[Chunk]) -> None:
-        base = (file_id << ROWID_SHIFT) + first
-        rows = [(base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)]
+        rows = chunk_rows(file_id, first, source, owner, chunks)
         if rows:
             self._write_chunks(conn, rows)
 
@@ -453,9 +464,12 @@ def open_index(home: Path, database_url: str | None = None) -> MemoryIndex:
     return SqliteIndex(home / "db" / "memory.db", home / "db" / "memory.lock")
 
 
-def _delete_chunks(conn, file_id: int, keep: int = 0) -> None:
-    base = file_id << ROWID_SHIFT
-    conn.execute("DELETE FROM memory_fts WHERE rowid >= ? AND rowid < ?", (base + keep, base + (1 << ROWID_SHIFT)))
+def chunk_rows(file_id: int, first: int, source: str, owner: str,
+               chunks: Iterable[Chunk]) -> list[tuple[int, str, str, int, int, str]]:
+    """The rows (rowid, source, chunk_text, line_start, line_end, owner) of a file's chunks, the
+    first being its chunk number `first`."""
+    base = (file_id << ROWID_SHIFT) + first
+    return [(base + n, source, c.text, c.line_start, c.line_end, owner) for n, c in enumerate(chunks)]
 
 
 def _statements(script: str) -> list[str]:

@@ -15,6 +15,10 @@ them in Python exactly as `to_tsvector` would (pgtsvector) and written with COPY
 whitespace-separated term as a phrase of its tokens, all terms required; being built from tokens
 only, it can never be a syntax error.
 
+A full reindex builds new tables aside in one transaction and swaps them in at its end (`Rebuild`),
+so searches on any server see the whole old index until then, and a rebuild cut short leaves it
+as it was.
+
 psycopg 3 is used directly: one connection per greenlet at a time from a small, bounded
 per-process pool; its waits use select/poll, which gevent patches.  The write lock is a
 transaction-scoped advisory lock, the reindex lock a session-scoped one (`locks.advisory_lock`, on
@@ -22,14 +26,16 @@ a connection of its own, outside the bounded pool), so both hold across servers.
 """
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..locks import advisory_lock
 from . import index
-from .index import MemoryIndex
+from .chunker import Chunk
+from .index import FILE_COLUMNS, MemoryIndex, _statements, chunk_rows
 from .pgtsvector import Lexicon
 
 SEARCH_CONFIG = "starpod_english"
@@ -52,15 +58,12 @@ STORAGE = (f"ALTER TABLE memory_fts SET (toast_tuple_target = {TOAST_TUPLE_TARGE
 GIN_INDEX = "memory_fts_tsv"
 GIN_INDEX_SQL = f"CREATE INDEX IF NOT EXISTS {GIN_INDEX} ON memory_fts USING GIN (tsv)"
 GIN_BUILD_MEMORY = "256MB"   # maintenance_work_mem of a build: fewer, larger merges
+# A full rebuild writes tables named with this prefix (their indexes and sequence get it too),
+# which replace the live ones when it commits.
+ASIDE = "next_"
+SEND_CHUNKS = 1000   # chunks a rebuild tokenizes and sends at a time
 
-SCHEMA = f"""
-DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
-DROP TEXT SEARCH DICTIONARY IF EXISTS {SEARCH_CONFIG}_stem;
-CREATE TEXT SEARCH DICTIONARY {SEARCH_CONFIG}_stem (TEMPLATE = snowball, LANGUAGE = english);
-CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = english);
-ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG}
-    ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH {SEARCH_CONFIG}_stem;
-CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS memory_files (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source TEXT NOT NULL UNIQUE,
@@ -79,11 +82,19 @@ CREATE TABLE IF NOT EXISTS memory_fts (
     owner TEXT NOT NULL,
     tsv TSVECTOR NOT NULL
 );
-{";".join(STORAGE)};
+""" + ";".join(STORAGE)
+
+SCHEMA = f"""
+DROP TEXT SEARCH CONFIGURATION IF EXISTS {SEARCH_CONFIG};
+DROP TEXT SEARCH DICTIONARY IF EXISTS {SEARCH_CONFIG}_stem;
+CREATE TEXT SEARCH DICTIONARY {SEARCH_CONFIG}_stem (TEMPLATE = snowball, LANGUAGE = english);
+CREATE TEXT SEARCH CONFIGURATION {SEARCH_CONFIG} (COPY = english);
+ALTER TEXT SEARCH CONFIGURATION {SEARCH_CONFIG}
+    ALTER MAPPING FOR asciiword, word, asciihword, hword, hword_asciipart, hword_part WITH {SEARCH_CONFIG}_stem;
+CREATE TABLE IF NOT EXISTS memory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+{TABLES_DDL};
 {GIN_INDEX_SQL}
 """
-
-COPY_CHUNKS_SQL = "COPY memory_fts (rowid, source, chunk_text, line_start, line_end, owner, tsv) FROM STDIN"
 
 _TOKEN = re.compile(r"[^\W_]+")
 _ASCII_WORDS = bytes(code | 0x20 if chr(code).isalpha() else code if chr(code).isdigit() else 0x20
@@ -93,10 +104,13 @@ _QUERY = f"to_tsquery('{SEARCH_CONFIG}', ?)"
 
 class PostgresIndex(MemoryIndex):
     SCHEMA = SCHEMA
+    REBUILDS_ASIDE = True
     MATCH_SQL = f"tsv @@ {_QUERY}"
     RANK_SQL = f"-ts_rank_cd(tsv, {_QUERY}, 1)"  # 1: divided by 1 + log(length), as bm25 favours short chunks
     RANK_BINDS_QUERY = True
-    READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+    # The table locked before the snapshot is taken (LOCK TABLE takes none): a search that waits
+    # for a rebuild's swap then reads the new tables on a snapshot that sees their rows.
+    READ_SNAPSHOT_SQL = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; LOCK TABLE memory_fts IN ACCESS SHARE MODE"
     # Writers queue for one advisory lock anyway; a few connections per process keep a server's
     # share of PostgreSQL's max_connections small next to the relational pool.
     MAX_OPEN_CONNECTIONS = 2
@@ -118,18 +132,12 @@ class PostgresIndex(MemoryIndex):
         return not (conn.raw.closed or conn.raw.broken)
 
     def _begin_write(self, conn: "PgConnection", bulk: bool) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
-        if bulk:  # no wait for the WAL flush at commit
-            conn.execute("SET LOCAL synchronous_commit = off")
+        # One round trip: a statement sent without parameters may be several.
+        conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+                     + ("; SET LOCAL synchronous_commit = off" if bulk else ""))  # bulk: no wait for the WAL flush
 
     def _has_table(self, conn: "PgConnection", name: str) -> bool:
         return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
-
-    def _clear_chunks(self, conn: "PgConnection") -> None:
-        # Building the GIN index once over every row (compact) costs half of updating it row by row.
-        conn.execute(f"DROP INDEX IF EXISTS {GIN_INDEX}")
-        conn.execute("TRUNCATE memory_fts")
 
     def match_query(self, text: str) -> str:
         """Every whitespace-separated term → a phrase of its tokens; terms joined by AND."""
@@ -155,34 +163,114 @@ class PostgresIndex(MemoryIndex):
             prepare=False).fetchall()  # a prepared, generic plan could not tell broad terms from selective
 
     def compact(self, changed: int, total: int) -> None:
-        """After a reindex: the GIN index built again when a full rebuild dropped it (searches in
-        the meantime scan the table, so they are slower but see what is indexed so far); after one
-        that changed more than autovacuum's analyze threshold (10 %), statistics for the planner's
-        choice above and the GIN index's pending entries merged (every search would otherwise scan
-        them)."""
+        """After a reindex that changed more than autovacuum's analyze threshold (10 %): statistics
+        for the planner's choice above and the GIN index's pending entries merged (every search
+        would otherwise scan them)."""
         with self.connection() as conn:
-            if not self._has_table(conn, GIN_INDEX):
-                conn.execute("BEGIN")
-                conn.execute(f"SET LOCAL maintenance_work_mem = '{GIN_BUILD_MEMORY}'")
-                conn.execute(GIN_INDEX_SQL)
-                conn.execute("COMMIT")
             if changed > total // 10:
                 conn.execute("ANALYZE memory_fts")
                 conn.execute(f"SELECT gin_clean_pending_list('{GIN_INDEX}')")
 
     def _write_chunks(self, conn: "PgConnection", rows: list[tuple[int, str, str, int, int, str]]) -> None:
         """COPY the rows in, each with its tsvector built by the lexicon (pgtsvector)."""
-        rows = [(rowid, source, text.replace("\x00", "\ufffd"), start, end, owner)  # text cannot hold NUL
-                for rowid, source, text, start, end, owner in rows]
-        # All four columns are searchable, as in the FTS5 table.
-        tokens = [_indexed_tokens(f"{source} {text} {start} {end}") for _, source, text, start, end, _ in rows]
+        rows, tokens = _indexed(rows)
         self.lexicon.learn(conn.raw, tokens)
-        conn.copy(COPY_CHUNKS_SQL, ((*row, self.lexicon.tsvector(chunk)) for row, chunk in zip(rows, tokens)))
+        conn.copy(self.copy_chunks_sql(), ((*row, self.lexicon.tsvector(chunk)) for row, chunk in zip(rows, tokens)))
+
+    def copy_chunks_sql(self) -> str:
+        return f"COPY {self.chunks_table} (rowid, source, chunk_text, line_start, line_end, owner, tsv) FROM STDIN"
 
     @contextmanager
     def reindex_lock(self) -> Iterator[None]:
         with advisory_lock(REINDEX_LOCK, self._connect_raw):
             yield
+
+    @contextmanager
+    def rebuild(self, chunking_key: str,
+                catch_up: Callable[["PgConnection", PostgresIndex], int]) -> Iterator["Rebuild"]:
+        """A full rebuild (see `Rebuild`) on a connection of its own, outside the bounded pool:
+        files `add`ed in the body, then at its end the new tables made live, with the chunking
+        recorded as `chunking_key`.  Cut short (an error, a crash), it leaves nothing behind."""
+        conn = PgConnection(self._connect_raw())
+        try:
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL synchronous_commit = off")
+            for statement in _statements(TABLES_DDL.replace("memory_", f"{ASIDE}memory_")):
+                conn.execute(statement)
+            aside = copy.copy(self)  # the same engine (pool, lexicon) writing to the tables aside
+            aside.files_table, aside.chunks_table = f"{ASIDE}memory_files", f"{ASIDE}memory_fts"
+            with conn.raw.cursor() as cursor, cursor.copy(aside.copy_chunks_sql()) as chunk_copy:
+                build = Rebuild(aside, chunk_copy)
+                yield build
+                build.send()
+            build.finish(conn, chunking_key, catch_up)
+        finally:
+            conn.close()  # rolls back whatever was not committed
+
+
+class Rebuild:
+    """A full rebuild: every file written to tables aside in one transaction, while searches and
+    writes use the live tables, which `finish` replaces in the same transaction; so every search
+    sees either the whole old index or the whole new one.
+
+    The chunk rows stream in one COPY while files are read (file ids are counted here: the table
+    is new), so that PostgreSQL works on them meanwhile; the GIN index is built once over all of
+    them (half the cost of updating it row by row); then, holding the write lock, whatever writers
+    changed since the files were read (in the live tables, about to be dropped) is indexed again
+    by `catch_up`."""
+
+    def __init__(self, index: PostgresIndex, chunk_copy):
+        self.index, self.copy = index, chunk_copy
+        self.caught_up = 0  # files `catch_up` indexed again
+        self._files: list[tuple] = []
+        self._rows: list[tuple[int, str, str, int, int, str]] = []
+
+    def add(self, source: str, owner: str, mtime_ns: int, size: int, digest: str, indexed_ns: int,
+            chunks: list[Chunk]) -> None:
+        file_id = len(self._files) + 1
+        self._files.append((file_id, source, owner, mtime_ns, size, digest, indexed_ns))
+        self._rows += chunk_rows(file_id, 0, source, owner, chunks)
+        if len(self._rows) >= SEND_CHUNKS:
+            self.send()
+
+    def send(self) -> None:
+        """Send the chunks added so far, learning the tokens new to the lexicon in one query."""
+        rows, tokens = _indexed(self._rows)
+        self._rows = []
+        lexicon = self.index.lexicon
+        vectors: list[str | None] = []
+        unknown = []
+        for chunk in tokens:
+            try:
+                vectors.append(lexicon.tsvector(chunk))
+            except KeyError:  # a token not learned yet
+                vectors.append(None)
+                unknown.append(chunk)
+        if unknown:
+            with self.index.connection() as conn:  # not this rebuild's own: it is busy with the COPY
+                lexicon.learn(conn.raw, unknown)
+            vectors = [lexicon.tsvector(chunk) if vector is None else vector for vector, chunk in zip(vectors, tokens)]
+        for row, vector in zip(rows, vectors):
+            self.copy.write_row((*row, vector))
+
+    def finish(self, conn: "PgConnection", chunking_key: str,
+               catch_up: Callable[["PgConnection", PostgresIndex], int]) -> None:
+        """After the chunks' COPY: files, GIN index and statistics, catching up, the swap."""
+        files, chunks = self.index.files_table, self.index.chunks_table
+        conn.copy(f"COPY {files} ({FILE_COLUMNS}) FROM STDIN", self._files)
+        conn.execute(f"SELECT setval(pg_get_serial_sequence('{files}', 'id'), ?, false)", (len(self._files) + 1,))
+        conn.execute(f"SET LOCAL maintenance_work_mem = '{GIN_BUILD_MEMORY}'")
+        conn.execute(GIN_INDEX_SQL.replace("memory_fts", chunks))
+        conn.execute(f"ANALYZE {chunks}")
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
+        self.caught_up = catch_up(conn, self.index)
+        conn.execute("DROP TABLE memory_fts, memory_files")
+        renamed = conn.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                               "AND starts_with(relname, ?)", (f"{ASIDE}memory_",)).fetchall()
+        for (name,) in renamed:  # tables, their indexes and the id sequence
+            conn.execute(f"ALTER TABLE {name} RENAME TO {name.removeprefix(ASIDE)}")
+        self.index.set_meta(conn, "chunking", chunking_key)
+        conn.execute("COMMIT")
 
 
 class PgConnection:
@@ -221,9 +309,19 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(_fold_latin_diacritics(text.lower()))
 
 
+def _indexed(rows: list[tuple[int, str, str, int, int, str]]) -> tuple[list[tuple], list[list[str]]]:
+    """The chunk rows as stored (text cannot hold NUL) and the tokens each one indexes."""
+    rows = [(rowid, source, text.replace("\x00", "\ufffd"), start, end, owner)
+            for rowid, source, text, start, end, owner in rows]
+    # All four columns are searchable, as in the FTS5 table.
+    return rows, [_indexed_tokens(f"{source} {text} {start} {end}") for _, source, text, start, end, _ in rows]
+
+
 def _indexed_tokens(text: str) -> list[str]:
     """The tokens of `text` that are indexed: those of its first MAX_INDEXED_CHARS, space-separated."""
     tokens = tokenize(text)
+    if text.isascii() and len(text) <= MAX_INDEXED_CHARS:  # then its tokens, space-separated, are no longer
+        return tokens
     if sum(map(len, tokens)) + len(tokens) - 1 > MAX_INDEXED_CHARS:
         return " ".join(tokens)[:MAX_INDEXED_CHARS].split()
     return tokens

@@ -64,11 +64,13 @@ class Lexicon:
                 self._several[token] = tuple(pairs), max((position for _, position in pairs), default=0)
 
     def tsvector(self, tokens: list[str]) -> str:
-        """The `tsvector` input text of `tokens` (every one learned)."""
-        if self._several.keys().isdisjoint(tokens):
+        """The `tsvector` input text of `tokens` (every one learned, else KeyError)."""
+        try:
             entries = list(map(self._single.__getitem__, tokens))
-            if len(entries) <= MAX_POSITIONS or max(Counter(entries).values()) <= MAX_POSITIONS:
-                return _interleaved(entries)
+        except KeyError:  # a token of several lexemes (or one not learned: KeyError again)
+            return self._merged(tokens)
+        if len(entries) <= MAX_POSITIONS or max(Counter(entries).values()) <= MAX_POSITIONS:
+            return _interleaved(entries)
         return self._merged(tokens)
 
     def _merged(self, tokens: list[str]) -> str:

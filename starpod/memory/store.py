@@ -27,7 +27,7 @@ from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
 from .filecache import RACY_WINDOW_NS, FileCache
-from .index import FileRecord, open_index
+from .index import FileRecord, MemoryIndex, open_index
 from .paths import (EXCLUDED_DIRS, SHARED, Location, MemoryPathError, index_identity, locate, source_path, validate_content,
                     validate_user_id)
 from .scoring import apply_decay, decay_factor
@@ -276,7 +276,7 @@ class MemoryStore:
         found, chunking = _Found(path, *identity, 0, 0), self._chunking()
         with self.index.transaction() as conn:
             if not self._index_growth(conn, found, chunking):
-                self._index_path(conn, found, None, chunking)
+                self._index_path(conn, self.index, found, None, chunking)
 
     def index_soon(self, path: Path) -> None:
         """Index `path` within INDEX_SOON_SECS, once for all its writes in that time (without gevent:
@@ -336,33 +336,81 @@ class MemoryStore:
         started = time.monotonic()
         with self.index.reindex_lock():  # one reindex walks the tree at a time
             chunking = self._chunking()
-            if full or self.index.get_meta("chunking") != _chunking_key(chunking):
-                with self.index.transaction(bulk=True) as conn:
-                    self.index.clear(conn)
-                    self.index.set_meta(conn, "chunking", _chunking_key(chunking))
-            known = self.index.files()
-            found = list(self._walk())
-            stale = [f for f in found if not _unchanged(known.get(f.source), f)]
-            gone = set(known) - {f.source for f in found}
-            total, done = len(found), len(found) - len(stale)
-            log.info("memory reindex: %d files, %d to check, %d gone", total, len(stale), len(gone))
-            _report(progress, done, total)
-            self._remove_gone(gone, known)
-            indexed, indexed_bytes = self._index_batches(stale, known, chunking, progress, done, total)
-            self.index.compact(indexed + len(gone), total + len(gone))
-        stats = {"files": total, "indexed": indexed, "unchanged": total - indexed, "removed": len(gone),
-                 "bytes": indexed_bytes, "seconds": round(time.monotonic() - started, 3)}
+            rebuild = full or self.index.get_meta("chunking") != _chunking_key(chunking)
+            if rebuild and self.index.REBUILDS_ASIDE:  # comes out compact
+                stats = self._rebuild_aside(chunking, progress)
+            else:
+                if rebuild:
+                    with self.index.transaction(bulk=True) as conn:
+                        self.index.clear(conn)
+                        self.index.set_meta(conn, "chunking", _chunking_key(chunking))
+                stats = self._update(chunking, progress)
+                self.index.compact(stats["indexed"] + stats["removed"], stats["files"] + stats["removed"])
+        stats["seconds"] = round(time.monotonic() - started, 3)
         log.info("memory reindex done: %s", stats)
         return stats
+
+    def _update(self, chunking: tuple[int, int], progress: Callable[[int, int], None] | None) -> dict:
+        """Index what changed since the index was last brought up to date."""
+        known = self.index.files()
+        found, stale, gone = self._changes(known)
+        total, done = len(found), len(found) - len(stale)
+        log.info("memory reindex: %d files, %d to check, %d gone", total, len(stale), len(gone))
+        _report(progress, done, total)
+        self._remove_gone(gone, known)
+        indexed, indexed_bytes = self._index_batches(stale, known, chunking, progress, done, total)
+        return _stats(total, indexed, len(gone), indexed_bytes)
+
+    def _changes(self, known: dict[str, FileRecord]) -> tuple[list[_Found], list[_Found], set[str]]:
+        """(every file on disk, those that may differ from `known`, sources of `known` gone)."""
+        found = list(self._walk())
+        stale = [f for f in found if not _unchanged(known.get(f.source), f)]
+        return found, stale, set(known) - {f.source for f in found}
+
+    def _rebuild_aside(self, chunking: tuple[int, int], progress: Callable[[int, int], None] | None) -> dict:
+        """A full rebuild by the engine's `rebuild()`: every file read and chunked into the new
+        index, which then catches up with the writes made meanwhile and replaces the old one."""
+        found = list(self._walk())
+        log.info("memory reindex: rebuilding from %d files", len(found))
+        indexed = indexed_bytes = unyielded_bytes = 0
+        last_log = time.monotonic()
+        with self.index.rebuild(_chunking_key(chunking),
+                                lambda conn, index: self._catch_up(conn, index, chunking)) as build:
+            for done, item in enumerate(found, 1):
+                read = _read(item.path)
+                if read is not None:
+                    st, data = read
+                    build.add(item.source, item.owner, st.st_mtime_ns, st.st_size, _digest(data), time.time_ns(),
+                              chunk_text(data.decode("utf-8", errors="replace"), *chunking))
+                    indexed, indexed_bytes = indexed + 1, indexed_bytes + st.st_size
+                    unyielded_bytes += st.st_size
+                _report(progress, done, len(found))
+                if time.monotonic() - last_log >= PROGRESS_LOG_SECS:
+                    last_log = time.monotonic()
+                    log.info("memory reindex: %d/%d files", done, len(found))
+                if unyielded_bytes >= BATCH_BYTES:  # let other greenlets run (outside gevent, a sleep)
+                    unyielded_bytes = 0
+                    time.sleep(0)
+        return _stats(len(found), indexed + build.caught_up, 0, indexed_bytes)
+
+    def _catch_up(self, conn, index: MemoryIndex, chunking: tuple[int, int]) -> int:
+        """Inside a write transaction: index in `index` whatever changed on disk since it was
+        indexed; returns the number of files re-chunked."""
+        known = index.read_files(conn)
+        _, stale, gone = self._changes(known)
+        return sum(self._index_path(conn, index, found, known.get(found.source), chunking)
+                   for found in [*stale, *(self._gone(source, known) for source in gone)])
 
     def _remove_gone(self, gone: set[str], known: dict[str, FileRecord]) -> None:
         if not gone:
             return
         with self.index.transaction() as conn:
             for source in gone:
-                # Indexed, not dropped, when a write recreated the file since the walk.
-                found = _Found(source_path(self.home, source), source, known[source].owner, 0, 0)
-                self._index_path(conn, found, known[source], None)
+                self._index_path(conn, self.index, self._gone(source, known), known[source], None)
+
+    def _gone(self, source: str, known: dict[str, FileRecord]) -> _Found:
+        """A file not found by the walk: indexed, not dropped, when a write recreated it since."""
+        return _Found(source_path(self.home, source), source, known[source].owner, 0, 0)
 
     def _index_batches(self, stale: list[_Found], known: dict[str, FileRecord], chunking: tuple[int, int],
                        progress, done: int, total: int) -> tuple[int, int]:
@@ -374,7 +422,7 @@ class MemoryStore:
             with self.index.transaction(bulk=True) as conn:
                 for found in stale[position:]:
                     position += 1
-                    if self._index_path(conn, found, known.get(found.source), chunking):
+                    if self._index_path(conn, self.index, found, known.get(found.source), chunking):
                         changed += 1
                         changed_bytes += found.size
                     batch_bytes += found.size
@@ -387,25 +435,22 @@ class MemoryStore:
             time.sleep(0)  # let other greenlets run between batches
         return changed, changed_bytes
 
-    def _index_path(self, conn, found: _Found, record: FileRecord | None,
+    def _index_path(self, conn, index: MemoryIndex, found: _Found, record: FileRecord | None,
                     chunking: tuple[int, int] | None) -> bool:
-        """Index one file inside a write transaction; True when its chunks were (re)written."""
-        try:
-            st = os.lstat(found.path)
-            data = found.path.read_bytes() if stat.S_ISREG(st.st_mode) else None
-        except FileNotFoundError:
-            data = None
-        if data is None:
-            self.index.remove_file(conn, found.source)
+        """Index one file in `index` inside a write transaction; True when its chunks were (re)written."""
+        read = _read(found.path)
+        if read is None:
+            index.remove_file(conn, found.source)
             return False
+        st, data = read
         digest = _digest(data)
         now_ns = time.time_ns()
         if record is not None and record.digest == digest and record.owner == found.owner:
-            self.index.touch_file(conn, found.source, st.st_mtime_ns, st.st_size, now_ns)
+            index.touch_file(conn, found.source, st.st_mtime_ns, st.st_size, now_ns)
             return False
         size, overlap = chunking or self._chunking()
         chunks = chunk_text(data.decode("utf-8", errors="replace"), size, overlap)
-        self.index.replace_file(conn, found.source, found.owner, st.st_mtime_ns, st.st_size, digest, now_ns, chunks)
+        index.replace_file(conn, found.source, found.owner, st.st_mtime_ns, st.st_size, digest, now_ns, chunks)
         return True
 
     def _walk(self) -> Iterator[_Found]:
@@ -431,6 +476,20 @@ class MemoryStore:
     def _chunking(self) -> tuple[int, int]:
         settings = self.settings()
         return max(1, settings.chunk_size), max(0, settings.chunk_overlap)
+
+
+def _read(path: Path) -> tuple[os.stat_result, bytes] | None:
+    """A regular file's stat and content; None when it is gone or not a regular file."""
+    try:
+        st = os.lstat(path)
+        return (st, path.read_bytes()) if stat.S_ISREG(st.st_mode) else None
+    except FileNotFoundError:
+        return None
+
+
+def _stats(files: int, indexed: int, removed: int, indexed_bytes: int) -> dict:
+    return {"files": files, "indexed": indexed, "unchanged": files - indexed, "removed": removed,
+            "bytes": indexed_bytes}
 
 
 def _unchanged(record: FileRecord | None, found: _Found) -> bool:
