@@ -191,6 +191,9 @@ def test_cached_search_results_follow_writes_of_other_processes(store, memory_en
         assert sources(store.search("okapi", None)) == ["notes/b.md"]
         other.write("notes/b.md", "no more of them")
         assert store.search("okapi", None) == []
+        (store.home / "notes" / "c.md").write_text("an okapi by hand")
+        other.reindex(full=True)  # on PostgreSQL: new tables swapped in
+        assert sources(store.search("okapi", None)) == ["notes/c.md"]
     finally:
         other.close()
     assert store.search("okapi", None, limit=0) == []

@@ -224,13 +224,17 @@ class MemoryIndex(ABC):
             self._begin_write(conn, bulk)
             try:
                 yield conn
-                self.set_meta(conn, GENERATION, secrets.token_hex(8))
+                self.new_generation(conn)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     # --- meta ------------------------------------------------------------------------------
+
+    def new_generation(self, conn) -> None:
+        """Mark what `conn`'s transaction writes as a new state of the index (before its commit)."""
+        self.set_meta(conn, GENERATION, secrets.token_hex(8))
 
     def get_meta(self, key: str) -> str | None:
         with self.connection() as conn:

@@ -270,6 +270,7 @@ class Rebuild:
         for (name,) in renamed:  # tables, their indexes and the id sequence
             conn.execute(f"ALTER TABLE {name} RENAME TO {name.removeprefix(ASIDE)}")
         self.index.set_meta(conn, "chunking", chunking_key)
+        self.index.new_generation(conn)  # results cached from the old tables are retired with them
         conn.execute("COMMIT")
 
 
