@@ -170,6 +170,7 @@ def test_a_response_head_is_read_as_http_1_1_frames_it(http):
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
 ])
 def test_an_answer_framed_without_a_body_keeps_its_connection(http, answer):
     peer = RawPeer(answer=answer)
