@@ -164,7 +164,7 @@ def _fields(fp) -> list[tuple[bytes, bytes]]:
         block = _FOLD.sub(b" ", block)
     fields = _FIELD.findall(block)
     if len(fields) != block.count(b"\n"):  # a line that is no field (each match is a whole line)
-        bad = next(line for line in block.splitlines(keepends=True) if not _FIELD.fullmatch(line))
+        bad = next((line for line in block.splitlines(keepends=True) if not _FIELD.fullmatch(line)), block)
         raise http.client.HTTPException(f"bad response header line {bad[:100]!r}")
     return fields
 
