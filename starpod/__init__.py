@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from . import accounts
 from .banner import admin_key_banner
-from .config import VERSION, Config
+from .config import VERSION, Config, LiveAgentConfig
 from .db import close_connection, database, open_database
 from .home import ensure_home, take_bootstrap_key
 from .migrations import migrate
@@ -69,6 +69,22 @@ def _answer_preflight():
     return None
 
 
+def _pin_agent_config():
+    """One reading of agent.toml per request; a WebSocket's runs read it anew each time."""
+    from flask import current_app, g, request
+
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        g.agent_config_pin = current_app.config["STARPOD"].live_agent.pin()
+
+
+def _unpin_agent_config(_exc):
+    from flask import g
+
+    token = g.pop("agent_config_pin", None)
+    if token is not None:
+        LiveAgentConfig.unpin(token)
+
+
 def create_app(config: Config | dict | None = None) -> "Flask":
     """Build the WSGI app.  `config` is a Config, or keyword overrides for one built from the env."""
     from flask import Flask
@@ -99,6 +115,8 @@ def create_app(config: Config | dict | None = None) -> "Flask":
     init_web_ui(app)
     register_error_handlers(app)
     app.before_request(_answer_preflight)
+    app.before_request(_pin_agent_config)
+    app.teardown_request(_unpin_agent_config)
     app.after_request(_add_cors_headers)
     app.teardown_appcontext(close_connection)
     return app

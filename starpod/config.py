@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import tomllib
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -278,9 +279,15 @@ RACY_WINDOW_NS = 2_000_000_000
 REREAD_SECS = 5.0
 
 
+# The agent.toml reading a unit of work (a web request) holds: (LiveAgentConfig, AgentConfig).
+# A context variable, so each greenlet has its own; one spawned by a request starts without it.
+_PINNED: ContextVar[tuple | None] = ContextVar("pinned_agent_config", default=None)
+
+
 class LiveAgentConfig:
     """The agent.toml of one data directory, re-read whenever the file changes on disk (and at
-    least every REREAD_SECS, or at once after `expire`)."""
+    least every REREAD_SECS, or at once after `expire`).  Within `pin` .. `unpin` every access
+    returns the reading made at `pin` (no stat per access), or the one `reload` made since."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -303,6 +310,9 @@ class LiveAgentConfig:
         return signature is not None and signature[0] + RACY_WINDOW_NS > self._read_at_ns
 
     def get(self) -> AgentConfig:
+        pinned = _PINNED.get()
+        if pinned is not None and pinned[0] is self:
+            return pinned[1]
         signature = self._stat_signature()
         if self._stale(signature):
             with self._lock:
@@ -315,10 +325,21 @@ class LiveAgentConfig:
         self._read_at_ns = 0
 
     def reload(self) -> AgentConfig:
-        """Force a re-read (after a write this process made)."""
+        """Force a re-read (after a write this process made); a pinned reading becomes this one."""
         with self._lock:
             self._load(self._stat_signature())
+        pinned = _PINNED.get()
+        if pinned is not None and pinned[0] is self:
+            _PINNED.set((self, self._config))
         return self._config
+
+    def pin(self) -> Token:
+        """Read agent.toml now and use that reading in this context until `unpin`."""
+        return _PINNED.set((self, self.get()))
+
+    @staticmethod
+    def unpin(token: Token) -> None:
+        _PINNED.reset(token)
 
     def _load(self, signature: tuple | None) -> None:
         read_at_ns = time.time_ns()

@@ -71,6 +71,19 @@ def test_request_reaches_provider_with_system_prompt_and_caching(client, fake_pr
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
+def test_only_the_newest_user_turn_is_marked_for_caching(client, fake_provider, home):
+    (home / "workspace" / "notes.txt").write_text("alpha\n")
+    fake_provider.script(Reply("Looking.", tool_calls=[ToolCall("FileRead", {"path": "notes.txt"}, id="toolu_1")]),
+                         Reply("It says alpha."), Reply("Still alpha."))
+    for text in ("What is in notes.txt?", "And now?"):
+        assert chat(client, text, channel_session_key="cached").status_code == 200
+    assert len(fake_provider.requests) == 3
+    for request in fake_provider.requests:
+        marked = [block for message in request.body["messages"] for block in message["content"]
+                  if "cache_control" in block]
+        assert marked == [request.body["messages"][-1]["content"][-1]]
+
+
 def test_tool_round_trip_stores_tool_rows(client, fake_provider, home):
     (home / "workspace" / "notes.txt").write_text("alpha\nbeta\n")
     fake_provider.script(Reply("Looking.", tool_calls=[ToolCall("FileRead", {"path": "notes.txt"}, id="toolu_1")]),

@@ -27,12 +27,14 @@ from tests.support import free_port, wait_until
 
 
 class RawPeer:
-    """Answers each request on a connection with `body` (chunked when `chunked`); when
-    `close_after_answer`, closes the connection after each answer without saying so."""
+    """Answers each request on a connection with `body` (chunked when `chunked`), or with the
+    bytes of `answer` as they are; when `close_after_answer`, closes the connection after each
+    answer without saying so."""
 
     def __init__(self, body: bytes = b"hello", chunked: bool = False, close_after_answer: bool = False,
-                 stall_after: int | None = None, headers: bytes = b""):
+                 stall_after: int | None = None, headers: bytes = b"", answer: bytes | None = None):
         self.body, self.chunked, self.close_after_answer = body, chunked, close_after_answer
+        self.answer = answer
         self.headers = headers  # more header lines of the answer, each ending in CRLF
         self.stall_after = stall_after  # send only this many bytes of the answer, then nothing more
         self.released = threading.Event()
@@ -79,6 +81,8 @@ class RawPeer:
                     return
 
     def _answer(self) -> bytes:
+        if self.answer is not None:
+            return self.answer
         if self.chunked:
             middle = len(self.body) // 2
             chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (self.body[:middle], self.body[middle:]))
@@ -146,6 +150,58 @@ def test_a_content_encoded_provider_body_is_decoded(http):
         with http.stream("POST", peer.url, content=b"x") as response:
             assert b"".join(providers.body_chunks(response)) == events
         peer.close()
+
+
+def test_a_response_head_is_read_as_http_1_1_frames_it(http):
+    """Interim 1xx answers skipped, folded and repeated fields kept, `Connection: close` obeyed."""
+    peer = RawPeer(answer=b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                          b"HTTP/1.1 201 Made It\r\nX-Folded: one\r\n \t two\r\nSet-Cookie: a=1\r\n"
+                          b"set-cookie: b=2\r\nContent-Length: 5, 5\r\nConnection: Keep-Alive, Close\r\n\r\nhello")
+    for _ in range(2):
+        response = http.post(peer.url, content=b"x")
+        assert (response.status_code, response.reason_phrase, response.content) == (201, "Made It", b"hello")
+        assert response.headers["x-folded"] == "one two"
+        assert response.headers.get_list("set-cookie") == ["a=1", "b=2"]
+        assert "link" not in response.headers
+    assert peer.connections == 2
+    peer.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+])
+def test_an_answer_framed_without_a_body_keeps_its_connection(http, answer):
+    peer = RawPeer(answer=answer)
+    assert [http.post(peer.url, content=b"x").content for _ in range(2)] == [b"", b""]
+    assert peer.connections == 1
+    peer.close()
+
+
+def test_an_http_1_0_answer_is_read_to_its_end_and_its_connection_not_reused(http):
+    peer = RawPeer(answer=b"HTTP/1.0 200 OK\r\n\r\nall of it", close_after_answer=True)
+    assert [http.post(peer.url, content=b"x").content for _ in range(2)] == [b"all of it", b"all of it"]
+    assert peer.connections == 2
+    peer.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Long: " + b"y" * 70_000 + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X-Many: z\r\n" * 101 + b"\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",
+    b"HTTP/2 200\r\n\r\n",
+    b"",
+], ids=["differing-lengths", "negative-length", "bad-name", "long-line", "many-fields", "cut-head", "http2",
+        "no-answer"])
+def test_a_malformed_response_head_is_a_protocol_error(http, answer):
+    peer = RawPeer(answer=answer, close_after_answer=True)
+    with pytest.raises(httpx2.RemoteProtocolError):
+        http.post(peer.url, content=b"x")
+    peer.close()
 
 
 def test_refused_connection_is_a_connect_error(http):

@@ -138,6 +138,22 @@ def test_live_config_sees_same_size_rewrite_within_one_clock_tick(toml_path):
     assert live.get().max_turns == 31
 
 
+def test_a_pinned_reading_holds_until_unpinned_unless_this_process_reloads(toml_path):
+    live = LiveAgentConfig(toml_path)
+    token = live.pin()
+    try:
+        atomic_write(toml_path, AGENT_TOML.replace("max_turns = 30", "max_turns = 31"))  # another worker
+        assert live.get().max_turns == 30
+        assert LiveAgentConfig(toml_path).get().max_turns == 31
+        atomic_write(toml_path, AGENT_TOML.replace("max_turns = 30", "max_turns = 32"))
+        assert live.reload().max_turns == 32
+        assert live.get().max_turns == 32
+    finally:
+        live.unpin(token)
+    atomic_write(toml_path, AGENT_TOML.replace("max_turns = 30", "max_turns = 33"))
+    assert live.get().max_turns == 33
+
+
 def test_live_config_keeps_last_good_config_when_file_breaks(toml_path, caplog):
     live = LiveAgentConfig(toml_path)
     toml_path.write_text('model = "first"\n')

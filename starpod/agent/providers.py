@@ -492,13 +492,14 @@ def _from_anthropic_block(block: dict) -> dict | None:
 
 
 def _merge_roles(messages: list[dict]) -> list[dict]:
-    """Consecutive turns of one role folded into one (an interrupted run can leave two user turns)."""
+    """Consecutive turns of one role folded into one (an interrupted run can leave two user turns).
+    The turns are the caller's own, to be read only."""
     merged: list[dict] = []
     for message in messages:
         if merged and merged[-1]["role"] == message["role"]:
             merged[-1] = {"role": message["role"], "content": merged[-1]["content"] + message["content"]}
         else:
-            merged.append({"role": message["role"], "content": list(message["content"])})
+            merged.append(message)
     return merged
 
 
@@ -514,12 +515,13 @@ def to_anthropic_messages(messages: list[dict]) -> list[dict]:
             elif kind == "tool_result":
                 blocks.append({"type": "tool_result", "tool_use_id": block["tool_use_id"],
                                "content": block["content"], "is_error": block["is_error"]})
-            else:
-                blocks.append(dict(block))
+            else:  # the transcript's own block, only serialized: not copied
+                blocks.append(block)
         converted.append({"role": message["role"], "content": blocks})
-    # Cache everything up to the newest user turn.
+    # Cache everything up to the newest user turn (on a copy of its block: the transcript keeps its own).
     if converted and converted[-1]["role"] == "user" and converted[-1]["content"]:
-        converted[-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        last = converted[-1]["content"]
+        last[-1] = {**last[-1], "cache_control": {"type": "ephemeral"}}
     return converted
 
 

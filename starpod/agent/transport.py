@@ -1,6 +1,6 @@
 """The HTTP/1.1 transport under the provider SDKs' HTTP client: keep-alive sockets pooled per
-origin, each request written in one piece and its response parsed by the standard library's
-`http.client.HTTPResponse`.
+origin, each request written in one piece, its response head parsed here and its body read by
+the standard library's `http.client.HTTPResponse` (chunked, Content-Length or until close).
 
 The SDKs still build and send every request (headers, auth, endpoint, timeouts, status errors)
 through their `httpx2` client; only the wire work below it is done here.  httpx2's default
@@ -38,6 +38,18 @@ SOCKET_OPTIONS = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), (socket.SOL_SOCKE
     (socket.IPPROTO_TCP, getattr(socket, name), value)
     for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 60), ("TCP_KEEPCNT", 5)) if hasattr(socket, name)]
 _NOT_IN_HEADERS = re.compile(rb"[\r\n\0]")
+MAX_LINE = 65536     # http.client's limits on a response head: bytes per line
+MAX_HEADERS = 100    # and header fields
+# A header line: its name and its value without surrounding blanks.
+_FIELD = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[^\r\n\0]*[^ \t\r\n\0])?)[ \t]*\r?\n",
+                    re.MULTILINE)
+_FOLD = re.compile(rb"[ \t]*\r?\n[ \t]+")
+_FRAMING = (b"transfer-encoding", b"content-length", b"connection")
+_STATUS = re.compile(rb"HTTP/1\.([0-9]) ([1-9][0-9]{2})(?: ([^\r\n\0]*?))?[ \t]*\r?\n")
+_END_OF_HEAD = (b"\r\n", b"\n")
+_NO_BODY = (204, 304)
+
+
 class _Connection:
     """One keep-alive socket to an origin, and when it went idle."""
 
@@ -86,6 +98,86 @@ def _head(request: httpx2.Request) -> bytes:
     return b"\r\n".join(lines)
 
 
+class _Response(http.client.HTTPResponse):
+    """A response whose head is parsed here, the body read by `http.client` as before.
+
+    `http.client` runs every header block through the `email` package, which cost more CPU than
+    the rest of a provider call's wire work.  `headers` is the list of raw (name, value) pairs;
+    the framing follows RFC 9112 as h11 (httpx2's own parser) does.
+    """
+
+    def begin(self) -> None:
+        minor, status, reason = _status_line(self.fp)
+        while status < 200:  # interim answers (100 Continue, 103 Early Hints) before the real one
+            _fields(self.fp)
+            minor, status, reason = _status_line(self.fp)
+        self.code = self.status = status
+        self.reason = reason.decode("latin-1")
+        self.version = 11 if minor else 10
+        self.headers = self.msg = _fields(self.fp)
+        framing = _framing(self.headers)
+        codings, lengths = framing[b"transfer-encoding"], set(framing[b"content-length"])
+        self.chunked, self.chunk_left, self.length = bool(codings) and codings[-1] == b"chunked", None, None
+        if status in _NO_BODY or self._method == "HEAD":
+            self.chunked, self.length = False, 0
+        elif lengths and not codings:  # a Transfer-Encoding overrides any Content-Length
+            length = lengths.pop()
+            if lengths or not length.isdigit():  # several differing ones would be a guess
+                raise http.client.HTTPException(f"bad Content-Length: {sorted(lengths | {length})}")
+            self.length = int(length)
+        # HTTP/1.0 connections are not reused (as h11), nor those whose body ends with the connection
+        self.will_close = (not minor or b"close" in framing[b"connection"]
+                           or (not self.chunked and self.length is None))
+
+
+def _line(fp) -> bytes:
+    line = fp.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise http.client.LineTooLong("response head line")
+    return line
+
+
+def _status_line(fp) -> tuple[int, int, bytes]:
+    """The HTTP/1 minor version, status code and reason phrase of the next status line."""
+    line = _line(fp)
+    if not line:
+        raise http.client.RemoteDisconnected("Remote end closed connection without response")
+    match = _STATUS.fullmatch(line)
+    if match is None:
+        raise http.client.BadStatusLine(repr(line))
+    return int(match[1]), int(match[2]), match[3] or b""
+
+
+def _fields(fp) -> list[tuple[bytes, bytes]]:
+    """The header fields up to the blank line that ends a head; a folded line (obs-fold) joins
+    the one before with a space.  One regular expression over the whole block costs a fraction
+    of a Python step per line."""
+    lines = []
+    while (line := _line(fp)) not in _END_OF_HEAD:
+        if not line:
+            raise http.client.HTTPException("connection closed in the middle of the response head")
+        if len(lines) == MAX_HEADERS:
+            raise http.client.HTTPException(f"got more than {MAX_HEADERS} headers")
+        lines.append(line)
+    block = b"".join(lines)
+    if b"\n " in block or b"\n\t" in block:
+        block = _FOLD.sub(b" ", block)
+    fields = _FIELD.findall(block)
+    if len(fields) != block.count(b"\n"):  # a line that is no field (each match is a whole line)
+        bad = next((line for line in block.splitlines(keepends=True) if not _FIELD.fullmatch(line)), block)
+        raise http.client.HTTPException(f"bad response header line {bad[:100]!r}")
+    return fields
+
+
+def _framing(fields: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
+    """The lower-cased comma-separated items of the fields that frame a body and its connection."""
+    framing: dict[bytes, list[bytes]] = {name: [] for name in _FRAMING}
+    for name, value in fields:
+        if (name := name.lower()) in framing:
+            framing[name].extend(item.strip(b" \t").lower() for item in value.split(b",") if item.strip(b" \t"))
+    return framing
+
+
 @contextmanager
 def _mapped(request: httpx2.Request, timeout: type[httpx2.TimeoutException],
             failure: type[httpx2.TransportError]) -> Iterator[None]:
@@ -105,7 +197,7 @@ class _Body(httpx2.SyncByteStream):
     """A response body read as it arrives; a fully read one gives its connection back to the pool."""
 
     def __init__(self, transport: "PooledTransport", key: tuple, connection: _Connection,
-                 response: http.client.HTTPResponse, request: httpx2.Request):
+                 response: _Response, request: httpx2.Request):
         self.transport, self.key, self.connection = transport, key, connection
         self.response, self.request = response, request
         self.done = self.complete = False
@@ -158,14 +250,15 @@ class PooledTransport(httpx2.BaseTransport):
             with _mapped(request, httpx2.WriteTimeout, httpx2.WriteError):
                 connection.send(request, timeouts.get("read"))
             with _mapped(request, httpx2.ReadTimeout, httpx2.ReadError):
-                response = http.client.HTTPResponse(connection.sock, method=request.method)
+                response = _Response(connection.sock, method=request.method)
                 response.begin()
         except BaseException:
             connection.close()
             raise
-        return httpx2.Response(response.status, headers=response.getheaders(),
+        return httpx2.Response(response.status, headers=response.headers,
                                stream=_Body(self, key, connection, response, request),
-                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode()})
+                               extensions={"http_version": b"HTTP/1.1",
+                                           "reason_phrase": response.reason.encode("latin-1")})
 
     def _connection(self, key: tuple, request: httpx2.Request, connect_timeout: float | None) -> _Connection:
         with self._lock:

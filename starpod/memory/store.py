@@ -133,9 +133,11 @@ class MemoryStore:
 
     def append_daily(self, text: str, user_id: str | None, index_soon: bool = False) -> None:
         """Append a timestamped entry to today's log (server local time) in the caller's space;
-        the log is indexed now, or with `index_soon` by `index_soon`."""
+        the log is indexed now, or with `index_soon` by `index_soon`.  Only the log's folder is
+        made: every entry comes from a chat, whose system prompt already set up the user's space
+        (`bootstrap_context`)."""
         now = datetime.now()
-        space = self.user_dir(user_id) if user_id is not None else self.home
+        space = self.home / "users" / validate_user_id(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8", errors="replace") as handle:
@@ -155,7 +157,7 @@ class MemoryStore:
     def ensure_user_space(self, user_id: str) -> None:
         """Create `users/<id>/` with `memory/` and the default USER.md / MEMORY.md when missing.
 
-        Every chat passes here twice: what exists is only looked at (plain stats, no Path objects,
+        Every chat passes here: what exists is only looked at (plain stats, no Path objects,
         no failed creations), and created, race-free as before, when missing."""
         base = os.path.join(self.home, "users", validate_user_id(user_id))
         if not os.path.isdir(os.path.join(base, "memory")):
