@@ -97,6 +97,7 @@ def main() -> None:
             url = f"{server.base_url}/api/sessions"
             for _ in range(20):
                 http.get(url).raise_for_status()
+            wait_until_idle(psutil.Process(server.process.pid).children()[0])  # its SDK warm-up done
             lists = []
             for _ in range(args.lists):
                 started = time.perf_counter()
