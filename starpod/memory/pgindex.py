@@ -174,8 +174,8 @@ class PostgresIndex(MemoryIndex):
     def _write_chunks(self, conn: "PgConnection", rows: list[tuple[int, str, str, int, int, str]]) -> None:
         """COPY the rows in, each with its tsvector built by the lexicon (pgtsvector)."""
         rows, tokens = _indexed(rows)
-        self.lexicon.learn(conn.raw, tokens)
-        conn.copy(self.copy_chunks_sql(), ((*row, self.lexicon.tsvector(chunk)) for row, chunk in zip(rows, tokens)))
+        vectors = self.lexicon.tsvectors(tokens, lambda unknown: self.lexicon.learn(conn.raw, unknown))
+        conn.copy(self.copy_chunks_sql(), ((*row, vector) for row, vector in zip(rows, vectors)))
 
     def copy_chunks_sql(self) -> str:
         return f"COPY {self.chunks_table} (rowid, source, chunk_text, line_start, line_end, owner, tsv) FROM STDIN"
@@ -237,21 +237,12 @@ class Rebuild:
         """Send the chunks added so far, learning the tokens new to the lexicon in one query."""
         rows, tokens = _indexed(self._rows)
         self._rows = []
-        lexicon = self.index.lexicon
-        vectors: list[str | None] = []
-        unknown = []
-        for chunk in tokens:
-            try:
-                vectors.append(lexicon.tsvector(chunk))
-            except KeyError:  # a token not learned yet
-                vectors.append(None)
-                unknown.append(chunk)
-        if unknown:
-            with self.index.connection() as conn:  # not this rebuild's own: it is busy with the COPY
-                lexicon.learn(conn.raw, unknown)
-            vectors = [lexicon.tsvector(chunk) if vector is None else vector for vector, chunk in zip(vectors, tokens)]
-        for row, vector in zip(rows, vectors):
+        for row, vector in zip(rows, self.index.lexicon.tsvectors(tokens, self._learn)):
             self.copy.write_row((*row, vector))
+
+    def _learn(self, chunks: list[list[str]]) -> None:
+        with self.index.connection() as conn:  # not this rebuild's own: it is busy with the COPY
+            self.index.lexicon.learn(conn.raw, chunks)
 
     def finish(self, conn: "PgConnection", chunking_key: str,
                catch_up: Callable[["PgConnection", PostgresIndex], int]) -> None:

@@ -18,7 +18,7 @@ lexemes, which is rare).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Callable, Iterable
 
 MAX_POSITION = 16383        # MAXENTRYPOS - 1: later positions count as this one
 MAX_POSITIONS = 255         # MAXNUMPOS - 1: positions to_tsvector keeps per lexeme
@@ -62,6 +62,22 @@ class Lexicon:
             else:
                 pairs.sort(key=lambda pair: pair[1])
                 self._several[token] = tuple(pairs), max((position for _, position in pairs), default=0)
+
+    def tsvectors(self, chunks: list[list[str]], learn: Callable[[list[list[str]]], None]) -> list[str]:
+        """The `tsvector` input texts of the chunks' tokens.  `learn(chunks)` (which calls `learn` on
+        a connection of the caller's choice) runs once, with the chunks holding tokens not learned
+        yet, if any: most tokens are known, and looking each up costs less than collecting them."""
+        vectors: list[str | None] = []
+        unknown: list[list[str]] = []
+        for tokens in chunks:
+            try:
+                vectors.append(self.tsvector(tokens))
+            except KeyError:  # a token not learned yet
+                vectors.append(None)
+                unknown.append(tokens)
+        if unknown:
+            learn(unknown)
+        return [self.tsvector(tokens) if vector is None else vector for vector, tokens in zip(vectors, chunks)]
 
     def tsvector(self, tokens: list[str]) -> str:
         """The `tsvector` input text of `tokens` (every one learned, else KeyError)."""
