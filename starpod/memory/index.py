@@ -324,10 +324,11 @@ class MemoryIndex(ABC):
     # --- search ----------------------------------------------------------------------------
 
     @contextmanager
-    def reading(self, conn) -> Iterator[None]:
-        """`conn`'s statements inside all read one state of the index (a read transaction)."""
+    def reading(self, conn) -> Iterator[str | None]:
+        """A read transaction on `conn`: its statements inside all read one state of the index,
+        whose generation it yields."""
         conn.execute(self.READ_SNAPSHOT_SQL)
-        yield
+        yield self.generation(conn)
         conn.execute("COMMIT")
 
     def ranked(self, conn, text: str, owners: tuple[str, ...], fetch: int) -> list[tuple[int, str, float]]:

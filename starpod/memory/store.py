@@ -252,8 +252,7 @@ class MemoryStore:
         with self.index.connection() as conn:
             hits = self._results.get((*key, self.index.generation(conn)))
             if hits is None:  # computed on the same connection: a cache miss checks out no other
-                with self.index.reading(conn):
-                    generation = self.index.generation(conn)
+                with self.index.reading(conn) as generation:
                     hits = tuple(self._search(conn, query, owners, limit, half_life, today))
                 self._results.put((*key, generation), hits)
         return list(hits)
