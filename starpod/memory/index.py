@@ -324,18 +324,18 @@ class MemoryIndex(ABC):
     # --- search ----------------------------------------------------------------------------
 
     @contextmanager
-    def snapshot(self) -> Iterator:
-        """A connection whose statements all read one state of the index (a read transaction)."""
-        with self.connection() as conn:
-            conn.execute(self.READ_SNAPSHOT_SQL)
-            yield conn
-            conn.execute("COMMIT")
+    def reading(self, conn) -> Iterator[str | None]:
+        """A read transaction on `conn`: its statements inside all read one state of the index,
+        whose generation it yields."""
+        conn.execute(self.READ_SNAPSHOT_SQL)
+        yield self.generation(conn)
+        conn.execute("COMMIT")
 
     def ranked(self, conn, text: str, owners: tuple[str, ...], fetch: int) -> list[tuple[int, str, float]]:
         """(chunk rowid, source, rank) of the best `fetch` matches of plain-text `text` in the files
         of `owners`, best (lowest) rank first.  Reads no chunk text: a chunk's file (its owner and
         source) is the high half of its rowid, so only the chunks finally shown are read, by
-        `chunks`, on the same snapshot."""
+        `chunks`, on the same snapshot (`reading`)."""
         match = self.match_query(text)
         if not match:
             return []

@@ -148,18 +148,18 @@ class PostgresIndex(MemoryIndex):
     def ranked(self, conn: "PgConnection", text: str, owners: tuple[str, ...], fetch: int) -> list[tuple[int, str, float]]:
         """As `MemoryIndex.ranked`, in one statement.  For a broad query the planner walks the
         primary key backwards, checking the match row by row, so it reads only the RANK_CAP most
-        recent matches and ranks those; for a selective one it takes the GIN index (it knows which
-        from the statistics)."""
+        recent matches, and ranks those of the owners' files (the others' rank is never used);
+        for a selective one it takes the GIN index (it knows which from the statistics)."""
         match = self.match_query(text)
         if not match:
             return []
         marks = ", ".join("?" for _ in owners)
         return conn.execute(
             "SELECT rowid, source, score FROM ("
-            f"SELECT rowid, source, owner, {self.RANK_SQL} AS score FROM memory_fts "
-            f"WHERE {self.MATCH_SQL} ORDER BY rowid DESC LIMIT ?) AS recent "
-            f"WHERE owner IN ({marks}) ORDER BY score LIMIT ?",
-            (match, match, index.RANK_CAP, *owners, fetch),
+            f"SELECT rowid, source, CASE WHEN owner IN ({marks}) THEN {self.RANK_SQL} END AS score "
+            f"FROM memory_fts WHERE {self.MATCH_SQL} ORDER BY rowid DESC LIMIT ?) AS recent "
+            "WHERE score IS NOT NULL ORDER BY score LIMIT ?",
+            (*owners, match, match, index.RANK_CAP, fetch),
             prepare=False).fetchall()  # a prepared, generic plan could not tell broad terms from selective
 
     def compact(self, changed: int, total: int) -> None:

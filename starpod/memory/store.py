@@ -251,11 +251,10 @@ class MemoryStore:
         key = (query, owners, limit, half_life, today)
         with self.index.connection() as conn:
             hits = self._results.get((*key, self.index.generation(conn)))
-        if hits is None:
-            with self.index.snapshot() as conn:
-                generation = self.index.generation(conn)
-                hits = tuple(self._search(conn, query, owners, limit, half_life, today))
-            self._results.put((*key, generation), hits)
+            if hits is None:  # computed on the same connection: a cache miss checks out no other
+                with self.index.reading(conn) as generation:
+                    hits = tuple(self._search(conn, query, owners, limit, half_life, today))
+                self._results.put((*key, generation), hits)
         return list(hits)
 
     def _search(self, conn, query: str, owners: tuple[str, ...], limit: int, half_life: float,
