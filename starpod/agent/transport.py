@@ -202,7 +202,7 @@ def dechunked(read: Callable[[], bytes]) -> Iterator[bytes]:
     every chunk those bytes complete or continue, in one piece.  Unlike http.client's decoder (a
     line read, a data read and a CRLF read per chunk) it takes a whole read at once: a stream of
     small events, each its own chunk, costs one read and one pattern match per event."""
-    unparsed = b""  # from the CRLF that ends a chunk's data on: a size line (or trailers) not complete yet
+    unparsed = b""  # the start of a size line (or of the CRLF before it) not complete yet
     left = 0        # data bytes still to come of a chunk whose start was given
     while more := read():
         pieces: list[bytes] = []
@@ -212,19 +212,23 @@ def dechunked(read: Callable[[], bytes]) -> Iterator[bytes]:
             left -= len(piece)
             more = more[len(piece):]
         data = unparsed + more if unparsed else more
-        position = 0
+        position, end = 0, len(data)
         while not left and (head := _CHUNK_HEAD.match(data, position)):
             start = head.end()
             stop = start + int(head[1], 16)
             if stop == start:  # the last chunk: the body ends after its trailers
                 yield from _data_before_trailers(b"".join(pieces), data[start:], read)
                 return
+            if stop > end:
+                left = stop - end
+                stop = end
             pieces.append(data[start:stop])
-            left = max(stop - len(data), 0)
-            position = min(stop, len(data))
-        unparsed = data[position:]
+            position = stop
+        unparsed = data[position:] if position < end else b""
         if len(unparsed) > 2 and not left:
             _check_chunk_head(unparsed)
+        elif unparsed == b"\r\n":  # a chunk's end: the next size line may come without it
+            unparsed = b""
         if data := pieces[0] if len(pieces) == 1 else b"".join(pieces):
             yield data
     raise http.client.IncompleteRead(b"")
