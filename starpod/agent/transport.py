@@ -270,7 +270,6 @@ class _IdleLimit:
         self._loop = gevent.get_hub().loop
         self.last_read = time.monotonic()
         self.expired = False
-        self._timer = None
         self._arm(seconds)
 
     def _arm(self, seconds: float) -> None:
@@ -338,9 +337,15 @@ class _Body(httpx2.SyncByteStream):
         self._head_reader_drained = True  # READ_SIZE is more than it buffers: read1 gives it all
         timeout = sock.gettimeout()
         if timeout and _gevent_active():
-            self._idle_limit = _IdleLimit(timeout, self.connection.close)
+            self._idle_limit = _IdleLimit(timeout, self._cut)
             sock.settimeout(None)  # the next request sets its own
         return self.response.fp.read1(READ_SIZE)
+
+    def _cut(self) -> None:
+        """A read waited past the read timeout: close the connection (its reader wakes up to fail),
+        unless the body was read to its end meanwhile."""
+        if not self.complete and not self.done:
+            self.connection.close()
 
     def _stop_idle_limit(self) -> None:
         if self._idle_limit is not None:
