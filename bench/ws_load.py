@@ -14,10 +14,15 @@
     inflates the latency);
 (c) the same for chats followed from the *other* of two workers (resume), i.e. through the
     database and the doorbell wake-up.
+With `--against TREE` (another checkout, e.g. a detached worktree of the base commit) it runs
+instead (b) "in step" on one server of each tree, alternating between them round after round, so
+both meet the same load from outside the benchmark: on a shared machine the figures of runs made
+one after the other differ by more than most changes do.
 Each server is measured once its workers have warmed up (provider SDK imported, start-up objects
 frozen out of the garbage collector: startup.py), which is start-up work, not streaming.
 
     python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
+    python bench/ws_load.py --against /work/wt/base [--rounds 4] [--chats 200]
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ import websocket
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import fake_provider  # noqa: E402
-from tests.support import LiveServer, wait_until  # noqa: E402
+from tests.support import REPO, LiveServer, wait_until  # noqa: E402
 
 TOKEN_WIDTH = 8  # "c123d045" style tokens: one per chunk
 DELTAS_PER_CPU_SECOND_GOAL = 10_000
@@ -226,6 +231,36 @@ def report(label: str, outcome: dict, stamps: dict, cpu: dict[str, float] | None
           f"(goal >= {DELTAS_PER_CPU_SECOND_GOAL:,}; {delivered} deltas, server CPU {cpu['server']:.2f} s)")
 
 
+def compare(trees: dict[str, Path], args, env: dict, provider, commands, home: Path) -> None:
+    """(b) in step on one single-worker server per tree, the trees taking turns (the order flips
+    every round); each round's line, then the median of each tree."""
+    servers = {name: warmed_up(LiveServer(home / name, workers=1, env=env, tree=tree).start(), 1)
+               for name, tree in trees.items()}
+    rates: dict[str, list[float]] = {name: [] for name in trees}
+    p95s: dict[str, list[float]] = {name: [] for name in trees}
+    try:
+        for round_index in range(args.rounds):
+            for name in (list(trees) if round_index % 2 == 0 else list(trees)[::-1]):
+                server = servers[name]
+                meter = CpuMeter(server.process.pid, provider.pid)
+                outcome = chats(f"{server.ws_url}/ws?token={server.generated_admin_key()}", args.chats, args.deltas,
+                                on_start=meter.begin)
+                cpu = meter.used()
+                commands.send("stamps")
+                stamps = commands.recv()
+                report(f"round {round_index + 1}, {name}", outcome, stamps, cpu)
+                delivered = sum(1 for frames, _, _ in outcome["results"] for f in frames if f["type"] == "text_delta")
+                rates[name].append(delivered / cpu["server"])
+                p95s[name].append(latency_ms(outcome["results"], stamps)[1])
+    finally:
+        for server in servers.values():
+            server.stop()
+    for name, tree in trees.items():
+        print(f"{name} ({tree}): median {statistics.median(rates[name]):,.0f} delivered text_delta per server "
+              f"CPU-second (goal >= {DELTAS_PER_CPU_SECOND_GOAL:,}), median p95 {statistics.median(p95s[name]):.2f} ms "
+              f"(goal <= {P95_GOAL_MS:.0f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=int, default=1000)
@@ -233,6 +268,8 @@ def main() -> None:
     parser.add_argument("--deltas", type=int, default=200)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between provider chunks")
     parser.add_argument("--resumed", type=int, default=20, help="chats followed from the other worker")
+    parser.add_argument("--against", type=Path, help="another checkout: compare (b) in step with it, in turns")
+    parser.add_argument("--rounds", type=int, default=4, help="turns of each tree with --against")
     args = parser.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -246,6 +283,11 @@ def main() -> None:
     print(f"ws_load: {psutil.cpu_count()} CPUs, nofile {hard}, provider chunk every {args.delay * 1000:.0f} ms")
 
     with tempfile.TemporaryDirectory() as tmp:
+        if args.against is not None:
+            compare({"this tree": REPO, "other": args.against.resolve()}, args, env, provider, commands, Path(tmp))
+            commands.send("stop")
+            provider.join(10)
+            return
         server = warmed_up(LiveServer(Path(tmp) / "one", workers=1, env=env).start(), 1)
         try:
             url = f"{server.ws_url}/ws?token={server.generated_admin_key()}"

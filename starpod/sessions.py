@@ -24,7 +24,7 @@ from peewee import fn
 from .config import AgentConfig
 from .db import database, fetch_all, insert_returning_id, placeholders
 from .errors import NotFound
-from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat
+from .models import CompactionLog, Message, Session, TranscriptEntry, UsageStat, new_uuid
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
 
 AUTO_CLOSE_SUMMARY = "Auto-closed: inactivity"
@@ -58,6 +58,8 @@ def _statements() -> dict[str, str]:
                         "ORDER BY last_message_at DESC LIMIT 1",
         "touch": f"UPDATE {_table(Session)} SET last_message_at = ?, message_count = message_count + 1 "
                  "WHERE id = ?",
+        "new_session": _insert(Session, *SESSION_COLUMNS),
+        "title": f"UPDATE {_table(Session)} SET title = ? WHERE id = ? AND (title IS NULL OR TRIM(title) = '')",
         "message": _insert(Message, "session", "role", "content", "timestamp"),
         "transcript": _insert(TranscriptEntry, "session", "kind", "data", "timestamp"),
         "usage": _insert(UsageStat, "session", "turn", "input_tokens", "output_tokens", "cache_read",
@@ -178,13 +180,25 @@ def resolve_session(channel: str, key: str, user_id: str, text: str, gap: int | 
             closed, current = current, None
     is_new = current is None
     if is_new:
-        current = Session.create(created_at=stamp, last_message_at=stamp, channel=channel,
-                                 channel_session_key=key, user_id=user_id)
-    touch(current, stamp)
-    apply_title(current, text)
+        current = _new_session(stamp, channel, key, user_id, text)
+    else:
+        touch(current, stamp)
+        apply_title(current, text)
     if closed is not None and on_auto_close is not None:
         on_auto_close(closed)
     return Resolution(current, is_new, closed.id if closed else None)
+
+
+def _new_session(stamp: str, channel: str, key: str, user_id: str, text: str) -> Session:
+    """Insert a session opened at `stamp` by the message `text`: touched once and titled by it
+    (`touch`, `apply_title`) in its one insert, plain SQL as the rest of resolving (peewee's insert
+    building cost more than the insert), the model's defaults otherwise."""
+    title = make_title(text)
+    data = {"id": new_uuid(), "created_at": stamp, "last_message_at": stamp, "is_closed": False, "summary": None,
+            "title": title if title.strip() else None, "message_count": 1, "channel": channel,
+            "channel_session_key": key, "user_id": user_id, "is_read": True}
+    _execute("new_session", tuple(data[column] for column in SESSION_COLUMNS))
+    return _session_from_row(tuple(data[column] for column in SESSION_COLUMNS))
 
 
 def _session_from_row(row: tuple) -> Session:
@@ -209,8 +223,7 @@ def apply_title(session: Session, text: str) -> None:
     title = make_title(text)
     if not title.strip() or (session.title or "").strip():
         return
-    Session.update(title=title).where(Session.id == session.id,
-                                      (Session.title.is_null()) | (fn.TRIM(Session.title) == "")).execute()
+    _execute("title", (title, session.id))
     session.title = title
 
 

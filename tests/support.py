@@ -54,8 +54,12 @@ def wait_for_health(base_url: str, process: subprocess.Popen | None = None, time
 class LiveServer:
     """A gunicorn process running the Procfile's web command against a data directory."""
 
-    def __init__(self, home: Path, workers: int = 1, env: dict | None = None, command: list[str] | None = None):
+    def __init__(self, home: Path, workers: int = 1, env: dict | None = None, command: list[str] | None = None,
+                 tree: Path = REPO):
+        """`tree`: the checkout whose code the server runs (another worktree, for a benchmark's
+        comparison); this one by default."""
         self.home = Path(home)
+        self.tree = Path(tree)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -68,6 +72,8 @@ class LiveServer:
         if database_url:
             environ["DATABASE_URL"] = database_url
         environ.update(env or {})
+        if self.tree != REPO:
+            environ["PYTHONPATH"] = str(self.tree)
         bin_dir = Path(sys.executable).parent
         environ["PATH"] = f"{bin_dir}{os.pathsep}{environ.get('PATH', '')}"
         self.command = command or [str(bin_dir / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -83,7 +89,7 @@ class LiveServer:
         """Start the server process without waiting for it to answer."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=self._log,
+        self.process = subprocess.Popen(self.command, cwd=self.tree, env=self.env, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -8,22 +8,25 @@ errors the SDKs turn into their own.
 from __future__ import annotations
 
 import gzip
+from http.client import IncompleteRead
+import random
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
 import pytest
 
-from starpod.agent import providers
+from starpod.agent import providers, transport
 from starpod.agent.providers import ProviderError, make_provider
 from starpod.agent.transport import PooledTransport
 from tests.conftest import make_config
 from tests.fake_provider import FAKE_KEY, Reply
-from tests.support import free_port, wait_until
+from tests.support import REPO, free_port, wait_until
 
 
 class RawPeer:
@@ -73,6 +76,7 @@ class RawPeer:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 self.requests.append(head + reader.read(length))
+                self.conn = conn
                 conn.sendall(self._answer()[:self.stall_after])
                 if self.stall_after is not None:
                     self.released.wait()
@@ -88,6 +92,10 @@ class RawPeer:
             chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (self.body[:middle], self.body[middle:]))
             return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n%s0\r\n\r\n" % (self.headers, chunks)
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(self.body), self.headers, self.body)
+
+    def send_more(self, data: bytes) -> None:
+        """More bytes of a stalled answer (`stall_after`)."""
+        self.conn.sendall(data)
 
     def close(self) -> None:
         self.released.set()
@@ -202,6 +210,71 @@ def test_a_malformed_response_head_is_a_protocol_error(http, answer):
     with pytest.raises(httpx2.RemoteProtocolError):
         http.post(peer.url, content=b"x")
     peer.close()
+
+
+def _chunked_wire(parts: list[bytes], trailers: bytes = b"") -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n" + trailers + b"\r\n"
+
+
+def test_a_chunked_body_is_decoded_wherever_its_reads_split_it():
+    rng = random.Random(7)
+    for _ in range(500):
+        parts = [rng.randbytes(rng.randrange(1, 40)) for _ in range(rng.randrange(0, 6))]
+        wire = _chunked_wire(parts, rng.choice([b"", b"X-Trailer: 1\r\n", b"A: 1\r\nB: 2\r\n"]))
+        cuts = sorted(rng.sample(range(1, len(wire)), min(len(wire) - 1, rng.randrange(0, 10))))
+        reads = iter([wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])])
+        decoded = list(transport.dechunked(lambda: next(reads, b"")))
+        assert b"".join(decoded) == b"".join(parts) and all(decoded)
+        assert next(reads, None) is None  # nothing read past the body's end
+        cut = iter([wire[:-1]])
+        with pytest.raises(IncompleteRead):
+            list(transport.dechunked(lambda: next(cut, b"")))
+
+
+@pytest.mark.parametrize("body", [b"zz\r\nabc", b"5\r\nhelloXX0\r\n\r\n", b"-1\r\n", b"5\r\nhello\r\n" + b"7" * 70_000])
+def test_a_malformed_chunked_body_is_a_protocol_error(http, body):
+    peer = RawPeer(answer=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body, close_after_answer=True)
+    with pytest.raises(httpx2.RemoteProtocolError):
+        http.post(peer.url, content=b"x")
+    peer.close()
+
+
+GEVENT_READ_TIMEOUT = """
+from gevent import monkey; monkey.patch_all()
+import sys, time, httpx2
+from starpod.agent.transport import PooledTransport
+from tests.test_provider_transport import RawPeer
+
+head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
+client = httpx2.Client(transport=PooledTransport())
+# a body that keeps coming, each read within the timeout though the whole takes longer: no timeout
+peer = RawPeer(answer=head, stall_after=len(head))
+with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
+    for _ in range(8):
+        peer.send_more(b"1\\r\\nx\\r\\n")
+        time.sleep(0.1)
+    peer.send_more(b"0\\r\\n\\r\\n")
+    assert b"".join(response.iter_raw()) == b"x" * 8
+peer.close()
+# a body that stops coming: a read timeout
+peer = RawPeer(answer=head + b"64\\r\\n" + b"y" * 100 + b"\\r\\n0\\r\\n\\r\\n", stall_after=len(head) + 20)
+started = time.monotonic()
+try:
+    with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
+        b"".join(response.iter_raw())
+    sys.exit("no timeout")
+except httpx2.ReadTimeout:
+    assert time.monotonic() - started < 5
+peer.close()
+print("ok")
+"""
+
+
+def test_under_gevent_a_chunked_body_times_out_when_a_read_waits_too_long_not_when_it_lasts_long():
+    """The read timeout of a streamed body is one timer per body there (transport._IdleLimit)."""
+    done = subprocess.run([sys.executable, "-c", GEVENT_READ_TIMEOUT], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_refused_connection_is_a_connect_error(http):

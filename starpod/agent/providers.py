@@ -157,7 +157,7 @@ class Deadline:
 
     @property
     def passed(self) -> bool:
-        return self.closed or self.remaining() <= 0
+        return self.closed or time.monotonic() >= self.ends_at  # checked per streamed chunk: no remaining()
 
     def timeout(self, module):
         """Per-request timeout for SDK `module`: no connect or read may wait past the deadline."""

@@ -23,11 +23,11 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx2
 
-from ..concurrency import readable_now
+from ..concurrency import _gevent_active, readable_now
 
 KEEPALIVE_EXPIRY = 5.0       # httpx2's default: idle connections older than this are not reused
 MAX_IDLE_PER_ORIGIN = 100    # the SDKs' max_keepalive_connections
@@ -47,6 +47,10 @@ _FOLD = re.compile(rb"[ \t]*\r?\n[ \t]+")
 _FRAMING = (b"transfer-encoding", b"content-length", b"connection")
 _STATUS = re.compile(rb"HTTP/1\.([0-9]) ([1-9][0-9]{2})(?: ([^\r\n\0]*?))?[ \t]*\r?\n")
 _END_OF_HEAD = (b"\r\n", b"\n")
+# A chunk's size line (RFC 9112 §7.1): hexadecimal digits, then extensions (ignored); after the
+# CRLF that ends the data of the chunk before.  The trailers after the last chunk end with a blank line.
+_CHUNK_HEAD = re.compile(rb"(?:\r\n)?([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
+_END_OF_TRAILERS = re.compile(rb"\r?\n")
 _NO_BODY = (204, 304)
 
 
@@ -193,24 +197,126 @@ def _mapped(request: httpx2.Request, timeout: type[httpx2.TimeoutException],
         raise failure(str(exc) or type(exc).__name__, request=request) from exc
 
 
+def dechunked(read: Callable[[], bytes]) -> Iterator[bytes]:
+    """The data of a chunked body (RFC 9112 §7.1) as `read` gives its bytes: each time, the data of
+    every chunk those bytes complete or continue, in one piece.  Unlike http.client's decoder (a
+    line read, a data read and a CRLF read per chunk) it takes a whole read at once: a stream of
+    small events, each its own chunk, costs one read and one pattern match per event."""
+    unparsed = b""  # the start of a size line (or of the CRLF before it) not complete yet
+    left = 0        # data bytes still to come of a chunk whose start was given
+    while more := read():
+        pieces: list[bytes] = []
+        if left:
+            piece = more[:left]
+            pieces.append(piece)
+            left -= len(piece)
+            more = more[len(piece):]
+        data = unparsed + more if unparsed else more
+        position, end = 0, len(data)
+        while not left and (head := _CHUNK_HEAD.match(data, position)):
+            start = head.end()
+            stop = start + int(head[1], 16)
+            if stop == start:  # the last chunk: the body ends after its trailers
+                yield from _data_before_trailers(b"".join(pieces), data[start:], read)
+                return
+            if stop > end:
+                left = stop - end
+                stop = end
+            pieces.append(data[start:stop])
+            position = stop
+        unparsed = data[position:] if position < end else b""
+        if len(unparsed) > 2 and not left:
+            _check_chunk_head(unparsed)
+        elif unparsed == b"\r\n":  # a chunk's end: the next size line may come without it
+            unparsed = b""
+        if data := pieces[0] if len(pieces) == 1 else b"".join(pieces):
+            yield data
+    raise http.client.IncompleteRead(b"")
+
+
+def _data_before_trailers(data: bytes, trailers: bytes, read: Callable[[], bytes]) -> Iterator[bytes]:
+    """`data` (if any), once the trailer lines that follow the last chunk have ended with a blank one."""
+    while not (_END_OF_TRAILERS.match(trailers) or b"\n\r\n" in trailers or b"\n\n" in trailers):
+        if len(trailers) > MAX_LINE * 4:
+            raise http.client.LineTooLong("trailers")
+        more = read()
+        if not more:
+            raise http.client.IncompleteRead(b"")
+        trailers += more
+    if data:
+        yield data
+
+
+def _check_chunk_head(unparsed: bytes) -> None:
+    """Bytes where a chunk's size line should start: wrong if they hold a whole line that is none,
+    or more than a line may."""
+    line_end = unparsed.find(b"\n", 2 if unparsed.startswith(b"\r\n") else 0)
+    if line_end >= 0:
+        raise http.client.HTTPException(f"bad chunk size line {unparsed[:min(line_end, 100)]!r}")
+    if len(unparsed) > MAX_LINE:
+        raise http.client.LineTooLong("chunk size line")
+
+
+class _IdleLimit:
+    """The read timeout of a response body under gevent: one event-loop timer per body, checked
+    against the time of the last read when it fires, instead of the timer gevent arms and cancels
+    around every read of a socket that has a timeout (for a stream of small events, more CPU than
+    the read).  A read that waited `seconds` has `expire` called (from a greenlet of its own)."""
+
+    def __init__(self, seconds: float, expire: Callable[[], None]):
+        import gevent
+
+        self.seconds, self.expire, self._spawn = seconds, expire, gevent.spawn
+        self._loop = gevent.get_hub().loop
+        self.last_read = time.monotonic()
+        self.expired = False
+        self._arm(seconds)
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = self._loop.timer(seconds)
+        self._timer.start(self._check)
+
+    def _check(self) -> None:
+        waited = time.monotonic() - self.last_read
+        if waited < self.seconds:
+            self._timer.close()
+            self._arm(self.seconds - waited)
+            return
+        self.expired = True
+        self._spawn(self.expire)
+
+    def cancel(self) -> None:
+        self._timer.close()
+
+
 class _Body(httpx2.SyncByteStream):
-    """A response body read as it arrives; a fully read one gives its connection back to the pool."""
+    """A response body read as it arrives; a fully read one gives its connection back to the pool.
+    A chunked one (every event stream) is read straight from the socket and decoded here."""
 
     def __init__(self, transport: "PooledTransport", key: tuple, connection: _Connection,
                  response: _Response, request: httpx2.Request):
         self.transport, self.key, self.connection = transport, key, connection
         self.response, self.request = response, request
         self.done = self.complete = False
+        self._head_reader_drained = False
+        self._idle_limit: _IdleLimit | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             with _mapped(self.request, httpx2.ReadTimeout, httpx2.ReadError):
-                while chunk := self.response.read1(READ_SIZE):
-                    yield chunk
-        except (AttributeError, ValueError) as exc:  # the response dropped its file meanwhile
+                if self.response.chunked:
+                    yield from dechunked(self._read)
+                else:
+                    while chunk := self.response.read1(READ_SIZE):
+                        yield chunk
+        except (AttributeError, ValueError, httpx2.TransportError) as exc:
+            if self._idle_limit is not None and self._idle_limit.expired:
+                raise httpx2.ReadTimeout("timed out", request=self.request) from exc
             if not self.done:
                 raise
-            raise self._closed() from exc
+            raise self._closed() from exc  # the response was closed meanwhile (dropped its file, cut its data)
+        finally:
+            self._stop_idle_limit()
         if self.done:  # an end of data that closing it (the call's deadline) caused is no end
             raise self._closed()
         if self.response.length:  # http.client ends a cut Content-Length body quietly
@@ -219,6 +325,32 @@ class _Body(httpx2.SyncByteStream):
         self.complete = True
         self.response.close()  # its buffered reader: the socket stays open for the next request
 
+    def _read(self) -> bytes:
+        """The next bytes of a chunked body: first what the head's reader buffered past the head,
+        then straight from the socket (under gevent without a timeout of its own: `_IdleLimit`)."""
+        sock = self.connection.sock
+        if self._head_reader_drained:
+            data = sock.recv(READ_SIZE)
+            if self._idle_limit is not None:
+                self._idle_limit.last_read = time.monotonic()
+            return data
+        self._head_reader_drained = True  # READ_SIZE is more than it buffers: read1 gives it all
+        timeout = sock.gettimeout()
+        if timeout and _gevent_active():
+            self._idle_limit = _IdleLimit(timeout, self._cut)
+            sock.settimeout(None)  # the next request sets its own
+        return self.response.fp.read1(READ_SIZE)
+
+    def _cut(self) -> None:
+        """A read waited past the read timeout: close the connection (its reader wakes up to fail),
+        unless the body was read to its end meanwhile."""
+        if not self.complete and not self.done:
+            self.connection.close()
+
+    def _stop_idle_limit(self) -> None:
+        if self._idle_limit is not None:
+            self._idle_limit.cancel()
+
     def _closed(self) -> httpx2.ReadError:
         return httpx2.ReadError("the response was closed while it was read", request=self.request)
 
@@ -226,6 +358,7 @@ class _Body(httpx2.SyncByteStream):
         if self.done:
             return
         self.done = True
+        self._stop_idle_limit()
         if self.complete and not self.response.will_close:
             self.transport.release(self.key, self.connection)
         else:

@@ -25,7 +25,6 @@ from typing import Callable, Iterator
 
 import gevent
 from gevent.event import AsyncResult, Event
-from gevent.queue import Empty, Queue
 from peewee import PeeweeException
 
 from ..agent.pipeline import Attachment, ChatRequest, record_unstarted, run_chat
@@ -209,8 +208,12 @@ class RunManager:
         self.doorbell = doorbell
         self.changed_elsewhere = changed_elsewhere
         self.local: dict[str, LocalRun] = {}
-        self._queue: Queue = Queue()
+        # Operations for the writer, in order: a plain list it takes whole (a queue would cost a
+        # call per operation on either side), and an event set when the list is no longer empty.
+        self._queued: list = []
+        self._arrived = Event()
         self._urgent = Event()  # set when an operation that someone waits for is queued
+        self._batch_started = 0.0
         self._writer = gevent.spawn(self._write_loop)
 
     # --- starting and executing ----------------------------------------------------------
@@ -300,7 +303,7 @@ class RunManager:
             run.add(text)
         else:
             run.add(text)
-            self._queue.put(("event", (run.id, seq, None, text), None))
+            self._queue(("event", (run.id, seq, None, text), None))
 
     def _next_spec(self, run: LocalRun) -> RunSpec | None:
         """The next stream from follow-ups that came too late or were queued; None finishes the run."""
@@ -315,7 +318,7 @@ class RunManager:
     def _submit(self, kind: str, payload=None):
         """Queue an operation behind every event queued so far and wait for its result."""
         result = AsyncResult()
-        self._queue.put((kind, payload, result))
+        self._queue((kind, payload, result))
         self._urgent.set()
         return result.get()
 
@@ -350,34 +353,77 @@ class RunManager:
 
     def _write_loop(self) -> None:
         while True:
-            ops = [self._queue.get()]
-            self._urgent.clear()
-            started = time.monotonic()
-            while len(ops) < MAX_BATCH:
-                try:
-                    ops.append(self._queue.get_nowait())
-                except Empty:
-                    break
-            results = self._store(ops)
-            for (_, _, waiter), value in zip(ops, results):
-                if waiter is not None:
-                    waiter.set(value)
-            self.doorbell.ring_others()
-            rest = STORE_INTERVAL - (time.monotonic() - started)
+            ops = self._next_batch(wait=True)
+            # One pooled connection while batches follow each other: taking it from the pool for
+            # each batch cost more than the batch's insert.  A failed batch gives it back, so
+            # that its retries take fresh ones (the failure may have been the connection's).
+            try:
+                with database.connection_context():
+                    while ops and self._stored_at_once(ops):
+                        ops = self._next_batch(wait=False)
+            except PeeweeException:  # no connection to be had
+                log.warning("storing %d run events failed (attempt 1)", len(ops), exc_info=True)
+            if ops:
+                self._done(ops, self._store_retrying(ops))
+
+    def _next_batch(self, wait: bool) -> list:
+        """What is queued (up to MAX_BATCH operations), at most one batch per STORE_INTERVAL unless
+        an operation someone waits for is queued; with `wait`, waits for the first one, else []
+        when nothing came within the interval."""
+        if wait:
+            self._arrived.wait()
+        else:
+            rest = STORE_INTERVAL - (time.monotonic() - self._batch_started)
             if rest > 0:
                 self._urgent.wait(rest)
+            if not self._queued:
+                return []
+        self._arrived.clear()
+        self._urgent.clear()
+        self._batch_started = time.monotonic()
+        ops, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+        if self._queued:
+            self._arrived.set()
+        return ops
 
-    def _store(self, ops: list) -> list:
-        for attempt in range(STORE_ATTEMPTS):
+    def _queue(self, op: tuple) -> None:
+        self._queued.append(op)
+        if not self._arrived.is_set():
+            self._arrived.set()
+
+    def _stored_at_once(self, ops: list) -> bool:
+        """Store `ops` in one attempt; False when that failed."""
+        try:
+            results = self._attempt(ops)
+        except PeeweeException:
+            log.warning("storing %d run events failed (attempt 1)", len(ops), exc_info=True)
+            return False
+        self._done(ops, results)
+        return True
+
+    def _done(self, ops: list, results: list) -> None:
+        for (_, _, waiter), value in zip(ops, results):
+            if waiter is not None:
+                waiter.set(value)
+        self.doorbell.ring_others()
+
+    def _store_retrying(self, ops: list) -> list:
+        """The results of `ops` once stored by a retry (each with a connection of its own), or
+        None each if every attempt failed."""
+        for attempt in range(1, STORE_ATTEMPTS):
+            gevent.sleep(0.05 * 2 ** (attempt - 1))
             try:
-                finished = [run_lock(payload) for kind, payload, _ in ops if kind == "finish"]
-                with database.connection_context(), write_transaction(*finished):
-                    return self._apply(ops)
+                with database.connection_context():
+                    return self._attempt(ops)
             except PeeweeException:
                 log.warning("storing %d run events failed (attempt %d)", len(ops), attempt + 1, exc_info=True)
-                gevent.sleep(0.05 * 2 ** attempt)
         log.error("dropped %d run events after %d attempts", len(ops), STORE_ATTEMPTS)
         return [None] * len(ops)
+
+    def _attempt(self, ops: list) -> list:
+        finished = [run_lock(payload) for kind, payload, _ in ops if kind == "finish"]
+        with write_transaction(*finished):
+            return self._apply(ops)
 
     def _apply(self, ops: list) -> list:
         events = [payload for kind, payload, _ in ops if kind == "event"]

@@ -1,0 +1,61 @@
+"""The batch writer of run events (realtime/runs.py): every frame stored once, in order, even when
+the database refuses a batch (it is stored by a retry on a connection of its own)."""
+from __future__ import annotations
+
+import gevent
+import pytest
+from gevent.event import Event
+from peewee import OperationalError
+
+from starpod.db import database
+from starpod.models import ChatRun, RunEvent
+from starpod.realtime.doorbell import Doorbell
+from starpod.realtime.runs import RunManager
+
+
+@pytest.fixture
+def runs(app, config, tmp_path):
+    with database.connection_context():
+        ChatRun.create(id="run-1", user_id="admin", worker_id="test")
+    manager = RunManager(config, Doorbell(tmp_path / "bells"), Event)
+    yield manager
+    manager._writer.kill()
+
+
+def stored_seqs() -> list[int]:
+    with database.connection_context():
+        return [row.seq for row in RunEvent.select(RunEvent.seq).where(RunEvent.run == "run-1").order_by(RunEvent.seq)]
+
+
+def queue_events(runs: RunManager, seqs: range) -> None:
+    for seq in seqs:
+        runs._queue(("event", ("run-1", seq, None, f'{{"type":"text_delta","seq":{seq},"text":"x"}}'), None))
+
+
+def test_batches_that_follow_each_other_are_all_stored_in_order(runs):
+    with gevent.Timeout(30):
+        for first in range(1, 100, 10):
+            queue_events(runs, range(first, first + 10))
+            gevent.sleep(0)  # the writer takes what is there, then the next batch
+        runs.sync()
+    assert stored_seqs() == list(range(1, 101))
+
+
+def test_a_batch_the_database_refused_is_stored_by_a_retry(runs, monkeypatch):
+    refusals = iter([OperationalError("database is locked")])
+    apply = RunManager._apply
+
+    def refusing_once(self, ops):
+        refusal = next(refusals, None)
+        if refusal is not None:
+            raise refusal
+        return apply(self, ops)
+
+    monkeypatch.setattr(RunManager, "_apply", refusing_once)
+    with gevent.Timeout(30):
+        queue_events(runs, range(1, 6))
+        runs.sync()
+        queue_events(runs, range(6, 9))  # the writer goes on with the next batches
+        runs.sync()
+    assert stored_seqs() == list(range(1, 9))
+    assert next(refusals, None) is None
