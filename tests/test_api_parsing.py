@@ -102,3 +102,20 @@ def test_schema_refusing_unknown_keys_keeps_webargs(app):
     assert response.status_code == 422
     assert "extra" in str(response.get_json())
     assert app.parsed_by_webargs == [1]
+
+
+def test_webargs_options_keep_webargs(monkeypatch):
+    """An option for webargs itself (here `validate=`) is applied: such a route is parsed by webargs."""
+    app = flask.Flask(__name__)
+    api_errors.register_error_handlers(app)
+    blp = Blueprint("v", __name__)
+
+    @blp.route("/validated", methods=["POST"])
+    @blp.arguments(FlatSchema, validate=lambda body: body["count"] < 5, description="documented")
+    def validated(body):
+        return body
+
+    app.register_blueprint(blp)
+    client = app.test_client()
+    assert client.post("/validated", json={"text": "hi"}).status_code == 200
+    assert client.post("/validated", json={"text": "hi", "count": 9}).status_code == 422

@@ -26,6 +26,8 @@ from werkzeug.exceptions import UnsupportedMediaType
 from ..errors import BadRequest
 
 MAX_JSON_DEPTH = 64
+# flask-smorest `arguments` options that only document the arguments
+DOCUMENTATION_OPTIONS = {"content_type", "required", "description", "example", "examples"}
 
 
 class InvalidJson(ValueError):
@@ -174,9 +176,10 @@ class Blueprint(flask_smorest.Blueprint):
             schema = schema()
         decorate = super().arguments(schema, location=location, **kwargs)
         read_values = {"query": _query_values, "json": _json_object}.get(location)
-        # A JSON body's unknown keys are the schema's to judge (webargs ignores a query's).
-        ignores_unknown = location == "query" or (schema.unknown == EXCLUDE and "unknown" not in kwargs)
-        fields = flat_fields(schema) if read_values is not None and ignores_unknown else None
+        # Options for webargs itself (validate=, unknown=, ...) leave the parsing to it; a JSON
+        # body's unknown keys are the schema's to judge (webargs ignores a query's).
+        plain = not set(kwargs) - DOCUMENTATION_OPTIONS and (location == "query" or schema.unknown == EXCLUDE)
+        fields = flat_fields(schema) if read_values is not None and plain else None
         if fields is not None:
             decorate = _flat_arguments(fields, decorate, read_values)
         if location != "json":
