@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -309,12 +310,27 @@ def request_body(request: dict) -> bytes:
         return json.dumps(request).encode("ascii")
 
 
+_absolute_urls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SDK client → {path: URL}
+
+
+def _absolute_url(client, path: str) -> str:
+    """The URL the SDK `client` sends `path` to, as the client itself merges it with its base URL.
+    Given the absolute URL, the SDK parses it through the HTTP library's cache of parsed URLs; a
+    relative path it merges through an uncached parse on every call."""
+    urls = _absolute_urls.setdefault(client, {})
+    url = urls.get(path)
+    if url is None:
+        url = urls[path] = str(client._prepare_url(path))
+    return url
+
+
 @contextmanager
 def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadline) -> Iterator[Any]:
     """POST `request` through the `kind` SDK's `client` and give the open HTTP response of its
     event stream; an error status raises the SDK's error, and the response is closed at the deadline."""
-    response = client.post(path, content=request_body(request), cast_to=importlib.import_module("httpx2").Response,
-                           stream=True, options={"timeout": deadline.timeout(sdk(kind))})
+    response = client.post(_absolute_url(client, path), content=request_body(request),
+                           cast_to=importlib.import_module("httpx2").Response, stream=True,
+                           options={"timeout": deadline.timeout(sdk(kind))})
     with deadline.closing_at_end(response.close):
         try:
             yield response

@@ -5,18 +5,18 @@
 the client.  `Blueprint` is flask-smorest's with a body parser that answers 415 for a body that is
 not declared as JSON, 413 for a streamed (chunked) body over the size limit and 400 for JSON it
 cannot accept; authentication guards run before it, so a caller without a key never gets that far.
-Its query arguments of a flat schema are loaded field by field (`load_flat_query`), its alternative
-responses are documentation only (no wrapper layer at run time).
+Its arguments of a flat schema, in the query string or a JSON object body, are loaded field by
+field (`load_flat`); its alternative responses are documentation only (no wrapper layer at run time).
 """
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import flask
 import flask_smorest
-from marshmallow import Schema, ValidationError, missing
+from marshmallow import EXCLUDE, Schema, ValidationError, missing
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
 from webargs.multidictproxy import MultiDictProxy
@@ -26,6 +26,8 @@ from werkzeug.exceptions import UnsupportedMediaType
 from ..errors import BadRequest
 
 MAX_JSON_DEPTH = 64
+# flask-smorest `arguments` options that only document the arguments
+DOCUMENTATION_OPTIONS = {"content_type", "required", "description", "example", "examples"}
 
 
 class InvalidJson(ValueError):
@@ -97,12 +99,13 @@ class StrictJsonParser(FlaskParser):
             raise BadRequest(f"Malformed JSON body: {exc}", fields={"body": [str(exc)]}) from None
 
 
-FlatFields = tuple[tuple[str, str, Any], ...]  # (result key, query parameter, field)
+FlatFields = tuple[tuple[str, str, Any], ...]  # (result key, query parameter or body key, field)
 
 
-def flat_query_fields(schema: Schema) -> FlatFields | None:
-    """The fields of a schema whose `load` of a query string is one `deserialize` per field, or
-    None: a schema with hooks (pre/post-load, validators), a multi-valued or nested-key field."""
+def flat_fields(schema: Schema) -> FlatFields | None:
+    """The fields of a schema whose `load` of a query string or a JSON object is one `deserialize`
+    per field, or None: a schema with hooks (pre/post-load, validators), a multi-valued or
+    nested-key field."""
     if any(schema._hooks.values()) or schema.partial or MultiDictProxy(MultiDict(), schema).multiple_keys:
         return None
     fields = []
@@ -114,33 +117,48 @@ def flat_query_fields(schema: Schema) -> FlatFields | None:
     return tuple(fields)
 
 
-def load_flat_query(fields: FlatFields, args: MultiDict) -> dict:
-    """What webargs + `schema.load` make of the query string `args` (first value of a repeated
-    parameter, unknown ones ignored, defaults filled in); ValidationError when a value is invalid."""
+def load_flat(fields: FlatFields, values: Mapping) -> dict:
+    """What webargs + `schema.load` make of `values`, the query string (first value of a repeated
+    parameter) or a JSON object: unknown keys ignored, defaults filled in; ValidationError when a
+    value is invalid."""
     loaded = {}
-    for attribute, parameter, field in fields:
-        raw = args[parameter] if parameter in args else missing  # args.get raises and catches a KeyError
-        value = field.deserialize(raw, parameter, args)
+    for attribute, key, field in fields:
+        raw = values[key] if key in values else missing  # MultiDict.get raises and catches a KeyError
+        value = field.deserialize(raw, key, values)
         if value is not missing:
             loaded[attribute] = value
     return loaded
 
 
-def _flat_query_arguments(fields: FlatFields, parse_by_webargs):
-    """flask-smorest's query `arguments` decorator (documentation, and parsing through webargs)
-    whose views load a valid query string with `load_flat_query` instead: webargs' and
-    marshmallow's per-request machinery costs more than a small GET view itself.  An invalid one
-    still goes through webargs, which answers it (422 naming the fields)."""
+def _query_values() -> Mapping:
+    return flask.request.args
+
+
+def _json_object() -> Mapping | None:
+    """The request's JSON body when it is an object; None for no body or another JSON value (for
+    webargs to answer).  The body errors (415, 413, 400) are raised as webargs would raise them."""
+    body = Blueprint.ARGUMENTS_PARSER._raw_load_json(flask.request)
+    return body if isinstance(body, dict) else None
+
+
+def _flat_arguments(fields: FlatFields, parse_by_webargs, read_values: Callable[[], Mapping | None]):
+    """flask-smorest's `arguments` decorator (documentation, and parsing through webargs) whose
+    views load valid arguments with `load_flat` instead: webargs' and marshmallow's per-request
+    machinery costs more than a small view itself.  Invalid ones still go through webargs, which
+    answers them (422 naming the fields)."""
     def decorator(view):
         documented = parse_by_webargs(view)
 
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            try:
-                query = load_flat_query(fields, flask.request.args)
-            except ValidationError:
-                return documented(*args, **kwargs)
-            return view(*args, query, **kwargs)  # where webargs puts it: after the positional args
+            values = read_values()
+            if values is not None:
+                try:
+                    loaded = load_flat(fields, values)
+                except ValidationError:
+                    return documented(*args, **kwargs)
+                return view(*args, loaded, **kwargs)  # where webargs puts it: after the positional args
+            return documented(*args, **kwargs)
         wrapper._apidoc = documented._apidoc
         return wrapper
     return decorator
@@ -148,8 +166,8 @@ def _flat_query_arguments(fields: FlatFields, parse_by_webargs):
 
 class Blueprint(flask_smorest.Blueprint):
     """A flask-smorest Blueprint whose JSON bodies go through StrictJsonParser, each argument
-    schema built once, flat query schemas loaded directly, and alternative responses documented
-    without a run-time wrapper."""
+    schema built once, flat query and JSON body schemas loaded directly, and alternative responses
+    documented without a run-time wrapper."""
 
     ARGUMENTS_PARSER = StrictJsonParser()
 
@@ -157,9 +175,13 @@ class Blueprint(flask_smorest.Blueprint):
         if isinstance(schema, type):  # webargs would build an instance of a class on every request
             schema = schema()
         decorate = super().arguments(schema, location=location, **kwargs)
-        if location == "query":
-            fields = flat_query_fields(schema)
-            return decorate if fields is None else _flat_query_arguments(fields, decorate)
+        read_values = {"query": _query_values, "json": _json_object}.get(location)
+        # Options for webargs itself (validate=, unknown=, ...) leave the parsing to it; a JSON
+        # body's unknown keys are the schema's to judge (webargs ignores a query's).
+        plain = not set(kwargs) - DOCUMENTATION_OPTIONS and (location == "query" or schema.unknown == EXCLUDE)
+        fields = flat_fields(schema) if read_values is not None and plain else None
+        if fields is not None:
+            decorate = _flat_arguments(fields, decorate, read_values)
         if location != "json":
             return decorate
 
