@@ -10,7 +10,7 @@ from gevent.monkey import get_original
 _poll = get_original("select", "poll")
 
 
-def _gevent_active() -> bool:
+def gevent_active() -> bool:
     try:
         from gevent import monkey
     except ImportError:
@@ -24,7 +24,7 @@ def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
     Used for argon2 (which releases the GIL), so one verification does not freeze every other
     greenlet of the worker for ~20 ms.
     """
-    if _gevent_active():
+    if gevent_active():
         import gevent
         return gevent.get_hub().threadpool.apply(fn, args)
     return fn(*args)
@@ -39,7 +39,7 @@ class SharedCalls:
         self._running: dict = {}
 
     def call(self, key: Any, fn: Callable[..., Any], *args: Any) -> Any:
-        if not _gevent_active():
+        if not gevent_active():
             return fn(*args)
         running = self._running.get(key)
         if running is not None:
@@ -55,7 +55,7 @@ class SharedCalls:
 def in_background(delay: float, fn: Callable[..., Any], *args: Any) -> None:
     """`fn(*args)`, which nobody waits for: under gevent in a greenlet of its own, started after
     `delay` seconds; else now (a process without gevent's loop has nothing to come back to it)."""
-    if _gevent_active():
+    if gevent_active():
         import gevent
         gevent.spawn_later(delay, fn, *args)
     else:

@@ -290,7 +290,7 @@ def test_daily_log_indexed_soon_takes_every_append_in_one_round(store, monkeypat
     """Under gevent, `index_soon=True` appends are indexed by one background round a moment later,
     which takes in whatever was appended until it ran; appends after it start another round."""
     rounds = []
-    monkeypatch.setattr(store_module, "_gevent_active", lambda: True)
+    monkeypatch.setattr(store_module, "gevent_active", lambda: True)
     monkeypatch.setattr(store_module, "in_background", lambda delay, fn, *args: rounds.append((delay, fn, args)))
     store.append_daily("early wombat", "alice", index_soon=True)
     store.append_daily("late wombat", "alice", index_soon=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .. import sessions
-from ..concurrency import _gevent_active
+from ..concurrency import gevent_active
 from ..config import Config
 from ..db import close_connection, database
 from ..errors import NotConfigured
@@ -149,7 +149,7 @@ def execute_tools(ctx: ToolContext, calls: list[dict], stop: StopSignal) -> Iter
         yield calls[0], _run_tool_until_stopped(ctx, calls[0], stop)
         return
     _release_connection()
-    if _gevent_active():
+    if gevent_active():
         from gevent.pool import Pool
         pool = Pool(MAX_PARALLEL_TOOLS)
         yield from pool.imap_unordered(lambda call: (call, _run_tool_with_db(ctx, call, stop)), calls)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import orjson
 from jiter import from_json
 
-from ..concurrency import _gevent_active
+from ..concurrency import gevent_active
 from ..config import PROVIDER_KEY_ENV, PROVIDERS, Config
 from ..errors import NotConfigured
 from .sse import events
@@ -176,7 +176,7 @@ class Deadline:
             self.closed = True
             close()
 
-        if _gevent_active():
+        if gevent_active():
             import gevent
 
             timer = gevent.get_hub().loop.timer(self.remaining())

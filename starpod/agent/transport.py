@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import httpx2
 
-from ..concurrency import _gevent_active, readable_now
+from ..concurrency import gevent_active, readable_now
 
 KEEPALIVE_EXPIRY = 5.0       # httpx2's default: idle connections older than this are not reused
 MAX_IDLE_PER_ORIGIN = 100    # the SDKs' max_keepalive_connections
@@ -336,7 +336,7 @@ class _Body(httpx2.SyncByteStream):
             return data
         self._head_reader_drained = True  # READ_SIZE is more than it buffers: read1 gives it all
         timeout = sock.gettimeout()
-        if timeout and _gevent_active():
+        if timeout and gevent_active():
             self._idle_limit = _IdleLimit(timeout, self._cut)
             sock.settimeout(None)  # the next request sets its own
         return self.response.fp.read1(READ_SIZE)

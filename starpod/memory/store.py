@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from ..authcache import LruMap
-from ..concurrency import _gevent_active, in_background
+from ..concurrency import gevent_active, in_background
 from ..config import MemoryConfig
 from ..home import create_if_absent, ensure_home
 from .chunker import chunk_lines, chunk_text, next_start, split_lines
@@ -286,7 +286,7 @@ class MemoryStore:
         The file itself is written already: an index this process did not get to (it exited) is
         made up by the next index of that file, or the start-up reindex.
         """
-        if not _gevent_active():
+        if not gevent_active():
             self.index_file(path)
         elif path not in self._index_due:
             self._index_due.add(path)
