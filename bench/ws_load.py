@@ -22,7 +22,7 @@ Each server is measured once its workers have warmed up (provider SDK imported, 
 frozen out of the garbage collector: startup.py), which is start-up work, not streaming.
 
     python bench/ws_load.py [--idle 1000] [--chats 200] [--deltas 200] [--delay 0.02]
-    python bench/ws_load.py --against /work/wt/base [--rounds 4] [--chats 200]
+    python bench/ws_load.py --against ../starpod-base [--rounds 4] [--chats 200]
 """
 from __future__ import annotations
 
