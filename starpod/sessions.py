@@ -197,8 +197,9 @@ def _new_session(stamp: str, channel: str, key: str, user_id: str, text: str) ->
     data = {"id": new_uuid(), "created_at": stamp, "last_message_at": stamp, "is_closed": False, "summary": None,
             "title": title if title.strip() else None, "message_count": 1, "channel": channel,
             "channel_session_key": key, "user_id": user_id, "is_read": True}
-    _execute("new_session", tuple(data[column] for column in SESSION_COLUMNS))
-    return _session_from_row(tuple(data[column] for column in SESSION_COLUMNS))
+    row = tuple(data[column] for column in SESSION_COLUMNS)
+    _execute("new_session", row)
+    return _session_from_row(row)
 
 
 def _session_from_row(row: tuple) -> Session:

@@ -1,6 +1,7 @@
 """The HTTP/1.1 transport under the provider SDKs' HTTP client: keep-alive sockets pooled per
-origin, each request written in one piece, its response head parsed here and its body read by
-the standard library's `http.client.HTTPResponse` (chunked, Content-Length or until close).
+origin, each request written in one piece, its response head parsed here; a chunked body (every
+event stream) is decoded here too, a Content-Length or until-close one read by the standard
+library's `http.client.HTTPResponse`.
 
 The SDKs still build and send every request (headers, auth, endpoint, timeouts, status errors)
 through their `httpx2` client; only the wire work below it is done here.  httpx2's default
@@ -103,7 +104,8 @@ def _head(request: httpx2.Request) -> bytes:
 
 
 class _Response(http.client.HTTPResponse):
-    """A response whose head is parsed here, the body read by `http.client` as before.
+    """A response whose head is parsed here; a body that is not chunked is read by `http.client`
+    (a chunked one by `_Body`, with `dechunked`).
 
     `http.client` runs every header block through the `email` package, which cost more CPU than
     the rest of a provider call's wire work.  `headers` is the list of raw (name, value) pairs;
