@@ -57,31 +57,6 @@ def _memory_fts_layout(db: Database) -> None:
     db.execute_sql("DELETE FROM memory_files")
 
 
-def _run_events_by_run(db: Database) -> None:
-    """Run events keyed by (run_id, seq) alone, and indexed by session only where they carry one:
-    each stored frame then writes one b-tree instead of a table, its (run_id, seq) index and a
-    session index.  SQLite clusters the rows on that key (a table WITHOUT ROWID, rebuilt here:
-    also on a new database, whose table 0005 created as a plain one); PostgreSQL drops the id
-    column and makes the unique (run_id, seq) index the primary key."""
-    events = models.RunEvent._meta.table_name
-    if is_postgresql(db):
-        if "id" in {column.name for column in db.get_columns(events)}:
-            db.execute_sql(f"ALTER TABLE {events} DROP COLUMN id")
-            db.execute_sql(f"ALTER TABLE {events} ADD CONSTRAINT {events}_pkey PRIMARY KEY "
-                           f"USING INDEX {events}_run_id_seq")
-    elif "WITHOUT ROWID" not in db.execute_sql("SELECT sql FROM sqlite_master WHERE name = ?", (events,)).fetchone()[0]:
-        db.execute_sql(f"CREATE TABLE {events}_new (run_id TEXT NOT NULL REFERENCES {models.ChatRun._meta.table_name} "
-                       "(id) ON DELETE CASCADE, seq INTEGER NOT NULL, session_id TEXT, frame TEXT NOT NULL, "
-                       "PRIMARY KEY (run_id, seq)) WITHOUT ROWID")
-        db.execute_sql(f"INSERT INTO {events}_new (run_id, seq, session_id, frame) "
-                       f"SELECT run_id, seq, session_id, frame FROM {events}")
-        db.execute_sql(f"DROP TABLE {events}")
-        db.execute_sql(f"ALTER TABLE {events}_new RENAME TO {events}")
-    db.execute_sql(f"DROP INDEX IF EXISTS {events}_session_id")
-    db.execute_sql(f"CREATE INDEX IF NOT EXISTS {events}_stream_starts ON {events} (session_id) "
-                   "WHERE session_id IS NOT NULL")
-
-
 MIGRATIONS = [
     ("0001_auth", _create(models.User, models.ApiKey, models.TelegramLink, models.AuthAuditLog,
                           models.RateLimitHit)),
@@ -96,7 +71,6 @@ MIGRATIONS = [
     ("0012_rate_limit_leases", _rate_limit_leases),
     ("0013_run_stops", _run_stops),
     ("0014_memory_fts_layout", _memory_fts_layout),
-    ("0015_run_events_by_run", _run_events_by_run),
 ]
 
 

@@ -215,23 +215,16 @@ class ChatRun(BaseModel):
 
 
 class RunEvent(BaseModel):
-    """One wire frame of a run, numbered by the run's `seq`.
-
-    Keyed by (run, seq) alone: every stored frame then writes one b-tree (on SQLite a table
-    WITHOUT ROWID, migration 0015), not a table and an index besides."""
+    """One wire frame of a run, numbered by the run's `seq`."""
+    id = AutoField()
     run = ForeignKeyField(ChatRun, column_name="run_id", on_delete="CASCADE", index=False)
     seq = IntegerField()
-    session_id = TextField(null=True)  # set on stream_start frames: resume looks runs up by it
+    session_id = TextField(null=True, index=True)  # set on stream_start frames: resume looks runs up by it
     frame = TextField()
 
     class Meta:
         table_name = "chat_run_events"
-        primary_key = CompositeKey("run", "seq")
-
-
-# Only the few frames that carry a session (stream_start) are indexed by it.
-RunEvent.add_index(RunEvent.index(RunEvent.session_id, name="chat_run_events_stream_starts",
-                                  where=RunEvent.session_id.is_null(False)))
+        indexes = ((("run", "seq"), True),)
 
 
 class RunFollowup(BaseModel):

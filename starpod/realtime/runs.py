@@ -461,7 +461,7 @@ class RunManager:
             with database.connection_context():
                 row = (RunEvent.select(RunEvent.run, ChatRun.user_id).join(ChatRun)
                        .where(RunEvent.session_id == session_id)
-                       .order_by(ChatRun.created_at.desc()).tuples().first())
+                       .order_by(RunEvent.id.desc()).tuples().first())
             if row is None:
                 return None
             run_id, owner = row

@@ -34,7 +34,7 @@ def running_run_of(session_id: str, owner: str | None) -> str | None:
              .where((RunEvent.session_id == session_id) & (ChatRun.status == RUNNING)))
     if owner is not None:
         query = query.where(ChatRun.user_id == owner)
-    return query.order_by(ChatRun.created_at.desc()).scalar()
+    return query.order_by(RunEvent.id.desc()).scalar()
 
 
 def request_stop(home: Path, run_id: str, owner: str | None) -> bool:
