@@ -277,6 +277,56 @@ def test_under_gevent_a_chunked_body_times_out_when_a_read_waits_too_long_not_wh
     assert done.stdout.strip() == "ok", done.stderr
 
 
+GEVENT_READS = """
+from gevent import monkey; monkey.patch_all()
+import sys, time, gevent, httpx2
+from starpod.agent.transport import PooledTransport
+from tests.test_provider_transport import RawPeer
+
+head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
+client = httpx2.Client(transport=PooledTransport())
+failed_reads = []
+
+def count_failed_reads(frame, event, arg):
+    if event == "c_exception" and getattr(arg, "__name__", "") == "recv":
+        failed_reads.append(arg)
+
+# events that each come after the reader has taken all there was: one read each, none failing
+peer = RawPeer(answer=head, stall_after=len(head))
+with client.stream("POST", peer.url, content=b"x", timeout=5) as response:
+    chunks = response.iter_raw()
+    sys.setprofile(count_failed_reads)
+    for _ in range(10):
+        gevent.spawn_later(0.02, peer.send_more, b"1\\r\\nx\\r\\n")
+        assert next(chunks) == b"x"
+    sys.setprofile(None)
+    peer.send_more(b"0\\r\\n\\r\\n")
+    assert list(chunks) == []
+peer.close()
+assert failed_reads == [], failed_reads
+# a response closed by another greenlet while its reader waits for the next event: the reader fails at once
+peer = RawPeer(answer=head + b"1\\r\\nx\\r\\n", stall_after=len(head) + 6)
+with client.stream("POST", peer.url, content=b"x", timeout=30) as response:
+    gevent.spawn_later(0.2, response.close)
+    started = time.monotonic()
+    try:
+        b"".join(response.iter_raw())
+        sys.exit("no error")
+    except httpx2.ReadError:
+        assert time.monotonic() - started < 5
+peer.close()
+print("ok")
+"""
+
+
+def test_under_gevent_a_streamed_event_costs_one_read_and_a_close_wakes_the_reader():
+    """A read right after one that took all the socket had would fail (EAGAIN) and wait anyway:
+    the body waits for the socket first (transport._Readable), and closing it wakes that wait."""
+    done = subprocess.run([sys.executable, "-c", GEVENT_READS], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
 def test_refused_connection_is_a_connect_error(http):
     with pytest.raises(httpx2.ConnectError):
         http.post(f"http://127.0.0.1:{free_port()}/", content=b"x")

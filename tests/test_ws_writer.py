@@ -7,10 +7,10 @@ import pytest
 from gevent.event import Event
 from peewee import OperationalError
 
-from starpod.db import database
+from starpod.db import database, is_postgresql, placeholders
 from starpod.models import ChatRun, RunEvent
 from starpod.realtime.doorbell import Doorbell
-from starpod.realtime.runs import RunManager
+from starpod.realtime.runs import FINISHED, FORGET_OLDER_RUNS, RUNNING, RunManager
 
 
 @pytest.fixture
@@ -59,3 +59,29 @@ def test_a_batch_the_database_refused_is_stored_by_a_retry(runs, monkeypatch):
         runs.sync()
     assert stored_seqs() == list(range(1, 9))
     assert next(refusals, None) is None
+
+
+def test_a_new_stream_of_a_session_forgets_its_finished_older_runs_only(runs):
+    with database.connection_context():
+        for run_id, status in (("older", FINISHED), ("other-session", FINISHED), ("still-running", RUNNING)):
+            ChatRun.create(id=run_id, user_id="admin", worker_id="test", status=status)
+    stream_start = '{"type":"stream_start","seq":1,"session_id":"%s"}'
+    with gevent.Timeout(30):
+        for run_id, session_id in (("older", "s1"), ("other-session", "s2"), ("still-running", "s1")):
+            runs._queue(("event", (run_id, 1, session_id, stream_start % session_id), None))
+        runs.sync()
+        runs._queue(("event", ("run-1", 1, "s1", stream_start % "s1"), None))
+        runs.sync()
+    with database.connection_context():
+        left = {run.id for run in ChatRun.select(ChatRun.id)}
+    assert left == {"run-1", "other-session", "still-running"}
+
+
+def test_forgetting_older_runs_looks_them_up_by_session_not_among_every_finished_run(runs):
+    if is_postgresql(database.obj):
+        pytest.skip("the plan of SQLite's planner")
+    with database.connection_context():
+        plan = [row[-1] for row in database.execute_sql("EXPLAIN QUERY PLAN " + placeholders(FORGET_OLDER_RUNS),
+                                                        ("s1", "run-1"))]
+    runs_steps = [step for step in plan if step.split()[1] in ("chat_runs", "r")]
+    assert runs_steps and all(step.startswith("SEARCH") and step.endswith("(id=?)") for step in runs_steps), plan

@@ -291,6 +291,33 @@ class _IdleLimit:
         self._timer.close()
 
 
+class _Readable:
+    """Waiting for a socket to become readable under gevent, on one event-loop watcher for the
+    whole body.  A read straight after one that drained the socket would only fail (EAGAIN) and
+    wait anyway: a failed system call and an exception per streamed event.  Closing the socket
+    wakes the waiter (gevent wakes every watcher of a closing descriptor), whose read then fails."""
+
+    def __init__(self, fileno: int):
+        import gevent
+
+        self._hub = gevent.get_hub()
+        self._watcher = self._hub.loop.io(fileno, 1)
+
+    @classmethod
+    def of_plain(cls, sock: socket.socket) -> "_Readable | None":
+        """One for a plain TCP socket of gevent's; None for TLS, which may hold decrypted bytes
+        that the socket no longer has."""
+        import gevent.socket
+
+        return cls(sock.fileno()) if type(sock) is gevent.socket.socket else None
+
+    def wait(self) -> None:
+        self._hub.wait(self._watcher)
+
+    def close(self) -> None:
+        self._watcher.close()
+
+
 class _Body(httpx2.SyncByteStream):
     """A response body read as it arrives; a fully read one gives its connection back to the pool.
     A chunked one (every event stream) is read straight from the socket and decoded here."""
@@ -302,6 +329,8 @@ class _Body(httpx2.SyncByteStream):
         self.done = self.complete = False
         self._head_reader_drained = False
         self._idle_limit: _IdleLimit | None = None
+        self._readable: _Readable | None = None  # under gevent, once the head's reader is drained
+        self._drained = False  # the last read took all the socket had (it was shorter than asked)
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -319,6 +348,8 @@ class _Body(httpx2.SyncByteStream):
             raise self._closed() from exc  # the response was closed meanwhile (dropped its file, cut its data)
         finally:
             self._stop_idle_limit()
+            if self._readable is not None:  # (not in close(): a reader waiting on it would never wake)
+                self._readable.close()
         if self.done:  # an end of data that closing it (the call's deadline) caused is no end
             raise self._closed()
         if self.response.length:  # http.client ends a cut Content-Length body quietly
@@ -332,16 +363,23 @@ class _Body(httpx2.SyncByteStream):
         then straight from the socket (under gevent without a timeout of its own: `_IdleLimit`)."""
         sock = self.connection.sock
         if self._head_reader_drained:
+            if self._drained and self._readable is not None:
+                self._readable.wait()
             data = sock.recv(READ_SIZE)
+            self._drained = len(data) < READ_SIZE
             if self._idle_limit is not None:
                 self._idle_limit.last_read = time.monotonic()
             return data
         self._head_reader_drained = True  # READ_SIZE is more than it buffers: read1 gives it all
-        timeout = sock.gettimeout()
-        if timeout and gevent_active():
-            self._idle_limit = _IdleLimit(timeout, self._cut)
-            sock.settimeout(None)  # the next request sets its own
-        return self.response.fp.read1(READ_SIZE)
+        if gevent_active():
+            self._readable = _Readable.of_plain(sock)
+            timeout = sock.gettimeout()
+            if timeout:
+                self._idle_limit = _IdleLimit(timeout, self._cut)
+                sock.settimeout(None)  # the next request sets its own
+        data = self.response.fp.read1(READ_SIZE)
+        self._drained = bool(data)  # what the head's reader held came in with the head: the rest is later
+        return data
 
     def _cut(self) -> None:
         """A read waited past the read timeout: close the connection (its reader wakes up to fail),

@@ -55,8 +55,10 @@ INSERT_EVENTS = f"INSERT INTO {EVENTS} (run_id, seq, session_id, frame) VALUES (
 HAS_PENDING = f"SELECT 1 FROM {FOLLOWUPS} WHERE run_id = ? AND status = 'pending' LIMIT 1"
 HAS_PENDING_INJECT = f"SELECT 1 FROM {FOLLOWUPS} WHERE run_id = ? AND status = 'pending' AND mode = 'inject' LIMIT 1"
 FINISH_RUN = f"UPDATE {RUNS} SET status = '{FINISHED}', finished_at = ? WHERE id = ?"
-FORGET_OLDER_RUNS = (f"DELETE FROM {RUNS} WHERE status = '{FINISHED}' AND id IN "
-                     f"(SELECT run_id FROM {EVENTS} WHERE session_id = ? AND run_id <> ?)")
+# Found from the session's stream_start events: a `status` test beside `id IN` would let the
+# planner walk every finished run instead (SQLite does), a scan per new stream that grows with them.
+FORGET_OLDER_RUNS = (f"DELETE FROM {RUNS} WHERE id IN (SELECT e.run_id FROM {EVENTS} e JOIN {RUNS} r "
+                     f"ON r.id = e.run_id WHERE e.session_id = ? AND e.run_id <> ? AND r.status = '{FINISHED}')")
 # What a follower of another worker's run reads on every wake-up: the run's state and its new
 # events in one statement, so one snapshot (a finished run's events are all there).
 FOLLOW_STORED = (f"SELECT r.status, r.worker_id, r.heartbeat_at, e.seq, e.frame FROM {RUNS} r "
