@@ -38,16 +38,17 @@ class FileCache:
             entry = self._entries.get(key)
         return entry[3] if entry is not None and self._fresh(entry) else None
 
-    def read(self, key: Hashable, path: Path, parse: Callable[[str], Any] = str, limit: int = -1) -> Any:
-        """`parse(text of path)` (of its first `limit` characters when given), from the cache when
-        `key` last read this unchanged file.  Errors opening the file (FileNotFoundError, ...)
-        propagate and nothing is cached."""
+    def read(self, key: Hashable, path: Path, parse: Callable[[Any], Any] = str, limit: int = -1,
+             raw: bool = False) -> Any:
+        """`parse(text of path)` (of its first `limit` characters when given; with `raw`, of its
+        bytes, the first `limit` bytes), from the cache when `key` last read this unchanged file.
+        Errors opening the file (FileNotFoundError, ...) propagate and nothing is cached."""
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry[0] == path and self._fresh(entry):
             return entry[3]
         read_ns = time.time_ns()
-        with open(path, encoding="utf-8", errors=self.errors) as handle:
+        with (open(path, "rb") if raw else open(path, encoding="utf-8", errors=self.errors)) as handle:
             signature = _signature(os.fstat(handle.fileno()))
             value = parse(handle.read(limit))
         with self._lock:

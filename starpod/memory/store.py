@@ -201,10 +201,22 @@ class MemoryStore:
             return ""
 
     def _capped(self, key: tuple, path: Path, cap: int) -> str:
-        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap`
-        characters are read, which are at least `cap` bytes: a daily log grows past the cap over
-        a day, and is read again after every chat."""
-        return self.texts.read(key, path, lambda text: cap_bytes(text, cap), limit=cap)
+        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap` bytes
+        are read: a daily log grows past the cap over a day, and is read again after every chat."""
+        return self.texts.read(key, path, lambda data: self._capped_text(data, path, cap), limit=cap, raw=True)
+
+    def _capped_text(self, data: bytes, path: Path, cap: int) -> str:
+        """`cap_bytes` of the text of the file whose first `cap` bytes are `data`.  Whole UTF-8
+        characters without a CR are that text as they are (decoding them is a tenth of encoding
+        the text to count its bytes); else (a character cut at the cap, bytes that are not
+        UTF-8, newlines that text mode translates) the file is read as text."""
+        if b"\r" not in data:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        with open(path, encoding="utf-8", errors=self.texts.errors) as handle:
+            return cap_bytes(handle.read(cap), cap)
 
     def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
                        summary: str | None, messages: Iterable, session_id: str, agent_name: str,
