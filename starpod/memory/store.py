@@ -139,8 +139,7 @@ class MemoryStore:
         now = datetime.now()
         space = self.home / "users" / validate_user_id(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8", errors="replace") as handle:
+        with self._open_to_append(path) as handle:
             # The lock makes the header and each entry land whole even with two workers appending.
             fcntl.flock(handle, fcntl.LOCK_EX)
             header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
@@ -149,6 +148,16 @@ class MemoryStore:
             self.index_soon(path)
         else:
             self.index_file(path)
+
+    @staticmethod
+    def _open_to_append(path: Path):
+        """`path` opened to append, its folder made first when missing (not on every append: a
+        mkdir of a folder that exists fails, and failing costs more than the append itself)."""
+        try:
+            return open(path, "a", encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            path.parent.mkdir(parents=True, exist_ok=True)  # or its own error, as when it came first
+            return open(path, "a", encoding="utf-8", errors="replace")
 
     def user_dir(self, user_id: str) -> Path:
         self.ensure_user_space(user_id)
