@@ -189,10 +189,10 @@ class MemoryStore:
         cap = max(0, self.settings().bootstrap_file_cap)
         parts = [_section("SOUL.md", self._read_capped("SOUL.md", None, cap))]
         if user_id is not None:
-            base = self.user_dir(user_id)
+            self.ensure_user_space(user_id)
             parts += [_section(name, self._read_capped(name, user_id, cap)) for name in ("USER.md", "MEMORY.md")]
-            parts += [_section(f"daily/{path.name}", self._capped((path, cap), path, cap))
-                      for path in _recent_dailies(base / "memory")]
+            parts += [_section(f"daily/{name}", self._capped((path, cap), path, cap))
+                      for name, path in _recent_dailies(os.path.join(self.home, "users", user_id, "memory"))]
         return "\n\n".join(parts)
 
     def _read_capped(self, name: str, user_id: str | None, cap: int) -> str:
@@ -209,12 +209,12 @@ class MemoryStore:
         except FileNotFoundError:
             return ""
 
-    def _capped(self, key: tuple, path: Path, cap: int) -> str:
+    def _capped(self, key: tuple, path: str | Path, cap: int) -> str:
         """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap` bytes
         are read: a daily log grows past the cap over a day, and is read again after every chat."""
         return self.texts.read(key, path, lambda data: self._capped_text(data, path, cap), limit=cap, raw=True)
 
-    def _capped_text(self, data: bytes, path: Path, cap: int) -> str:
+    def _capped_text(self, data: bytes, path: str | Path, cap: int) -> str:
         """`cap_bytes` of the text of the file whose first `cap` bytes are `data`.  Whole UTF-8
         characters without a CR are that text as they are (a third of the time of reading the
         text and encoding it to count its bytes, for a 20 kB daily log); else (a character cut at
@@ -520,11 +520,12 @@ def _unchanged(record: FileRecord | None, found: _Found) -> bool:
             and record.size == found.size and found.mtime_ns < record.indexed_ns - RACY_WINDOW_NS)
 
 
-def _recent_dailies(directory: Path) -> list[Path]:
-    """The MAX_DAILY_FILES last daily logs (`*.md` files, by name) in `directory`."""
+def _recent_dailies(directory: str) -> list[tuple[str, str]]:
+    """(name, path) of the MAX_DAILY_FILES last daily logs (`*.md` files, by name) in `directory`:
+    plain strings, read on every chat (a Path per file cost more than its read from the cache)."""
     with os.scandir(directory) as entries:
         names = sorted((e.name for e in entries if e.name.endswith(".md") and e.is_file()), reverse=True)
-    return [directory / name for name in names[:MAX_DAILY_FILES]]
+    return [(name, os.path.join(directory, name)) for name in names[:MAX_DAILY_FILES]]
 
 
 def _digest(data: bytes) -> str:
