@@ -8,6 +8,7 @@ REST API both go through this module; writes are atomic and serialised across pr
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -93,7 +94,11 @@ def _render(skill: Skill) -> str:
 
 def get_skill(home: Path, name: str) -> Skill | None:
     """The skill, None when it does not exist; SkillUnreadable for a damaged file."""
-    path = _skill_file(home, name)
+    return _read_skill(name, os.fspath(_skill_file(home, name)))
+
+
+def _read_skill(name: str, path: str) -> Skill | None:
+    """`get_skill` of the valid `name` whose SKILL.md is at `path`."""
     try:
         return _parsed.read(path, path, lambda text: _parse(name, text, ""))
     except FileNotFoundError:
@@ -103,16 +108,21 @@ def get_skill(home: Path, name: str) -> Skill | None:
 
 
 def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
-    """Every readable skill, by name; `only` (agent.toml `skills`) filters when non-empty."""
+    """Every readable skill, by name; `only` (agent.toml `skills`) filters when non-empty.
+    Every chat lists them for its system prompt: the folder is scanned by plain path strings
+    (Path objects per skill cost more than reading its unchanged SKILL.md from the cache)."""
     found = []
-    root = skills_dir(home)
-    if not root.is_dir():
+    root = os.fspath(skills_dir(home))
+    try:
+        with os.scandir(root) as entries:
+            names = sorted(entry.name for entry in entries)
+    except (FileNotFoundError, NotADirectoryError):
         return found
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if not NAME_RE.match(entry.name) or (only and entry.name not in only):
+    for name in names:
+        if not NAME_RE.match(name) or (only and name not in only):
             continue
         try:
-            skill = get_skill(home, entry.name)
+            skill = _read_skill(name, os.path.join(root, name, "SKILL.md"))
         except SkillUnreadable as exc:
             log.warning("%s", exc)
             continue
