@@ -7,6 +7,7 @@ REST API both go through this module; writes are atomic and serialised across pr
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
 MAX_SKILL_BYTES = 256 * 1024
+NO_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # no skills folder, as `Path.is_dir` tells it
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,10 @@ def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
     try:
         with os.scandir(root) as entries:
             names = sorted(entry.name for entry in entries)
-    except (FileNotFoundError, NotADirectoryError):
-        return found
+    except OSError as exc:
+        if exc.errno in NO_FOLDER:
+            return found
+        raise
     for name in names:
         if not NAME_RE.match(name) or (only and name not in only):
             continue
