@@ -69,6 +69,8 @@ def test_damaged_skill_file_is_skipped_in_lists_and_a_clear_error_alone(client, 
     client.post(SKILLS, json=DEPLOY, headers=h)
     (home / "skills" / "broken").mkdir()
     (home / "skills" / "broken" / "SKILL.md").write_bytes(b"---\nname: broken\n---\n\xff\xfe")
+    (home / "skills" / "README").write_text("a file where a skill's folder would be")
+    (home / "skills" / ".drafts").mkdir()  # no skill name
     assert [s["name"] for s in client.get(SKILLS, headers=h).get_json()] == ["deploy"]
     r = client.get(f"{SKILLS}/broken", headers=h)
     assert r.status_code == 500 and "cannot be read" in r.get_json()["error"]

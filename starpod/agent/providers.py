@@ -310,27 +310,32 @@ def request_body(request: dict) -> bytes:
         return json.dumps(request).encode("ascii")
 
 
-_absolute_urls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SDK client → {path: URL}
+_post_templates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # SDK client → {path: options}
 
 
-def _absolute_url(client, path: str) -> str:
-    """The URL the SDK `client` sends `path` to, as the client itself merges it with its base URL.
-    Given the absolute URL, the SDK parses it through the HTTP library's cache of parsed URLs; a
-    relative path it merges through an uncached parse on every call."""
-    urls = _absolute_urls.setdefault(client, {})
-    url = urls.get(path)
-    if url is None:
-        url = urls[path] = str(client._prepare_url(path))
-    return url
+def _post_options(kind: str, client, path: str):
+    """The request options the SDK `client`'s own `post(path, ...)` builds, without a body or a
+    timeout: built once per client and path, as a template that each call copies with its own.
+    Building them afresh (the SDK's pydantic model with every default) cost more than the copy.
+    The URL is absolute, as the client itself merges `path` with its base URL: given an absolute
+    one, the SDK parses it through the HTTP library's cache of parsed URLs; a relative path it
+    merges through an uncached parse on every call."""
+    templates = _post_templates.setdefault(client, {})
+    template = templates.get(path)
+    if template is None:
+        options_class = importlib.import_module(f"{kind}._models").FinalRequestOptions
+        template = templates[path] = options_class.construct(
+            method="post", url=str(client._prepare_url(path)), json_data=None, content=None, files=None)
+    return template
 
 
 @contextmanager
 def streamed_post(kind: str, client, path: str, request: dict, deadline: Deadline) -> Iterator[Any]:
     """POST `request` through the `kind` SDK's `client` and give the open HTTP response of its
     event stream; an error status raises the SDK's error, and the response is closed at the deadline."""
-    response = client.post(_absolute_url(client, path), content=request_body(request),
-                           cast_to=importlib.import_module("httpx2").Response, stream=True,
-                           options={"timeout": deadline.timeout(sdk(kind))})
+    options = _post_options(kind, client, path).model_copy(
+        update={"content": request_body(request), "timeout": deadline.timeout(sdk(kind))})
+    response = client.request(importlib.import_module("httpx2").Response, options, stream=True)
     with deadline.closing_at_end(response.close):
         try:
             yield response

@@ -7,7 +7,9 @@ REST API both go through this module; writes are atomic and serialised across pr
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 FRONT_MATTER_RE = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
 MAX_SKILL_BYTES = 256 * 1024
+NO_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)  # no skills folder, as `Path.is_dir` tells it
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,11 @@ def _render(skill: Skill) -> str:
 
 def get_skill(home: Path, name: str) -> Skill | None:
     """The skill, None when it does not exist; SkillUnreadable for a damaged file."""
-    path = _skill_file(home, name)
+    return _read_skill(name, os.fspath(_skill_file(home, name)))
+
+
+def _read_skill(name: str, path: str) -> Skill | None:
+    """`get_skill` of the valid `name` whose SKILL.md is at `path`."""
     try:
         return _parsed.read(path, path, lambda text: _parse(name, text, ""))
     except FileNotFoundError:
@@ -103,16 +110,23 @@ def get_skill(home: Path, name: str) -> Skill | None:
 
 
 def list_skills(home: Path, only: tuple[str, ...] = ()) -> list[Skill]:
-    """Every readable skill, by name; `only` (agent.toml `skills`) filters when non-empty."""
+    """Every readable skill, by name; `only` (agent.toml `skills`) filters when non-empty.
+    Every chat lists them for its system prompt: the folder is scanned by plain path strings
+    (Path objects per skill cost more than reading its unchanged SKILL.md from the cache)."""
     found = []
-    root = skills_dir(home)
-    if not root.is_dir():
-        return found
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
-        if not NAME_RE.match(entry.name) or (only and entry.name not in only):
+    root = os.fspath(skills_dir(home))
+    try:
+        with os.scandir(root) as entries:
+            names = sorted(entry.name for entry in entries)
+    except OSError as exc:
+        if exc.errno in NO_FOLDER:
+            return found
+        raise
+    for name in names:
+        if not NAME_RE.match(name) or (only and name not in only):
             continue
         try:
-            skill = get_skill(home, entry.name)
+            skill = _read_skill(name, os.path.join(root, name, "SKILL.md"))
         except SkillUnreadable as exc:
             log.warning("%s", exc)
             continue

@@ -29,7 +29,7 @@ class FileCache:
     def __init__(self, errors: str = "replace", max_entries: int = MAX_ENTRIES):
         self.errors = errors  # how undecodable UTF-8 is handled, as for open()
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[Path, tuple, int, Any]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[str | Path, tuple, int, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def cached(self, key: Hashable) -> Any | None:
@@ -38,16 +38,17 @@ class FileCache:
             entry = self._entries.get(key)
         return entry[3] if entry is not None and self._fresh(entry) else None
 
-    def read(self, key: Hashable, path: Path, parse: Callable[[str], Any] = str, limit: int = -1) -> Any:
-        """`parse(text of path)` (of its first `limit` characters when given), from the cache when
-        `key` last read this unchanged file.  Errors opening the file (FileNotFoundError, ...)
-        propagate and nothing is cached."""
+    def read(self, key: Hashable, path: str | Path, parse: Callable[[Any], Any] = str, limit: int = -1,
+             raw: bool = False) -> Any:
+        """`parse(text of path)` (of its first `limit` characters when given; with `raw`, of its
+        bytes, the first `limit` bytes), from the cache when `key` last read this unchanged file.
+        Errors opening the file (FileNotFoundError, ...) propagate and nothing is cached."""
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry[0] == path and self._fresh(entry):
             return entry[3]
         read_ns = time.time_ns()
-        with open(path, encoding="utf-8", errors=self.errors) as handle:
+        with (open(path, "rb") if raw else open(path, encoding="utf-8", errors=self.errors)) as handle:
             signature = _signature(os.fstat(handle.fileno()))
             value = parse(handle.read(limit))
         with self._lock:

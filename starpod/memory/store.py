@@ -139,8 +139,7 @@ class MemoryStore:
         now = datetime.now()
         space = self.home / "users" / validate_user_id(user_id) if user_id is not None else self.home
         path = space / "memory" / f"{now:%Y-%m-%d}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8", errors="replace") as handle:
+        with self._open_to_append(path) as handle:
             # The lock makes the header and each entry land whole even with two workers appending.
             fcntl.flock(handle, fcntl.LOCK_EX)
             header = f"# Daily Log \u2014 {now:%Y-%m-%d}\n" if os.fstat(handle.fileno()).st_size == 0 else ""
@@ -149,6 +148,16 @@ class MemoryStore:
             self.index_soon(path)
         else:
             self.index_file(path)
+
+    @staticmethod
+    def _open_to_append(path: Path):
+        """`path` opened to append, its folder made first when missing (not on every append: a
+        mkdir of a folder that exists fails, and failing costs more than the append itself)."""
+        try:
+            return open(path, "a", encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            path.parent.mkdir(parents=True, exist_ok=True)  # or its own error, as when it came first
+            return open(path, "a", encoding="utf-8", errors="replace")
 
     def user_dir(self, user_id: str) -> Path:
         self.ensure_user_space(user_id)
@@ -180,10 +189,10 @@ class MemoryStore:
         cap = max(0, self.settings().bootstrap_file_cap)
         parts = [_section("SOUL.md", self._read_capped("SOUL.md", None, cap))]
         if user_id is not None:
-            base = self.user_dir(user_id)
+            self.ensure_user_space(user_id)
             parts += [_section(name, self._read_capped(name, user_id, cap)) for name in ("USER.md", "MEMORY.md")]
-            parts += [_section(f"daily/{path.name}", self._capped((path, cap), path, cap))
-                      for path in _recent_dailies(base / "memory")]
+            parts += [_section(f"daily/{name}", self._capped((path, cap), path, cap))
+                      for name, path in _recent_dailies(os.path.join(self.home, "users", user_id, "memory"))]
         return "\n\n".join(parts)
 
     def _read_capped(self, name: str, user_id: str | None, cap: int) -> str:
@@ -200,11 +209,24 @@ class MemoryStore:
         except FileNotFoundError:
             return ""
 
-    def _capped(self, key: tuple, path: Path, cap: int) -> str:
-        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap`
-        characters are read, which are at least `cap` bytes: a daily log grows past the cap over
-        a day, and is read again after every chat."""
-        return self.texts.read(key, path, lambda text: cap_bytes(text, cap), limit=cap)
+    def _capped(self, key: tuple, path: str | Path, cap: int) -> str:
+        """The file's text cut to `cap` bytes, through the file cache.  Only its first `cap` bytes
+        are read: a daily log grows past the cap over a day, and is read again after every chat."""
+        return self.texts.read(key, path, lambda data: self._capped_text(data, path, cap), limit=cap, raw=True)
+
+    def _capped_text(self, data: bytes, path: str | Path, cap: int) -> str:
+        """`cap_bytes` of the text of the file whose first `cap` bytes are `data`.  Whole UTF-8
+        characters without a CR are that text as they are (a third of the time of reading the
+        text and encoding it to count its bytes, for a 20 kB daily log); else (a character cut at
+        the cap, bytes that are not UTF-8, newlines that text mode translates) the file is read
+        as text."""
+        if b"\r" not in data:
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        with open(path, encoding="utf-8", errors=self.texts.errors) as handle:
+            return cap_bytes(handle.read(cap), cap)
 
     def export_session(self, title: str | None, created_at: str, channel: str, message_count: int,
                        summary: str | None, messages: Iterable, session_id: str, agent_name: str,
@@ -498,11 +520,12 @@ def _unchanged(record: FileRecord | None, found: _Found) -> bool:
             and record.size == found.size and found.mtime_ns < record.indexed_ns - RACY_WINDOW_NS)
 
 
-def _recent_dailies(directory: Path) -> list[Path]:
-    """The MAX_DAILY_FILES last daily logs (`*.md` files, by name) in `directory`."""
+def _recent_dailies(directory: str) -> list[tuple[str, str]]:
+    """(name, path) of the MAX_DAILY_FILES last daily logs (`*.md` files, by name) in `directory`:
+    plain strings, read on every chat (a Path per file cost more than its read from the cache)."""
     with os.scandir(directory) as entries:
         names = sorted((e.name for e in entries if e.name.endswith(".md") and e.is_file()), reverse=True)
-    return [directory / name for name in names[:MAX_DAILY_FILES]]
+    return [(name, os.path.join(directory, name)) for name in names[:MAX_DAILY_FILES]]
 
 
 def _digest(data: bytes) -> str:
