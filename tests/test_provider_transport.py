@@ -8,6 +8,7 @@ errors the SDKs turn into their own.
 from __future__ import annotations
 
 import gzip
+import os
 from http.client import IncompleteRead
 import random
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import httpx2
 import pytest
@@ -387,14 +389,21 @@ def test_environment_proxy_is_still_used(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def tls_peer(tmp_path):
-    """An HTTPS echo server on 127.0.0.1 with a fresh self-signed certificate (needs `openssl`)."""
+def certificate(tmp_path):
+    """The files of a fresh self-signed certificate for 127.0.0.1 and its key (needs `openssl`)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def tls_peer(certificate):
+    """An HTTPS echo server on 127.0.0.1 with a fresh self-signed certificate."""
+    cert, key = certificate
 
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -428,3 +437,143 @@ def test_https_is_verified_and_its_connection_reused(tls_peer, monkeypatch):
     with httpx2.Client(transport=transport) as trusting:
         assert [trusting.post(url, content=b"ping %d" % i).content for i in range(3)] == [b"ping 0", b"ping 1", b"ping 2"]
         assert [len(idle) for idle in transport._idle.values()] == [1]  # one connection, kept for the next
+
+
+class TlsPeer:
+    """One TLS connection on 127.0.0.1 answering one request with the TLS record of `answer`, then
+    with what the test sends: its TLS work is done in memory, so the bytes of a record may be cut
+    anywhere between TCP writes."""
+
+    def __init__(self, cert: str, key: str, answer: bytes):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = self.context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.answered = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, args=(answer,), daemon=True).start()
+
+    def _serve(self, answer: bytes) -> None:
+        self.conn, _ = self.listener.accept()
+        self._fed(self.tls.do_handshake)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += self._fed(self.tls.read)
+        self.conn.sendall(self.record(answer))
+        self.answered.set()
+
+    def _fed(self, step: Callable[[], bytes]) -> bytes:
+        """What a step of the TLS work gives once the client has sent it enough bytes."""
+        while True:
+            try:
+                done = step()
+                break
+            except ssl.SSLWantReadError:
+                self.conn.sendall(self.outgoing.read())
+                more = self.conn.recv(65536)
+                if not more:
+                    raise ConnectionError("the client hung up")
+                self.incoming.write(more)
+        self.conn.sendall(self.outgoing.read())
+        return done
+
+    def record(self, data: bytes) -> bytes:
+        """`data` (at most 16 KiB) as the bytes of one TLS record."""
+        self.tls.write(data)
+        return self.outgoing.read()
+
+    def send(self, wire: bytes) -> None:
+        self.answered.wait()
+        self.conn.sendall(wire)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.conn.close()
+
+
+GEVENT_TLS_READS = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent, httpx2
+from starpod.agent.transport import PooledTransport
+from tests.test_provider_transport import TlsPeer
+
+cert, key = sys.argv[1:]
+head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
+client = httpx2.Client(transport=PooledTransport())  # trusting the certificate (SSL_CERT_FILE)
+failed_reads = []
+
+def count_failed_reads(frame, event, arg):
+    if event == "c_exception" and getattr(arg, "__name__", "") in ("read", "recv", "recv_into"):
+        failed_reads.append(arg)
+
+def sent_in_pieces(peer, wire, size):
+    for start in range(0, len(wire), size):
+        peer.send(wire[start:start + size])
+        gevent.sleep(0.005)
+
+def read_until(chunks, total):
+    data = b""
+    while len(data) < total:
+        data += next(chunks)
+    return data
+
+peer = TlsPeer(cert, key, head)
+with client.stream("POST", peer.url, content=b"x", timeout=30) as response:
+    chunks = response.iter_raw()
+    # events that each come after the reader has taken all there was: one read each, none failing
+    # (after the first, which the head's reader reads)
+    for event in range(11):
+        gevent.spawn_later(0.02, peer.send, peer.record(b"1\\r\\nx\\r\\n"))
+        sys.setprofile(count_failed_reads if event else None)
+        assert next(chunks) == b"x"
+    sys.setprofile(None)
+    # TLS records cut anywhere on the way (the socket readable before a record is whole), chunks across records
+    wire = peer.record(b"5\\r\\nhello\\r\\n3\\r\\nab") + peer.record(b"c\\r\\n2\\r\\nyz\\r\\n")
+    gevent.spawn(sent_in_pieces, peer, wire, 7)
+    assert read_until(chunks, 10) == b"helloabcyz"
+    peer.send(peer.record(b"0\\r\\n\\r\\n"))
+    assert list(chunks) == []
+peer.close()
+assert failed_reads == [], failed_reads
+# a record the head's reader took only part of: the rest is decrypted already, the socket has nothing more
+peer = TlsPeer(cert, key, head + b"%x\\r\\n%s\\r\\n" % (12000, b"y" * 12000))
+with client.stream("POST", peer.url, content=b"x", timeout=5) as response:  # (waiting for the socket: a timeout)
+    chunks = response.iter_raw()
+    assert read_until(chunks, 12000) == b"y" * 12000
+    peer.send(peer.record(b"0\\r\\n\\r\\n"))
+    assert list(chunks) == []
+peer.close()
+# a response closed by another greenlet while its reader waits for the next event: the reader fails at once
+peer = TlsPeer(cert, key, head + b"1\\r\\nx\\r\\n")
+with client.stream("POST", peer.url, content=b"x", timeout=30) as response:
+    chunks = response.iter_raw()
+    assert next(chunks) == b"x"
+    gevent.spawn_later(0.2, response.close)
+    try:
+        next(chunks)
+        sys.exit("no error")
+    except httpx2.ReadError:  # (not the ReadTimeout of a reader that slept through the close)
+        pass
+peer.close()
+# a stream that stops coming: the read timeout closes the connection, which wakes the waiting reader
+peer = TlsPeer(cert, key, head + b"1\\r\\nx\\r\\n")
+try:
+    with client.stream("POST", peer.url, content=b"x", timeout=0.5) as response:
+        b"".join(response.iter_raw())
+    sys.exit("no timeout")
+except httpx2.ReadTimeout:
+    pass
+peer.close()
+print("ok")
+"""
+
+
+def test_under_gevent_a_tls_streamed_event_costs_one_read_and_a_close_wakes_the_reader(certificate):
+    """Over TLS too the body waits for the socket after a read that took all there was, unless the
+    TLS object still holds decrypted bytes; a TLS record that is not whole yet still reads right,
+    and closing the connection (the response's close, the read timeout) wakes the waiting reader."""
+    cert, key = certificate
+    done = subprocess.run([sys.executable, "-c", GEVENT_TLS_READS, str(cert), str(key)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "SSL_CERT_FILE": str(cert)})
+    assert done.stdout.strip() == "ok", done.stderr

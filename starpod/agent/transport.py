@@ -293,25 +293,35 @@ class _IdleLimit:
 
 class _Readable:
     """Waiting for a socket to become readable under gevent, on one event-loop watcher for the
-    whole body.  A read straight after one that drained the socket would only fail (EAGAIN) and
-    wait anyway: a failed system call and an exception per streamed event.  Closing the socket
-    wakes the waiter (gevent wakes every watcher of a closing descriptor), whose read then fails."""
+    whole body.  A read straight after one that drained the socket would only fail (EAGAIN, for
+    TLS SSLWantReadError) and wait anyway: a failed call and an exception per streamed event.
+    Closing the socket wakes the waiter (gevent wakes every watcher of a closing descriptor, TLS
+    or not), whose read then fails."""
 
-    def __init__(self, fileno: int):
+    def __init__(self, fileno: int, tls: ssl.SSLSocket | None):
         import gevent
 
         self._hub = gevent.get_hub()
+        self._fileno, self._tls = fileno, tls
         self._watcher = self._hub.loop.io(fileno, 1)
 
     @classmethod
-    def of_plain(cls, sock: socket.socket) -> "_Readable | None":
-        """One for a plain TCP socket of gevent's; None for TLS, which may hold decrypted bytes
-        that the socket no longer has."""
+    def of(cls, sock: socket.socket) -> "_Readable | None":
+        """One for a socket of gevent's (TCP or TLS); None for any other, whose reads wait by themselves."""
         import gevent.socket
+        import gevent.ssl
 
-        return cls(sock.fileno()) if type(sock) is gevent.socket.socket else None
+        if type(sock) is gevent.ssl.SSLSocket:
+            return cls(sock.fileno(), sock)
+        return cls(sock.fileno(), None) if type(sock) is gevent.socket.socket else None
 
     def wait(self) -> None:
+        """Until the socket has something to read.  A TLS read gives one record at most, so a short
+        one does not tell the socket is drained: it is not waited for while it holds decrypted
+        bytes (which the kernel no longer has) or the kernel has some.  (A readable socket with
+        only part of a record is no harm: gevent's TLS read waits for the rest itself.)"""
+        if self._tls is not None and (self._tls.pending() or readable_now(self._fileno)):
+            return
         self._hub.wait(self._watcher)
 
     def close(self) -> None:
@@ -330,7 +340,7 @@ class _Body(httpx2.SyncByteStream):
         self._head_reader_drained = False
         self._idle_limit: _IdleLimit | None = None
         self._readable: _Readable | None = None  # under gevent, once the head's reader is drained
-        self._drained = False  # the last read took all the socket had (it was shorter than asked)
+        self._drained = False  # the last read took all the socket had (was shorter than asked; TLS: _Readable.wait)
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -372,7 +382,7 @@ class _Body(httpx2.SyncByteStream):
             return data
         self._head_reader_drained = True  # READ_SIZE is more than it buffers: read1 gives it all
         if gevent_active():
-            self._readable = _Readable.of_plain(sock)
+            self._readable = _Readable.of(sock)
             timeout = sock.gettimeout()
             if timeout:
                 self._idle_limit = _IdleLimit(timeout, self._cut)
