@@ -241,14 +241,40 @@ def test_a_malformed_chunked_body_is_a_protocol_error(http, body):
     peer.close()
 
 
-GEVENT_READ_TIMEOUT = """
+# The start of every script `run_under_gevent` runs: a client, the head of a chunked answer, a
+# profile hook collecting failed reads, and `fails_soon`.
+GEVENT_PRELUDE = """
 from gevent import monkey; monkey.patch_all()
-import sys, time, httpx2
+import sys, time, gevent, httpx2
 from starpod.agent.transport import PooledTransport
-from tests.test_provider_transport import RawPeer
+from tests.test_provider_transport import RawPeer, TlsPeer
 
 head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
-client = httpx2.Client(transport=PooledTransport())
+client = httpx2.Client(transport=PooledTransport())  # over TLS trusting the test's certificate (SSL_CERT_FILE)
+failed_reads = []
+
+def count_failed_reads(frame, event, arg):
+    if event == "c_exception" and getattr(arg, "__name__", "") in ("read", "recv", "recv_into"):
+        failed_reads.append(arg)
+
+def fails_soon(error, read):
+    started = time.monotonic()
+    try:
+        read()
+        sys.exit(f"no {error.__name__}")
+    except error:
+        assert time.monotonic() - started < 5
+"""
+
+
+def run_under_gevent(script: str, *args: str, env: dict | None = None) -> None:
+    """Run GEVENT_PRELUDE + `script` in a gevent-patched interpreter; it prints "ok" when all held."""
+    done = subprocess.run([sys.executable, "-c", GEVENT_PRELUDE + script, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+GEVENT_READ_TIMEOUT = """
 # a body that keeps coming, each read within the timeout though the whole takes longer: no timeout
 peer = RawPeer(answer=head, stall_after=len(head))
 with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
@@ -260,13 +286,8 @@ with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
 peer.close()
 # a body that stops coming: a read timeout
 peer = RawPeer(answer=head + b"64\\r\\n" + b"y" * 100 + b"\\r\\n0\\r\\n\\r\\n", stall_after=len(head) + 20)
-started = time.monotonic()
-try:
-    with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
-        b"".join(response.iter_raw())
-    sys.exit("no timeout")
-except httpx2.ReadTimeout:
-    assert time.monotonic() - started < 5
+with client.stream("POST", peer.url, content=b"x", timeout=0.3) as response:
+    fails_soon(httpx2.ReadTimeout, lambda: b"".join(response.iter_raw()))
 peer.close()
 print("ok")
 """
@@ -274,32 +295,18 @@ print("ok")
 
 def test_under_gevent_a_chunked_body_times_out_when_a_read_waits_too_long_not_when_it_lasts_long():
     """The read timeout of a streamed body is one timer per body there (transport._IdleLimit)."""
-    done = subprocess.run([sys.executable, "-c", GEVENT_READ_TIMEOUT], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.strip() == "ok", done.stderr
+    run_under_gevent(GEVENT_READ_TIMEOUT)
 
 
 GEVENT_READS = """
-from gevent import monkey; monkey.patch_all()
-import sys, time, gevent, httpx2
-from starpod.agent.transport import PooledTransport
-from tests.test_provider_transport import RawPeer
-
-head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
-client = httpx2.Client(transport=PooledTransport())
-failed_reads = []
-
-def count_failed_reads(frame, event, arg):
-    if event == "c_exception" and getattr(arg, "__name__", "") == "recv":
-        failed_reads.append(arg)
-
 # events that each come after the reader has taken all there was: one read each, none failing
+# (after the first, which the head's reader reads)
 peer = RawPeer(answer=head, stall_after=len(head))
 with client.stream("POST", peer.url, content=b"x", timeout=5) as response:
     chunks = response.iter_raw()
-    sys.setprofile(count_failed_reads)
-    for _ in range(10):
+    for event in range(11):
         gevent.spawn_later(0.02, peer.send_more, b"1\\r\\nx\\r\\n")
+        sys.setprofile(count_failed_reads if event else None)
         assert next(chunks) == b"x"
     sys.setprofile(None)
     peer.send_more(b"0\\r\\n\\r\\n")
@@ -310,12 +317,7 @@ assert failed_reads == [], failed_reads
 peer = RawPeer(answer=head + b"1\\r\\nx\\r\\n", stall_after=len(head) + 6)
 with client.stream("POST", peer.url, content=b"x", timeout=30) as response:
     gevent.spawn_later(0.2, response.close)
-    started = time.monotonic()
-    try:
-        b"".join(response.iter_raw())
-        sys.exit("no error")
-    except httpx2.ReadError:
-        assert time.monotonic() - started < 5
+    fails_soon(httpx2.ReadError, lambda: b"".join(response.iter_raw()))
 peer.close()
 print("ok")
 """
@@ -324,9 +326,7 @@ print("ok")
 def test_under_gevent_a_streamed_event_costs_one_read_and_a_close_wakes_the_reader():
     """A read right after one that took all the socket had would fail (EAGAIN) and wait anyway:
     the body waits for the socket first (transport._Readable), and closing it wakes that wait."""
-    done = subprocess.run([sys.executable, "-c", GEVENT_READS], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.strip() == "ok", done.stderr
+    run_under_gevent(GEVENT_READS)
 
 
 def test_refused_connection_is_a_connect_error(http):
@@ -493,19 +493,7 @@ class TlsPeer:
 
 
 GEVENT_TLS_READS = """
-from gevent import monkey; monkey.patch_all()
-import sys, gevent, httpx2
-from starpod.agent.transport import PooledTransport
-from tests.test_provider_transport import TlsPeer
-
 cert, key = sys.argv[1:]
-head = b"HTTP/1.1 200 OK\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n"
-client = httpx2.Client(transport=PooledTransport())  # trusting the certificate (SSL_CERT_FILE)
-failed_reads = []
-
-def count_failed_reads(frame, event, arg):
-    if event == "c_exception" and getattr(arg, "__name__", "") in ("read", "recv", "recv_into"):
-        failed_reads.append(arg)
 
 def sent_in_pieces(peer, wire, size):
     for start in range(0, len(wire), size):
@@ -550,20 +538,12 @@ with client.stream("POST", peer.url, content=b"x", timeout=30) as response:
     chunks = response.iter_raw()
     assert next(chunks) == b"x"
     gevent.spawn_later(0.2, response.close)
-    try:
-        next(chunks)
-        sys.exit("no error")
-    except httpx2.ReadError:  # (not the ReadTimeout of a reader that slept through the close)
-        pass
+    fails_soon(httpx2.ReadError, lambda: next(chunks))  # (not the ReadTimeout of a reader that slept through it)
 peer.close()
 # a stream that stops coming: the read timeout closes the connection, which wakes the waiting reader
 peer = TlsPeer(cert, key, head + b"1\\r\\nx\\r\\n")
-try:
-    with client.stream("POST", peer.url, content=b"x", timeout=0.5) as response:
-        b"".join(response.iter_raw())
-    sys.exit("no timeout")
-except httpx2.ReadTimeout:
-    pass
+with client.stream("POST", peer.url, content=b"x", timeout=0.5) as response:
+    fails_soon(httpx2.ReadTimeout, lambda: b"".join(response.iter_raw()))
 peer.close()
 print("ok")
 """
@@ -574,6 +554,4 @@ def test_under_gevent_a_tls_streamed_event_costs_one_read_and_a_close_wakes_the_
     TLS object still holds decrypted bytes; a TLS record that is not whole yet still reads right,
     and closing the connection (the response's close, the read timeout) wakes the waiting reader."""
     cert, key = certificate
-    done = subprocess.run([sys.executable, "-c", GEVENT_TLS_READS, str(cert), str(key)], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "SSL_CERT_FILE": str(cert)})
-    assert done.stdout.strip() == "ok", done.stderr
+    run_under_gevent(GEVENT_TLS_READS, str(cert), str(key), env={**os.environ, "SSL_CERT_FILE": str(cert)})
