@@ -23,7 +23,7 @@ from peewee import IntegrityError
 from . import changehints
 from .authcache import AuthCache, key_digest
 from .concurrency import SharedCalls, run_blocking
-from .db import database, placeholders, write_transaction
+from .db import database, write_transaction
 from .errors import BadRequest, Conflict, NotFound, StarpodError
 from .models import ApiKey, AuthAuditLog, AuthGeneration, TelegramLink, User
 from .timeutil import now_iso, parse_rfc3339, to_rfc3339, utcnow
@@ -338,8 +338,9 @@ def _touch_last_used(key_id: str) -> None:
 
 
 @functools.cache
-def _key_state_sql() -> str:
-    """SQL reading a key's and its owner's current state by key id, compiled once.
+def _key_state_sql(param: str) -> str:
+    """SQL reading a key's and its owner's current state by key id, compiled once per placeholder
+    style `param` of the database bound now (one process may bind either engine in turn: `db copy`).
 
     This runs on every authenticated request; building the query through the ORM each time
     costs more than the request itself.
@@ -353,7 +354,7 @@ def _key_state_sql() -> str:
 
 def _read_key_state(key_id: str) -> tuple[Principal | None, str | None]:
     """(owner if the key is not revoked and the owner is active, the key's expiry)."""
-    row = database.execute_sql(placeholders(_key_state_sql()), (key_id,)).fetchone()
+    row = database.execute_sql(_key_state_sql(database.param), (key_id,)).fetchone()
     if row is None:
         return None, None
     revoked_at, expires_at, user_id, role, display_name, is_active = row

@@ -14,7 +14,7 @@ import pytest
 
 from starpod import accounts, ratelimit
 from starpod.authcache import AuthCache, LruMap, key_digest
-from starpod.db import database
+from starpod.db import database, is_postgresql, open_postgresql, open_sqlite
 from starpod.errors import BadRequest, Conflict, NotFound
 from starpod.models import ApiKey, AuthAuditLog, RateLimitHit
 from starpod.timeutil import to_rfc3339, utcnow
@@ -80,6 +80,25 @@ def test_authenticate_runs_argon2_once_per_key(app, make_user, count_verificatio
         principal = accounts.authenticate(key)
         assert principal.user_id == user.id
     assert len(count_verifications) == 1
+
+
+def test_a_key_state_reads_after_the_process_had_the_other_engine_bound(app, make_user, tmp_path):
+    """`db copy` binds the shared database to each engine in turn: the key-state statement (every
+    authenticated request's, compiled once) compiled under one engine's placeholders must not be
+    run on the other."""
+    user, _key = make_user("user")
+    key_id = ApiKey.get(ApiKey.user == user.id).id
+    accounts._key_state_sql.cache_clear()
+    bound = database.obj
+    other = open_sqlite(tmp_path / "other.db") if is_postgresql() else open_postgresql("postgresql://127.0.0.1/unused")
+    database.initialize(other)  # never connected: only its SQL style is used
+    try:
+        with pytest.raises(Exception):
+            accounts._read_key_state(key_id)  # compiled for `other`, then fails to run there
+    finally:
+        database.initialize(bound)
+    principal, _expires_at = accounts._read_key_state(key_id)
+    assert principal.user_id == user.id
 
 
 CONCURRENT_FIRST_USE = """
