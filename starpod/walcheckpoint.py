@@ -15,13 +15,19 @@ The checkpoint is TRUNCATE with a busy timeout (a C-level wait, but in the nativ
 takes the write lock, copies every frame, waits for readers to leave the WAL and empties it, so
 the WAL resets while greenlets keep writing, and its size on disk is its content (what `wrote`
 looks at).  Meanwhile writers get SQLITE_BUSY and retry cooperatively (lockwait): storage waits a
-few ms, the loop does not.  A PASSIVE checkpoint never catches up with writers that do not pause:
-the WAL is never reset and grows without bound (see tests/test_wal_checkpoint.py).
+few ms (a checkpoint of 1000 pages took 7-27 ms), the loop does not.  A PASSIVE checkpoint never
+catches up with writers that do not pause, so the WAL is never reset (8 greenlets committing 38 MB
+back to back: PASSIVE left a 58 MB WAL, TRUNCATE kept it under 5 MB); RESTART resets it but leaves
+the file at its largest size, which then no longer tells how much it holds.  The thread then
+writes the new WAL's first frame itself (`_start_wal`), as SQLite syncs a restarted WAL's header
+in the commit that restarts it.
 
 Processes without gevent (the CLI, plain tests) keep SQLite's automatic checkpoints.  The
 checkpoint greenlet is started only from a greenlet other than the main one, i.e. by a process
 whose loop serves greenlets: never in the gunicorn master, whose start-up writes run in its main
-greenlet before it forks the workers (it closes its connections then, which checkpoints).
+greenlet before it forks the workers (it closes its connections then, which checkpoints).  Commits
+made in native threads do not start one either (none write today); the loop's next commit does.
+The memory index's SQLite file (memory/index.py) is handled the same way.
 """
 from __future__ import annotations
 
@@ -84,7 +90,20 @@ class Checkpointer:
     def _checkpoint_in_thread(self) -> tuple[int, int, int]:
         if self._conn is None:
             self._conn = self._connect()
-        return self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        outcome = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not outcome[0]:
+            self._start_wal()
+        return outcome
+
+    def _start_wal(self) -> None:
+        """Write the emptied WAL's first frame here: SQLite syncs the header of a WAL that starts
+        over in the writer that starts it, which would otherwise be the loop's next commit.  The
+        write sets the database's application_id to what it is (a page written, nothing changed)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # commits, or rolls back on an error
+            (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+            conn.execute(f"PRAGMA application_id = {int(application_id)}")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECS, isolation_level=None,

@@ -14,6 +14,7 @@ from starpod.walcheckpoint import CHECKPOINT_BYTES
 from .support import REPO
 
 ROW = b"x" * 3000
+WAL_HEADER, WAL_FRAME_HEADER, PAGE = 32, 24, 4096
 
 
 def write_rows(db, transactions: int, pause=lambda: None) -> list[int]:
@@ -57,6 +58,10 @@ main_greenlet_sizes = write_rows(db, 400)  # start-up writes, as the gunicorn ma
 started_by_main_greenlet = bool(checkpoint_threads) or db.checkpoints._running
 writers = [gevent.spawn(write_rows, db, 400, lambda: gevent.sleep(0.001)) for _ in range(5)]
 gevent.joinall(writers, raise_error=True)
+while db.checkpoints._running:  # the last one started, still in its thread
+    gevent.sleep(0.01)
+gevent.spawn(db.checkpoints._checkpoint).get()  # writers done: the WAL emptied, then started anew
+restarted_wal_size = Path(sys.argv[1] + "-wal").stat().st_size
 
 index = SqliteIndex(Path(sys.argv[2]), Path(sys.argv[2] + ".lock"))
 index.open()
@@ -71,7 +76,7 @@ while index.checkpoints._running:  # the last one started, still in its thread
     gevent.sleep(0.01)
 with index.connection() as conn:
     index_autocheckpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-print(json.dumps({"autocheckpoint": autocheckpoint, "index_autocheckpoint": index_autocheckpoint,
+print(json.dumps({"autocheckpoint": autocheckpoint, "restarted_wal_size": restarted_wal_size, "index_autocheckpoint": index_autocheckpoint,
                   "index_wal_size": Path(sys.argv[2] + "-wal").stat().st_size, "main_greenlet_sizes": main_greenlet_sizes,
                   "started_by_main_greenlet": started_by_main_greenlet,
                   "sizes": [size for writer in writers for size in writer.value],
@@ -91,6 +96,7 @@ def test_under_gevent_checkpoints_run_in_a_native_thread_and_keep_the_wal_bounde
     sizes = seen["sizes"]  # 5 writers x 400 commits x 12 kB: 24 MB written
     assert any(later < earlier for earlier, later in zip(sizes, sizes[1:]))  # the WAL was reset
     assert max(sizes) < 4 * CHECKPOINT_BYTES
+    assert seen["restarted_wal_size"] == WAL_HEADER + WAL_FRAME_HEADER + PAGE  # its first frame written
     checkpoints = {(path, thread) for path, thread in seen["checkpoint_threads"]}
     assert {path for path, _thread in checkpoints} == {str(main), str(index)}
     assert seen["loop_thread"] not in {thread for _path, thread in checkpoints}
