@@ -11,7 +11,8 @@ itself in `database.connection_context()`.
 Waiting for another process's SQLite lock never blocks a gevent worker: SQLite's busy timeout is
 0 and connects, BEGINs and autocommit statements are retried cooperatively (see lockwait).
 Explicit SQLite transactions are BEGIN IMMEDIATE, so a transaction takes the write lock (waiting
-cooperatively) up front instead of failing half-way when it first writes.
+cooperatively) up front instead of failing half-way when it first writes.  Under gevent, WAL
+checkpoints run in a native thread, not in the committing call (see walcheckpoint).
 
 Statements are written with `?` placeholders and passed through `placeholders()`; transactions
 that read and then write take `write_transaction(<resource>…)`, which serialises writers of the
@@ -34,6 +35,7 @@ from playhouse.postgres_ext import PooledPsycopg3Database
 
 from .concurrency import readable_now
 from .lockwait import retry_while_locked
+from .walcheckpoint import Checkpointer, disable_automatic
 
 database = DatabaseProxy()
 
@@ -61,11 +63,17 @@ def open_database(path: Path, url: str | None = None):
 
 
 class CooperativeSqliteDatabase(PooledSqliteDatabase):
-    """Pooled SQLite whose lock waits yield to other greenlets instead of sleeping in C."""
+    """Pooled SQLite whose lock waits yield to other greenlets instead of sleeping in C, and whose
+    WAL checkpoints run in a native thread under gevent (walcheckpoint)."""
 
     def init(self, database, **kwargs):
         super().init(database, **kwargs)
         self._timeout = 0  # sqlite3.connect's own busy handler, in force until the pragmas run
+        self.checkpoints = Checkpointer(database)
+
+    def _add_conn_hooks(self, conn):
+        super()._add_conn_hooks(conn)
+        disable_automatic(conn)
 
     def connect(self, reuse_if_open=False):
         connect = super().connect
@@ -75,11 +83,17 @@ class CooperativeSqliteDatabase(PooledSqliteDatabase):
         begin = super().begin
         retry_while_locked(lambda: begin(lock_type))
 
+    def commit(self):
+        super().commit()
+        self.checkpoints.wrote()
+
     def execute_sql(self, sql, params=None):
         execute = super().execute_sql
         if self.in_transaction():  # the transaction already holds the write lock
             return execute(sql, params)
-        return retry_while_locked(lambda: execute(sql, params))
+        cursor = retry_while_locked(lambda: execute(sql, params))
+        self.checkpoints.wrote()  # an autocommit statement
+        return cursor
 
 
 def open_sqlite(path: Path) -> CooperativeSqliteDatabase:

@@ -46,6 +46,7 @@ from typing import Iterable, Iterator
 
 from ..filelock import exclusive
 from ..lockwait import retry_while_locked
+from ..walcheckpoint import Checkpointer, disable_automatic
 from .chunker import Chunk
 from .scoring import fts_query
 
@@ -158,6 +159,9 @@ class MemoryIndex(ABC):
     def reindex_lock(self):
         """A context manager held by a whole reindex, so one walks the tree at a time."""
 
+    def _committed(self) -> None:
+        """After a write transaction committed: upkeep of the engine's log, if it needs any."""
+
     def _reusable(self, conn) -> bool:
         """Whether a connection may go back to the pool (not broken)."""
         return True
@@ -229,6 +233,7 @@ class MemoryIndex(ABC):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        self._committed()
 
     # --- meta ------------------------------------------------------------------------------
 
@@ -378,6 +383,7 @@ class SqliteIndex(MemoryIndex):
 
     WAL mode lets several worker processes read and write at once; writers take the write lock
     with `BEGIN IMMEDIATE`, retried cooperatively (lockwait) rather than by SQLite's busy timeout.
+    Under gevent, WAL checkpoints run in a native thread (walcheckpoint), as the main database's.
     """
 
     SCHEMA = SQLITE_SCHEMA
@@ -400,6 +406,7 @@ class SqliteIndex(MemoryIndex):
         super().__init__()
         self.path = path
         self.lock_path = lock_path
+        self.checkpoints = Checkpointer(str(path))
 
     def _connect(self) -> sqlite3.Connection:
         # No SQLite busy timeout (it sleeps in C, freezing a gevent worker): lock waits are
@@ -408,6 +415,7 @@ class SqliteIndex(MemoryIndex):
         try:
             retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = NORMAL")
+            disable_automatic(conn)
         except BaseException:
             conn.close()
             raise
@@ -415,6 +423,9 @@ class SqliteIndex(MemoryIndex):
 
     def _create_storage(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _committed(self) -> None:
+        self.checkpoints.wrote()
 
     def _begin_write(self, conn, bulk: bool) -> None:
         retry_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
