@@ -43,15 +43,10 @@ CHECKPOINT_BYTES = 1000 * 4096  # SQLite's own bound: wal_autocheckpoint's 1000 
 BUSY_TIMEOUT_SECS = 2.0  # how long the checkpoint waits for the write lock, then for readers
 
 
-def off_loop() -> bool:
-    """Whether this process's WAL checkpoints are this module's (gevent is active) rather than
-    SQLite's automatic ones."""
-    return gevent_active()
-
-
 def disable_automatic(conn: sqlite3.Connection) -> None:
-    """Turn SQLite's automatic checkpoints off on `conn` where `Checkpointer` takes them over."""
-    if off_loop():
+    """Turn SQLite's automatic checkpoints off on `conn` where `Checkpointer` takes them over
+    (where gevent is active)."""
+    if gevent_active():
         conn.execute("PRAGMA wal_autocheckpoint = 0")
 
 
@@ -113,7 +108,7 @@ class Checkpointer:
 def _serving_greenlets() -> bool:
     """Whether this runs in a greenlet the gevent loop schedules (not in the main greenlet nor in
     a native thread), in a process where gevent is active."""
-    if not off_loop():
+    if not gevent_active():
         return False
     import gevent
     return gevent.getcurrent().parent is not None
